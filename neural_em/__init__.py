@@ -1,0 +1,47 @@
+"""neural-em: continuous (neural and spline) representations of cryo-EM maps and the density
+graphs drawn from them.
+
+Layers, each importing only those below it:
+
+1. map and model I/O: :mod:`neural_em.voxelmap`, :mod:`neural_em.models`,
+   :mod:`neural_em.simulate`, :mod:`neural_em.atomic`, :mod:`neural_em.errors`
+2. continuous fields: :mod:`neural_em.fields`
+3. graphs and evaluation: :mod:`neural_em.graph`
+4. command line: :mod:`neural_em.cli`; workflow helpers: :mod:`neural_em.pipeline`
+"""
+
+from __future__ import annotations
+
+from neural_em.errors import FieldFormatError, InputError, MapFormatError, SizeLimitError
+from neural_em.fields import DensityField, SplineDensityMap, load_field
+from neural_em.voxelmap import Normalisation, VoxelMap, load_normalised, read_map, write_map
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DensityField",
+    "FieldFormatError",
+    "InputError",
+    "MapFormatError",
+    "NeuralDensityMap",
+    "Normalisation",
+    "SizeLimitError",
+    "SplineDensityMap",
+    "VoxelMap",
+    "load_field",
+    "load_normalised",
+    "read_map",
+    "write_map",
+]
+
+
+def __getattr__(name: str):
+    if name == "NeuralDensityMap":
+        from neural_em.fields.neural import NeuralDensityMap
+
+        return NeuralDensityMap
+    if name == "DensityGraph":
+        from neural_em.graph import DensityGraph
+
+        return DensityGraph
+    raise AttributeError(name)

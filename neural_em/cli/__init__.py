@@ -1,0 +1,1 @@
+"""The ``neural-em`` command line: one program, one module per sub-command."""

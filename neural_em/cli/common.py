@@ -1,0 +1,42 @@
+"""Helpers shared by the sub-commands: parser construction, output checks, progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from neural_em.cli.main import HelpFormatter
+
+
+def add_command(sub: Any, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    """Add a sub-command whose help shows defaults and an example."""
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=f"{help_text}\n\nexample:\n  {example}",
+        formatter_class=HelpFormatter,
+    )
+
+
+def add_max_voxels(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-voxels", type=int, default=None,
+        help="refuse maps and grids larger than this many voxels "
+        "(default: NEURAL_EM_MAX_VOXELS or 268435456)")
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value

@@ -1,0 +1,81 @@
+"""``neural-em fit``: fit a continuous field (neural or spline) to a voxel map."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from neural_em.cli.common import add_command, add_max_voxels, positive_float
+from neural_em.fields import SplineDensityMap
+
+
+def register(sub: Any) -> None:
+    p = add_command(
+        sub, "fit", "Fit a neural (SIREN per region) or cubic-spline field to a map.",
+        "neural-em fit emd_3488.mrc --contour 0.7 -o emd_3488.neural --preset fast")
+    p.add_argument("map", type=Path, help="MRC/MAP/CCP4 map (optionally .gz/.bz2)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .neural file")
+    p.add_argument("--field", choices=("neural", "spline"), default="neural",
+                   help="field kind: neural (trained) or spline (cubic B-spline, instant)")
+    p.add_argument("--preset", choices=("fast", "paper"), default="fast",
+                   help="neural training preset: fast (batched, this project's) or paper "
+                   "(the study's protocol)")
+    p.add_argument("--contour", type=float, default=None,
+                   help="crop to the box of voxels >= this raw density level plus 5 Å")
+    p.add_argument("--margin", type=float, default=5.0, help="crop margin in Å")
+    p.add_argument("--device", nargs="+", default=["cpu"],
+                   help="cpu, cuda, cuda:N; several GPUs split the regions")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="epoch cap per region (default: the preset's)")
+    p.add_argument("--time-budget", type=positive_float, default=None,
+                   help="training time budget in seconds per region batch "
+                   "(default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (CPU fits are repeatable)")
+    p.add_argument("--float16", action="store_true", help="store weights as float16")
+    p.add_argument("--no-resume", action="store_true",
+                   help="ignore a checkpoint left by an interrupted fit of the same output")
+    p.add_argument("--force", action="store_true", help="overwrite the output")
+    add_max_voxels(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.output.exists() and not args.force:
+        raise FileExistsError(f"{args.output}: exists (pass --force to replace it)")
+    start = time.perf_counter()
+    if args.field == "spline":
+        field = SplineDensityMap.from_voxel_map(args.map, contour=args.contour,
+                                                margin_A=args.margin, max_voxels=args.max_voxels)
+        field.save(args.output, overwrite=args.force, float16=args.float16)
+        print(f"wrote {args.output} (spline field, {field.shape_xyz} voxels, "
+              f"{time.perf_counter() - start:.1f} s)")
+        return 0
+    from neural_em.fields.neural import NeuralDensityMap, fit_report
+
+    field = NeuralDensityMap.from_voxel_map(
+        args.map,
+        contour=args.contour,
+        margin_A=args.margin,
+        devices=args.device,
+        preset=args.preset,
+        max_epochs=args.max_epochs,
+        time_budget_s=args.time_budget,
+        seed=args.seed,
+        checkpoint=None if args.no_resume else _checkpoint_path(args.output),
+        progress=not args.quiet,
+        max_voxels=args.max_voxels,
+    )
+    field.save(args.output, overwrite=args.force, float16=args.float16)
+    ckpt = _checkpoint_path(args.output)
+    if ckpt.exists():
+        ckpt.unlink()
+    print(fit_report(field))
+    print(f"wrote {args.output} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _checkpoint_path(output: Path) -> Path:
+    """Where an interrupted fit of ``output`` keeps its finished regions."""
+    return output.with_name(f".{output.name}.checkpoint")
