@@ -45,6 +45,14 @@ def as_points(points: Any, name: str = "points") -> np.ndarray:
     return arr
 
 
+def _xyz(value: Any, name: str) -> np.ndarray:
+    try:
+        return np.broadcast_to(np.asarray(value, dtype=np.float64), (3,)).copy()
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be one or three numbers (x, y, z), got {value!r}"
+                         ) from exc
+
+
 class DensityField(abc.ABC):
     """A continuous density field over the box of a normalised voxel map.
 
@@ -55,19 +63,30 @@ class DensityField(abc.ABC):
 
     #: Name of the field kind in files and on the command line.
     kind: str = "field"
+    #: Largest sampling grid (points) accepted by the grid methods; None: ``NEURAL_EM_MAX_VOXELS``
+    #: or the default (see :func:`neural_em.voxelmap.max_voxels_limit`).
+    max_voxels: int | None = None
 
     def __init__(self, *, shape_xyz: Any, voxel_size: Any, origin: Any,
                  normalisation: Normalisation | None, map_id: str = "",
                  metadata: dict[str, Any] | None = None) -> None:
-        self.shape_xyz = tuple(int(n) for n in shape_xyz)
+        try:
+            self.shape_xyz = tuple(int(n) for n in shape_xyz)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"shape_xyz must be three positive integers, got {shape_xyz!r}"
+                             ) from exc
         if len(self.shape_xyz) != 3 or min(self.shape_xyz) < 1:
             raise InputError(f"shape_xyz must be three positive integers, got {shape_xyz!r}")
-        self.voxel_size = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,)).copy()
-        self.origin = np.broadcast_to(np.asarray(origin, dtype=np.float64), (3,)).copy()
+        self.voxel_size = _xyz(voxel_size, "voxel_size")
+        self.origin = _xyz(origin, "origin")
         if np.any(~np.isfinite(self.voxel_size)) or np.any(self.voxel_size <= 0):
             raise InputError(f"voxel_size must be positive, got {self.voxel_size.tolist()}")
         if np.any(~np.isfinite(self.origin)):
             raise InputError(f"origin must be finite, got {self.origin.tolist()}")
+        with np.errstate(over="ignore"):
+            far = self.origin + np.array(self.shape_xyz) * self.voxel_size
+        if not np.all(np.isfinite(far)):
+            raise InputError("origin and voxel size put the field beyond finite coordinates")
         self.normalisation = normalisation
         self.map_id = map_id
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -100,11 +119,14 @@ class DensityField(abc.ABC):
         """
         pts = as_points(points)
         out = np.full((len(pts), 4), np.nan, dtype=np.float32)
-        inside = self.contains(pts)
-        idx = np.flatnonzero(inside)
-        for start in range(0, len(idx), self.chunk_points):
-            sel = idx[start:start + self.chunk_points]
-            out[sel] = self._evaluate(pts[sel])
+        # The box test runs chunk by chunk too: no whole-size masks or index arrays.
+        for start in range(0, len(pts), self.chunk_points):
+            chunk = pts[start:start + self.chunk_points]
+            inside = self.contains(chunk)
+            if inside.all():
+                out[start:start + len(chunk)] = self._evaluate(chunk)
+            elif inside.any():
+                out[start + np.flatnonzero(inside)] = self._evaluate(chunk[inside])
         return out
 
     def get_densities(self, points: Any) -> np.ndarray:
@@ -121,31 +143,65 @@ class DensityField(abc.ABC):
         """World coordinates (Å) along x, y, z of a uniform grid over the box from ``origin``."""
         steps = [step_x, step_x if step_y is None else step_y, step_x if step_z is None else step_z]
         lo, hi = self.bounds
-        axes = []
-        for s, a, b in zip(steps, lo, hi, strict=True):
-            s = float(s)
+        counts = []
+        for s in steps:
+            try:
+                s = float(s)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"grid step must be a positive number of Å, got {s!r}") from exc
             if not np.isfinite(s) or s <= 0:
                 raise InputError(f"grid step must be a positive number of Å, got {s!r}")
-            n = int(np.floor((b - a) / s + 1e-6)) + 1
-            axes.append(a + s * np.arange(n))
-        check_voxel_count(int(np.prod([len(a) for a in axes])), "the sampling grid")
-        return axes
+        steps = [float(s) for s in steps]
+        with np.errstate(over="ignore"):
+            for s, a, b in zip(steps, lo, hi, strict=True):
+                n = np.floor((b - a) / s + 1e-6) + 1  # float: a tiny step must not overflow
+                counts.append(n)
+            total = float(np.prod(counts))
+        # Check the size before anything is allocated (a tiny step could ask for 10^30 points).
+        check_voxel_count(int(total) if np.isfinite(total) and total < 2**62 else 2**62,
+                          "the sampling grid", self.max_voxels)
+        return [a + s * np.arange(int(n)) for s, a, n in zip(steps, lo, counts, strict=True)]
+
+    def _grid_planes(self, n_x: int, n_y: int) -> int:
+        """z-planes per slab so a slab holds about ``chunk_points`` points."""
+        return max(1, self.chunk_points // (n_x * n_y))
+
+    @staticmethod
+    def _slab_points(ax: np.ndarray, ay: np.ndarray, az: np.ndarray) -> np.ndarray:
+        """Points ``(len(az)*len(ay)*len(ax), 3)`` of a grid slab, in (z, y, x) C order."""
+        zz, yy, xx = np.meshgrid(az, ay, ax, indexing="ij")
+        return np.stack([xx.ravel(), yy.ravel(), zz.ravel()], axis=1)
 
     def iter_grid_chunks(self, step_x: float, step_y: float | None = None,
                          step_z: float | None = None) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(z_slice, points)`` for consecutive z-slabs of the grid, each slab's points
         ``(m, 3)`` Å in ``(z, y, x)`` C order, with about ``chunk_points`` points a slab."""
         ax, ay, az = self.grid_axes(step_x, step_y, step_z)
-        per_plane = len(ax) * len(ay)
-        planes = max(1, self.chunk_points // per_plane)
-        yy, xx = np.meshgrid(ay, ax, indexing="ij")
-        plane = np.stack([xx.ravel(), yy.ravel()], axis=1)
+        planes = self._grid_planes(len(ax), len(ay))
         for z0 in range(0, len(az), planes):
             zs = az[z0:z0 + planes]
-            pts = np.empty((len(zs) * per_plane, 3))
-            pts[:, :2] = np.tile(plane, (len(zs), 1))
-            pts[:, 2] = np.repeat(zs, per_plane)
-            yield slice(z0, z0 + len(zs)), pts
+            yield slice(z0, z0 + len(zs)), self._slab_points(ax, ay, zs)
+
+    def _grid_slab_densities(self, ax: np.ndarray, ay: np.ndarray, az: np.ndarray
+                             ) -> np.ndarray:
+        """Densities ``(len(az), len(ay), len(ax))`` on a grid slab inside the box.
+
+        Fields with a faster evaluation on regular grids (separable splines, batched
+        networks) override this; the default evaluates the slab's points.
+        """
+        pts = self._slab_points(ax, ay, az)
+        return self._densities_fast(pts).reshape(len(az), len(ay), len(ax))
+
+    def iter_grid_densities(self, step_x: float, step_y: float | None = None,
+                            step_z: float | None = None
+                            ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(ax, ay, az_slab, densities (len(az_slab), len(ay), len(ax)))`` slab by slab
+        over the uniform grid from ``origin`` (axes in Å), so memory stays bounded."""
+        ax, ay, az = self.grid_axes(step_x, step_y, step_z)
+        planes = self._grid_planes(len(ax), len(ay))
+        for z0 in range(0, len(az), planes):
+            zs = az[z0:z0 + planes]
+            yield ax, ay, zs, self._grid_slab_densities(ax, ay, zs)
 
     def sample_values(self, step_x: float, step_y: float | None = None,
                       step_z: float | None = None) -> np.ndarray:
@@ -175,12 +231,12 @@ class DensityField(abc.ABC):
         bounded by the number of points kept.
         """
         kept_pts, kept_vals = [], []
-        for _, pts in self.iter_grid_chunks(step_x, step_y, step_z):
-            dens = self._densities_fast(pts)
-            keep = dens >= density_threshold
-            if keep.any():
-                kept_pts.append(pts[keep])
-                kept_vals.append(self.get_values(pts[keep]))
+        for ax, ay, zs, dens in self.iter_grid_densities(step_x, step_y, step_z):
+            iz, iy, ix = np.nonzero(dens >= density_threshold)
+            if len(iz):
+                pts = np.stack([ax[ix], ay[iy], zs[iz]], axis=1)
+                kept_pts.append(pts)
+                kept_vals.append(self.get_values(pts))
         if not kept_pts:
             return np.zeros((0, 3)), np.zeros((0, 4), dtype=np.float32)
         return np.concatenate(kept_pts), np.concatenate(kept_vals)
@@ -196,8 +252,10 @@ class DensityField(abc.ABC):
             np.asarray(voxel_size, dtype=np.float64), (3,))
         ax, ay, az = self.grid_axes(*vs)
         data = np.empty((len(az), len(ay), len(ax)), dtype=np.float32)
-        for zslice, pts in self.iter_grid_chunks(*vs):
-            data[zslice] = self._densities_fast(pts).reshape(-1, len(ay), len(ax))
+        z0 = 0
+        for _, _, zs, dens in self.iter_grid_densities(*vs):
+            data[z0:z0 + len(zs)] = dens
+            z0 += len(zs)
         return VoxelMap(data=data, voxel_size=vs, origin=self.origin, map_id=self.map_id,
                         normalisation=self.normalisation)
 

@@ -1,0 +1,240 @@
+"""Benchmark of density graphs on the real and simulated maps of ../shared/data.
+
+For each map: the spline field, the graph with the study's defaults (adjacency 2 x
+resolution), its metrics against the deposited model, the local-maximum baseline, the
+seconds of each step (wall and CPU), and the same with each ``--refine`` option. Writes JSON
+to ``--out`` and prints markdown tables. ``--neural`` also fits a fast neural field of
+EMD-3488 (where ``neural_em.fields.neural`` exists) and times its graph.
+
+    python benchmarks/bench_graph.py                      # all maps, refine none + ridge
+    python benchmarks/bench_graph.py --maps emd_3488 --neural
+    python benchmarks/bench_graph.py --maps none --memory   # EMD-11007 peak memory only
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+#: name, map, model, resolution (Å), reference recall and precision of an independent
+#: implementation of the same method.
+MAPS = [
+    ("emd_3488", "emd_3488/emd_3488.mrc", "emd_3488/5ni1.cif", 3.2, 0.946, 0.719),
+    ("emd_6272", "emd_6272/emd_6272_zone.mrc", "emd_6272/3j9s.pdb", 2.6, 0.957, 0.682),
+    ("emd_5778", "emd_5778/emd_5778_chainA.mrc", "emd_5778/3j5p.pdb", 3.28, 0.601, 0.589),
+    ("emd_21457", "emd_21457/emd_21457_seg.mrc", "emd_21457/6vyb_Ndom.pdb", 3.2, 0.626,
+     0.672),
+    ("3i2n", "simulated/3i2n/3i2n_sim3A.mrc", "simulated/3i2n/3i2n.pdb", 3.0, 1.0, 0.748),
+    ("3qc7", "simulated/3qc7/3qc7_sim3A.mrc", "simulated/3qc7/3qc7.pdb", 3.0, 1.0, 0.713),
+    ("6g61", "simulated/6g61/6g61_sim3A.mrc", "simulated/6g61/6g61.pdb", 3.0, 1.0, 0.676),
+]
+
+
+def _metrics(r: dict[str, Any]) -> dict[str, Any]:
+    keys = ("nodes", "ca", "recall", "coverage", "precision", "rmsd", "nodes_per_ca")
+    return {k: r[k] for k in keys}
+
+
+def run_map(entry: tuple, refine: str, *, threads: int | None, data: Path,
+            with_baseline: bool) -> dict[str, Any] | None:
+    from neural_em.fields.spline import SplineDensityMap
+    from neural_em.graph import DensityGraph
+    from neural_em.graph.evaluate import evaluate_graph
+    from neural_em.models import read_model
+    from neural_em.voxelmap import load_normalised
+
+    name, map_rel, model_rel, res, ref_recall, ref_precision = entry
+    map_path, model_path = data / map_rel, data / model_rel
+    if not map_path.is_file() or not model_path.is_file():
+        print(f"skipping {name}: {map_path if not map_path.is_file() else model_path} absent",
+              file=sys.stderr)
+        return None
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    field = SplineDensityMap.from_voxel_map(map_path)
+    field_s = time.perf_counter() - wall0
+    graph = DensityGraph.from_neural_density_map(
+        field, adjacency_threshold=2.0 * res, resolution_A=res, refine=refine,
+        threads=threads, source=str(map_path))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    model = read_model(model_path)
+    baseline = load_normalised(map_path) if with_baseline else None
+    r = evaluate_graph(graph, model, baseline_map=baseline)
+    out = {
+        "map": name, "resolution_A": res, "refine": refine, **_metrics(r),
+        "edges": graph.graph.number_of_edges(), "seconds_wall": wall, "seconds_cpu": cpu,
+        "seconds_field": field_s, "steps": {k: v for k, v in graph.timings.items()},
+        "stats": graph.stats, "reference": {"recall": ref_recall, "precision": ref_precision},
+        "diff_recall": r["recall"] - ref_recall, "diff_precision": r["precision"] - ref_precision,
+    }
+    if "baseline" in r:
+        out["baseline"] = _metrics(r["baseline"])
+    return out
+
+
+def run_neural(data: Path, preset: str) -> dict[str, Any] | None:
+    if importlib.util.find_spec("neural_em.fields.neural") is None:
+        print("skipping --neural: neural_em.fields.neural is not in this build", file=sys.stderr)
+        return None
+    from neural_em.fields.neural import NeuralDensityMap
+    from neural_em.graph import DensityGraph
+    from neural_em.graph.evaluate import evaluate_graph
+
+    name, map_rel, model_rel, res, ref_recall, ref_precision = MAPS[0]
+    t0 = time.perf_counter()
+    field = NeuralDensityMap.from_voxel_map(data / map_rel, devices=("cpu",), preset=preset)
+    fit_s = time.perf_counter() - t0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    graph = DensityGraph.from_neural_density_map(field, adjacency_threshold=2.0 * res,
+                                                 resolution_A=res, source=str(data / map_rel))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    r = evaluate_graph(graph, data / model_rel)
+    return {"map": name, "field": f"neural ({preset})", "fit_seconds": fit_s, **_metrics(r),
+            "seconds_wall": wall, "seconds_cpu": cpu, "steps": graph.timings,
+            "stats": graph.stats,
+            "reference": {"recall": ref_recall, "precision": ref_precision}}
+
+
+_MEMORY_SNIPPET = """
+import json, sys, time
+from neural_em.graph import DensityGraph
+t = time.perf_counter()
+g = DensityGraph.from_voxel_density_map(sys.argv[1], adjacency_threshold=5.8, resolution_A=2.9)
+print(json.dumps({"nodes": len(g), "edges": g.graph.number_of_edges(), "stats": g.stats,
+                  "timings": g.timings, "seconds_wall": time.perf_counter() - t}))
+"""
+
+
+def run_memory(data: Path) -> dict[str, Any] | None:
+    """Peak memory of the spline graph of EMD-11007 (240^3 voxels of 0.834 Å), measured as
+    the maximum resident set size of a child process that builds only that graph."""
+    import subprocess
+
+    path = data / "emd_11007" / "emd_11007.map"
+    if not path.is_file():
+        print(f"skipping --memory: {path} absent", file=sys.stderr)
+        return None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run([sys.executable, "-c", _MEMORY_SNIPPET, str(path)], check=True,
+                          capture_output=True, text=True)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["peak_rss_MB"] = peak_kb / 1024
+    if peak_kb <= before:
+        out["note"] = "an earlier child process had a higher peak"
+    return {"map": "emd_11007", **out}
+
+
+def _f(v: Any, d: int = 3) -> str:
+    return "–" if v is None else f"{v:.{d}f}"
+
+
+def print_tables(rows: list[dict[str, Any]], neural: dict[str, Any] | None) -> None:
+    print("\n### Spline field, study defaults (adjacency 2 × resolution)\n")
+    print("| map | res Å | nodes | CA | recall (ref) | coverage | precision (ref) | RMSD Å | "
+          "nodes/CA | seconds wall / CPU | seeding / walking / clustering / edges s | "
+          "baseline nodes | baseline recall | baseline precision |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["refine"] != "none":
+            continue
+        s, b = r["steps"], r.get("baseline", {})
+        print(f"| {r['map']} | {r['resolution_A']} | {r['nodes']} | {r['ca']} | "
+              f"{_f(r['recall'])} ({r['reference']['recall']:.3f}) | {_f(r['coverage'])} | "
+              f"{_f(r['precision'])} ({r['reference']['precision']:.3f}) | {_f(r['rmsd'], 2)} | "
+              f"{_f(r['nodes_per_ca'], 2)} | {r['seconds_wall']:.1f} / {r['seconds_cpu']:.1f} | "
+              f"{s['seeding']:.1f} / {s['walking']:.1f} / {s['clustering']:.2f} / "
+              f"{s['edges']:.2f} | {b.get('nodes', '–')} | {_f(b.get('recall'))} | "
+              f"{_f(b.get('precision'))} |")
+    refines = sorted({r["refine"] for r in rows} - {"none"})
+    if refines:
+        base = {r["map"]: r for r in rows if r["refine"] == "none"}
+        print("\n### Refinement trade-off (same field and parameters)\n")
+        print("| map | refine | nodes | recall | precision | nodes/CA | RMSD Å | "
+              "Δ recall | Δ precision | Δ nodes/CA | refine s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            if r["refine"] == "none" or r["map"] not in base:
+                continue
+            b = base[r["map"]]
+            print(f"| {r['map']} | {r['refine']} | {r['nodes']} | {_f(r['recall'])} | "
+                  f"{_f(r['precision'])} | {_f(r['nodes_per_ca'], 2)} | {_f(r['rmsd'], 2)} | "
+                  f"{r['recall'] - b['recall']:+.3f} | {r['precision'] - b['precision']:+.3f} | "
+                  f"{r['nodes_per_ca'] - b['nodes_per_ca']:+.2f} | {r['steps']['refine']:.2f} |")
+    if neural:
+        s = neural["steps"]
+        print("\n### Neural field (EMD-3488)\n")
+        print(f"{neural['field']}: fit {neural['fit_seconds']:.1f} s; graph "
+              f"{neural['seconds_wall']:.1f} s wall / {neural['seconds_cpu']:.1f} s CPU (seeding "
+              f"{s['seeding']:.1f}, walking {s['walking']:.1f}); {neural['nodes']} nodes, recall "
+              f"{_f(neural['recall'])}, precision {_f(neural['precision'])}, RMSD "
+              f"{_f(neural['rmsd'], 2)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "graph.json")
+    parser.add_argument("--maps", nargs="*", default=None, help="subset of map names")
+    parser.add_argument("--refine", nargs="*", default=["none", "ridge"],
+                        help="refinements to run ('none' is the study's method)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="parallel field evaluations (default: the library's)")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--neural", action="store_true",
+                        help="also a graph from a neural field of EMD-3488")
+    parser.add_argument("--preset", default="fast", help="neural preset with --neural")
+    parser.add_argument("--memory", action="store_true",
+                        help="also the peak memory of the EMD-11007 graph (child process)")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"no data folder {args.data}", file=sys.stderr)
+        return 2
+    refines = list(dict.fromkeys(["none", *args.refine]))
+    rows = []
+    for entry in MAPS:
+        if args.maps and entry[0] not in args.maps:
+            continue
+        for refine in refines:
+            row = run_map(entry, refine, threads=args.threads, data=args.data,
+                          with_baseline=refine == "none" and not args.no_baseline)
+            if row is not None:
+                rows.append(row)
+                print(f"{row['map']} refine={refine}: {row['nodes']} nodes, recall "
+                      f"{row['recall']:.3f}, precision {row['precision']:.3f} in "
+                      f"{row['seconds_wall']:.1f} s", file=sys.stderr, flush=True)
+    neural = run_neural(args.data, args.preset) if args.neural else None
+    memory = run_memory(args.data) if args.memory else None
+    result = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_average_at_end": os.getloadavg()},
+        "maxrss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "maps": rows, "neural": neural, "memory": memory,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    from neural_em.atomic import atomic_write_text
+
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    print_tables(rows, neural)
+    if memory:
+        print(f"\nEMD-11007 spline graph: {memory['nodes']} nodes from "
+              f"{memory['stats']['seeds']} seeds in {memory['seconds_wall']:.1f} s, peak memory "
+              f"{memory['peak_rss_MB']:.0f} MB")
+    print(f"\nwritten {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""Workflow helpers for the reproducibility pipeline; the Snakemake rules in ``workflow/`` and
+their scripts in ``scripts/`` call them, and they are tested without Snakemake.
+
+- :mod:`neural_em.pipeline.dataset`: the study's dataset selection from an EMDB search export.
+- :mod:`neural_em.pipeline.download`: archive downloads (EMDB maps and metadata, PDB models and
+  sequences) with retries, integrity checks, atomic writes and a local mirror.
+- :mod:`neural_em.pipeline.gpu_slots`: one GPU per concurrent job (file-lock slots).
+- :mod:`neural_em.pipeline.collect`, :mod:`neural_em.pipeline.figures`: metrics tables, figures.
+
+Submodules are imported on demand (``from neural_em.pipeline import download``) so a rule pays
+only for what it uses.
+"""

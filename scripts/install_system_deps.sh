@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# System packages the tests need (Debian 12), installed only where missing:
+#   slurm-wlm slurmdbd mariadb-server munge   the single-node SLURM of tests/test_slurm.py
+#                                             (scripts/slurm_local.sh)
+#   chromium                                  headless browser that opens the Snakemake report
+#   fonts-dejavu-core                         a font for chromium's rendering
+#
+#   scripts/install_system_deps.sh            # idempotent; does nothing when all are installed
+#
+# Non-interactive (DEBIAN_FRONTEND=noninteractive). No service is started by the install: a
+# temporary policy-rc.d refuses it (the test starts its own daemons in a private folder), and is
+# removed again afterwards. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+PACKAGES=(slurm-wlm slurmdbd mariadb-server munge chromium fonts-dejavu-core)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    [[ $status == "install ok installed" ]] || missing+=("$pkg")
+done
+if ((${#missing[@]} == 0)); then
+    echo "install_system_deps: all installed (${PACKAGES[*]})"
+    exit 0
+fi
+
+SUDO=()
+if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install_system_deps: need root for apt-get" >&2; exit 1; }
+    SUDO=(sudo)
+fi
+
+POLICY=/usr/sbin/policy-rc.d
+own_policy=0
+if [[ ! -e $POLICY ]]; then
+    printf '#!/bin/sh\n# written by neural-em scripts/install_system_deps.sh\nexit 101\n' \
+        | "${SUDO[@]}" tee "$POLICY" >/dev/null
+    "${SUDO[@]}" chmod 755 "$POLICY"
+    own_policy=1
+fi
+cleanup() { if ((own_policy)); then "${SUDO[@]}" rm -f "$POLICY"; fi; }
+trap cleanup EXIT
+
+echo "install_system_deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    "${missing[@]}"
+echo "install_system_deps: done"
