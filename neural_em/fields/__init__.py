@@ -2,6 +2,8 @@
 
 * :class:`SplineDensityMap`: cubic B-spline, no training (baseline and fast path).
 * :class:`NeuralDensityMap`: one SIREN per region of the map (the study's neural map).
+* :class:`~neural_em.fields.classical.TrilinearDensityMap`,
+  :class:`~neural_em.fields.classical.FourierDensityMap`: classical baselines.
 """
 
 from __future__ import annotations
@@ -34,4 +36,10 @@ def load_field(path: str | os.PathLike) -> DensityField:
         from neural_em.fields.neural import NeuralDensityMap
 
         return NeuralDensityMap.from_file_contents(header, tensors, path)
-    raise FieldFormatError(f"unknown field kind {kind!r} (known: 'spline', 'neural')", path)
+    if kind in ("trilinear", "fourier"):
+        from neural_em.fields.classical import FourierDensityMap, TrilinearDensityMap
+
+        cls = TrilinearDensityMap if kind == "trilinear" else FourierDensityMap
+        return cls.from_file_contents(header, tensors, path)
+    raise FieldFormatError(
+        f"unknown field kind {kind!r} (known: 'spline', 'neural', 'trilinear', 'fourier')", path)
