@@ -14,15 +14,20 @@ and finite, otherwise from NXSTART/NYSTART/NZSTART times the voxel size.
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
+import gzip
 import logging
+import math
 import os
-import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
 import mrcfile
+import mrcfile.utils
 import numpy as np
+from mrcfile.dtypes import HEADER_DTYPE
 
 from neural_em.atomic import atomic_path
 from neural_em.errors import InputError, MapFormatError, SizeLimitError
@@ -59,6 +64,28 @@ def check_voxel_count(n_voxels: int, what: str, max_voxels: int | None = None,
             "(raise it with --max-voxels or NEURAL_EM_MAX_VOXELS)",
             path,
         )
+
+
+def mean_std(data: np.ndarray, *, slab_values: int = 1 << 22) -> tuple[float, float]:
+    """Mean and standard deviation of an array, in float64, slab by slab along axis 0.
+
+    ``ndarray.std(dtype=float64)`` makes a float64 copy of the whole array (8 bytes a voxel);
+    this keeps the extra memory to about ``slab_values`` values.
+    """
+    flat = data.reshape(len(data), -1) if data.ndim > 1 else data.reshape(-1, 1)
+    n = flat.size
+    if n == 0:
+        return float("nan"), float("nan")
+    rows = max(1, slab_values // max(1, flat.shape[1]))
+    total = 0.0
+    for i in range(0, len(flat), rows):
+        total += float(flat[i:i + rows].sum(dtype=np.float64))
+    mean = total / n
+    sq = 0.0
+    for i in range(0, len(flat), rows):
+        diff = flat[i:i + rows].astype(np.float64) - mean
+        sq += float(np.dot(diff.ravel(), diff.ravel()))
+    return mean, float(np.sqrt(sq / n))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +148,10 @@ class VoxelMap:
         if np.any(self.voxel_size <= 0):
             raise InputError(f"voxel_size must be positive, got {self.voxel_size.tolist()}")
         self.origin = _as_xyz(self.origin, "origin")
+        with np.errstate(over="ignore"):
+            far = self.origin + np.array(self.shape_xyz) * self.voxel_size
+        if not np.all(np.isfinite(far)):
+            raise InputError("origin and voxel size put the map beyond finite coordinates")
 
     @property
     def shape_xyz(self) -> tuple[int, int, int]:
@@ -175,13 +206,15 @@ class VoxelMap:
                 self.source or None,
             )
         norm = ((clipped - cmin) / (cmax - cmin)).astype(np.float32)
+        del clipped
+        mean, std = mean_std(norm)
         info = Normalisation(
             original_min=float(raw.min()),
             original_max=float(raw.max()),
             clip_min=cmin,
             clip_max=cmax,
-            mean=float(norm.mean(dtype=np.float64)),
-            std=float(norm.std(dtype=np.float64)),
+            mean=mean,
+            std=std,
         )
         return dataclasses.replace(self, data=norm, normalisation=info)
 
@@ -222,7 +255,13 @@ class VoxelMap:
 
 
 def _as_xyz(value: Any, name: str) -> np.ndarray:
-    arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (3,)).copy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be one or three numbers (x, y, z), got {value!r}") from exc
+    if arr.shape not in ((), (1,), (3,)):
+        raise InputError(f"{name} must be one or three numbers (x, y, z), got shape {arr.shape}")
+    arr = np.broadcast_to(arr, (3,)).copy()
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{name} must be finite, got {arr.tolist()}")
     return arr
@@ -237,16 +276,20 @@ def _map_id_from_path(path: Path) -> str:
 
 
 def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> VoxelMap:
-    """Read an MRC/MAP/CCP4 file (optionally .gz/.bz2) into a :class:`VoxelMap`.
+    """Read an MRC/MAP/CCP4 file (optionally gzip/bzip2-compressed) into a :class:`VoxelMap`.
 
     The header is checked before any data is read: dimensions, mode, axis order, cell and the
-    voxel count against ``max_voxels`` (see :func:`max_voxels_limit`). Raises
-    :class:`MapFormatError` naming the file and the problem for anything unusable.
+    voxel count against ``max_voxels`` (see :func:`max_voxels_limit`). Memory is bounded by
+    what the file holds: an uncompressed file must be long enough for its header's claim
+    before anything is allocated, and a compressed one is decompressed in chunks, at most the
+    size the header claims. Raises :class:`MapFormatError` naming the file and the problem for
+    anything unusable.
     """
     path = Path(path)
     if not path.is_file():
         raise MapFormatError("no such file", path)
-    header = _read_header(path)
+    compression = _sniff_compression(path)
+    header = _read_header(path, compression)
     nc, nr, ns = (int(header.nx), int(header.ny), int(header.nz))
     if min(nc, nr, ns) < 1:
         raise MapFormatError(f"dimensions must be positive, header says {nc}x{nr}x{ns}", path)
@@ -258,10 +301,15 @@ def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> Voxel
     axes = (int(header.mapc), int(header.mapr), int(header.maps))
     if sorted(axes) != [1, 2, 3]:
         raise MapFormatError(f"axis order {axes} is not a permutation of 1, 2, 3", path)
+    nsymbt = int(header.nsymbt)
+    if nsymbt < 0:
+        raise MapFormatError(f"extended header size (NSYMBT) is negative: {nsymbt}", path)
     n_voxels = nc * nr * ns
     check_voxel_count(n_voxels, "map", max_voxels, path)
-    if not path.name.lower().endswith((".gz", ".bz2")):
-        expected = 1024 + int(header.nsymbt) + n_voxels * np.dtype(_FLOAT_MODES[mode]).itemsize
+    dtype = np.dtype(_FLOAT_MODES[mode]).newbyteorder(header.mode.dtype.byteorder)
+    data_offset = _HEADER_BYTES + nsymbt
+    if compression is None:
+        expected = data_offset + n_voxels * dtype.itemsize
         size = path.stat().st_size
         if size < expected:
             raise MapFormatError(
@@ -277,6 +325,9 @@ def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> Voxel
             path,
         )
     voxel_size = cell / mxyz
+    if not np.all(np.isfinite(voxel_size)) or np.any(voxel_size <= 0):
+        raise MapFormatError(f"voxel size {voxel_size.tolist()} is not positive and finite",
+                             path)
     # Start indices are per column/row/section; permute them to x, y, z.
     starts_crs = (int(header.nxstart), int(header.nystart), int(header.nzstart))
     start_xyz = np.zeros(3)
@@ -289,9 +340,7 @@ def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> Voxel
         origin = origin_words
     else:
         origin = start_xyz * voxel_size
-    data = _read_data(path)
-    if data.shape != (ns, nr, nc):
-        raise MapFormatError(f"data shape {data.shape} does not match header {ns, nr, nc}", path)
+    data = _read_data(path, compression, data_offset, dtype, (ns, nr, nc))
     # data is [section, row, column]; reorder to [z, y, x].
     array_axes = (axes[2], axes[1], axes[0])  # map axis (1=x) held by array axis 0, 1, 2
     perm = [array_axes.index(t) for t in (3, 2, 1)]
@@ -309,34 +358,130 @@ def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> Voxel
     )
 
 
-def _read_header(path: Path) -> Any:
+_HEADER_BYTES = 1024
+#: Bytes read at a time from a compressed map: memory grows only as data actually arrives.
+_READ_CHUNK = 1 << 24
+#: Bytes after the data block of a compressed map read to reach the stream's checksum.
+_TRAILING_CHECK_BYTES = 1 << 20
+_STREAM_ERRORS = (OSError, EOFError, ValueError, zlib.error)
+
+
+def _sniff_compression(path: Path) -> str | None:
+    """``"gzip"``, ``"bzip2"`` or None, from the file's first bytes (not its name)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
-                header = mrc.header.copy()
-    except Exception as exc:  # mrcfile raises many types for broken files
-        raise MapFormatError(f"not a readable MRC/CCP4 map ({_short(exc)})", path) from exc
-    if header is None:
-        raise MapFormatError("not a readable MRC/CCP4 map (no header)", path)
+        with open(path, "rb") as handle:
+            magic = handle.read(3)
+    except OSError as exc:
+        raise MapFormatError(f"cannot be opened ({_short(exc)})", path) from exc
+    if magic[:2] == b"\x1f\x8b":
+        return "gzip"
+    if magic == b"BZh":
+        return "bzip2"
+    return None
+
+
+def _open_stream(path: Path, compression: str | None) -> Any:
+    if compression == "gzip":
+        return gzip.open(path, "rb")
+    if compression == "bzip2":
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def _read_up_to(stream: Any, n_bytes: int) -> np.ndarray:
+    """At most ``n_bytes`` of ``stream`` as a uint8 array (fewer at the end of the stream).
+
+    The array is reserved at once but filled chunk by chunk; untouched pages of a large
+    ``np.empty`` are never made resident, so memory follows what the stream really holds, not
+    what a header claims. A short stream gives a shorter copy.
+    """
+    out = np.empty(n_bytes, dtype=np.uint8)
+    view = memoryview(out)
+    got = 0
+    while got < n_bytes:
+        n = stream.readinto(view[got:min(n_bytes, got + _READ_CHUNK)])
+        if not n:
+            break
+        got += n
+    view.release()
+    return out if got == n_bytes else out[:got].copy()
+
+
+def _skip(stream: Any, n_bytes: int) -> int:
+    """Skip up to ``n_bytes`` of ``stream`` in bounded chunks; returns the bytes skipped."""
+    skipped = 0
+    while skipped < n_bytes:
+        chunk = stream.read(min(_READ_CHUNK, n_bytes - skipped))
+        if not chunk:
+            break
+        skipped += len(chunk)
+    return skipped
+
+
+def _read_header(path: Path, compression: str | None = None) -> Any:
+    """The 1024-byte MRC header as a numpy record (byte order from the machine stamp).
+
+    Parsed with mrcfile's header layout but without mrcfile's reader, which allocates the
+    extended header (up to 2 GB, from NSYMBT) and decompresses whole files before any check.
+    """
+    try:
+        with _open_stream(path, compression) as stream:
+            head = _read_up_to(stream, _HEADER_BYTES)
+    except _STREAM_ERRORS as exc:
+        what = f"{compression} stream is corrupt" if compression else "cannot be read"
+        raise MapFormatError(f"not a readable MRC/CCP4 map ({what}: {_short(exc)})",
+                             path) from exc
+    if len(head) < _HEADER_BYTES:
+        raise MapFormatError(
+            f"not a readable MRC/CCP4 map (file has {len(head)} bytes, an MRC header "
+            f"needs {_HEADER_BYTES})", path)
+    header = np.frombuffer(head.tobytes(), dtype=HEADER_DTYPE).reshape(()).view(np.recarray)
+    if bytes(header.map)[:3] != b"MAP":
+        raise MapFormatError(
+            "not an MRC/CCP4 map (no 'MAP' identifier at byte 208 of the header)", path)
+    try:
+        byte_order = mrcfile.utils.byte_order_from_machine_stamp(header.machst)
+    except ValueError:
+        byte_order = "<"  # unusual machine stamp: try little-endian, as mrcfile does
+    header = header.view(header.dtype.newbyteorder(byte_order))
+    if int(header.mode) not in _FLOAT_MODES:
+        swapped = header.view(header.dtype.newbyteorder())
+        if int(swapped.mode) in _FLOAT_MODES:  # machine stamp contradicts the byte order
+            header = swapped
     return header
 
 
-def _read_data(path: Path) -> np.ndarray:
+def _read_data(path: Path, compression: str | None, offset: int, dtype: np.dtype,
+               shape: tuple[int, int, int]) -> np.ndarray:
+    """The data block ``shape`` (sections, rows, columns) of ``dtype`` starting at ``offset``."""
+    n_bytes = math.prod(shape) * dtype.itemsize
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.open(path, mode="r", permissive=True) as mrc:
-                if mrc.data is None:
-                    raise MapFormatError("map data could not be read (truncated?)", path)
-                data = np.array(mrc.data, dtype=np.float32)
-    except MapFormatError:
-        raise
-    except Exception as exc:
-        raise MapFormatError(f"map data could not be read ({_short(exc)})", path) from exc
-    if data.ndim == 2:
-        data = data[np.newaxis]
-    return data
+        with _open_stream(path, compression) as stream:
+            if compression is None:
+                stream.seek(offset)
+                skipped = offset
+            else:
+                skipped = _skip(stream, offset)
+            raw = (_read_up_to(stream, n_bytes) if skipped == offset
+                   else np.empty(0, dtype=np.uint8))
+            if compression is not None and len(raw) == n_bytes:
+                # Read on to the end of the stream (bounded) so its checksum is verified:
+                # a corrupt compressed map must not load with silently altered data.
+                _skip(stream, _TRAILING_CHECK_BYTES)
+    except MemoryError as exc:
+        raise MapFormatError(
+            f"cannot reserve {n_bytes} bytes for the data block the header claims "
+            f"({'x'.join(str(n) for n in shape[::-1])} voxels)", path) from exc
+    except _STREAM_ERRORS as exc:
+        what = f"{compression} stream is corrupt" if compression else "read failed"
+        raise MapFormatError(f"map data could not be read ({what}: {_short(exc)})",
+                             path) from exc
+    if len(raw) < n_bytes:
+        where = "decompressed data" if compression else "file"
+        raise MapFormatError(
+            f"file is truncated: header needs {offset + n_bytes} bytes, the {where} has "
+            f"{skipped + len(raw)}", path)
+    return raw.view(dtype).reshape(shape)
 
 
 def _short(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ def add_command(sub: Any, name: str, help_text: str, example: str) -> argparse.A
 
 def add_max_voxels(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--max-voxels", type=int, default=None,
+        "--max-voxels", type=positive_int, default=None,
         help="refuse maps and grids larger than this many voxels "
         "(default: NEURAL_EM_MAX_VOXELS or 268435456)")
 
@@ -39,4 +39,30 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        try:  # also 1e6
+            number = float(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from exc
+        if not number.is_integer():
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        value = int(number)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
     return value

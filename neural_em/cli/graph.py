@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         from neural_em.fields import load_field
 
         field = load_field(args.input)
+        field.max_voxels = args.max_voxels  # bounds the seed grid too
         graph = DensityGraph.from_neural_density_map(
             field, devices=devices if field.kind == "neural" else None,
             source=str(args.input), **options)

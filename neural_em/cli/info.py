@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from neural_em.cli.common import add_command, add_max_voxels, print_json
+from neural_em.fields import load_field
 from neural_em.fields.fileformat import read_field_file, sniff_format
-from neural_em.voxelmap import read_map
+from neural_em.voxelmap import mean_std, read_map
 
 
 def register(sub: Any) -> None:
@@ -30,6 +31,7 @@ def describe(path: Path, max_voxels: int | None = None) -> dict[str, Any]:
                                              and sniff_format(head) is None)
     if is_field:
         header, tensors = read_field_file(path)
+        load_field(path)  # a file that cannot be used as a field is reported, not described
         info = {
             "file": str(path),
             "type": "field",
@@ -52,6 +54,7 @@ def describe(path: Path, max_voxels: int | None = None) -> dict[str, Any]:
         return info
     vmap = read_map(path, max_voxels=max_voxels)
     data = vmap.data
+    mean, std = mean_std(data)
     return {
         "file": str(path),
         "type": "map",
@@ -63,8 +66,8 @@ def describe(path: Path, max_voxels: int | None = None) -> dict[str, Any]:
         "bytes": path.stat().st_size,
         "min": float(data.min()),
         "max": float(data.max()),
-        "mean": float(data.mean(dtype=np.float64)),
-        "std": float(data.std(dtype=np.float64)),
+        "mean": mean,
+        "std": std,
     }
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from neural_em.atomic import atomic_write_text
+from neural_em.atomic import atomic_path
 from neural_em.cli.common import add_command
 from neural_em.errors import InputError
 from neural_em.fields import load_field
@@ -49,16 +48,17 @@ def read_points_csv(path: Path) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output.exists() and not args.force:
+        raise FileExistsError(f"{args.output}: exists (pass --force to replace it)")
     field = load_field(args.field)
     points = read_points_csv(args.points)
     values = field.get_values(points)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["x", "y", "z", "density", "grad_x", "grad_y", "grad_z"])
-    for p, v in zip(points, values, strict=True):
-        writer.writerow([f"{c:.6g}" for c in p] + [f"{c:.8g}" for c in v])
-    if args.output.exists() and not args.force:
-        raise FileExistsError(f"{args.output}: exists (pass --force to replace it)")
-    atomic_write_text(args.output, buf.getvalue())
+    # Stream the rows into the temporary file (no whole-table string in memory).
+    with atomic_path(args.output, overwrite=args.force) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["x", "y", "z", "density", "grad_x", "grad_y", "grad_z"])
+            for p, v in zip(points, values, strict=True):
+                writer.writerow([f"{c:.6g}" for c in p] + [f"{c:.8g}" for c in v])
     print(f"wrote {len(points)} rows to {args.output}")
     return 0

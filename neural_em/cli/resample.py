@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from neural_em.cli.common import add_command, positive_float
+from neural_em.cli.common import add_command, add_max_voxels, positive_float
+from neural_em.errors import InputError
 from neural_em.fields import load_field
 
 
@@ -19,14 +20,18 @@ def register(sub: Any) -> None:
                    help="voxel size in Å (one value, or three for x y z); default: the "
                    "field's own")
     p.add_argument("--force", action="store_true", help="overwrite the output")
+    add_max_voxels(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    field = load_field(args.field)
     vs = args.voxel_size
     if vs is not None and len(vs) not in (1, 3):
-        raise argparse.ArgumentTypeError("--voxel-size takes one or three values")
+        raise InputError(f"--voxel-size takes one or three values, got {len(vs)}")
+    if args.output.exists() and not args.force:
+        raise FileExistsError(f"{args.output}: exists (pass --force to replace it)")
+    field = load_field(args.field)
+    field.max_voxels = args.max_voxels
     field.save_as_voxel_map(args.output, None if vs is None else vs, overwrite=args.force)
     print(f"wrote {args.output}")
     return 0

@@ -46,8 +46,21 @@ def write_field_file(path: str | os.PathLike, header: dict[str, Any],
         "format_version": str(FORMAT_VERSION),
         "header": json.dumps({**header, "float16": bool(float16)}, allow_nan=False),
     }
-    return atomic_write_bytes(path, safetensors.numpy.save(stored, metadata=meta),
-                              overwrite=overwrite)
+    raw = _canonical_header(safetensors.numpy.save(stored, metadata=meta))
+    return atomic_write_bytes(path, raw, overwrite=overwrite)
+
+
+def _canonical_header(raw: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted.
+
+    safetensors writes the header from a hash map, so key order (and the file's bytes)
+    changes from run to run; sorted keys make equal fields give identical files.
+    """
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # keep the data block 8-byte aligned, as safetensors does
+    return struct.pack("<Q", len(text)) + text + raw[8 + n:]
 
 
 def sniff_format(head: bytes) -> str | None:

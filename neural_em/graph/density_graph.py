@@ -546,6 +546,7 @@ class DensityGraph:
                                                   **(field_options or {}))
         else:
             raise InputError(f"field must be 'spline' or 'neural', got {field!r}")
+        fld.max_voxels = max_voxels  # the same limit bounds the seed grid
         fit_seconds = time.perf_counter() - t0
         graph_options.setdefault("source", os.fspath(path))
         graph = cls.from_neural_density_map(fld, devices=None if kind == "spline" else devices,
