@@ -7,7 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from neural_em.cli.common import add_command, add_max_voxels, positive_float
+from neural_em.cli.common import (
+    add_command,
+    add_max_voxels,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from neural_em.fields import SplineDensityMap
 
 
@@ -24,10 +30,10 @@ def register(sub: Any) -> None:
                    "(the study's protocol)")
     p.add_argument("--contour", type=float, default=None,
                    help="crop to the box of voxels >= this raw density level plus 5 Å")
-    p.add_argument("--margin", type=float, default=5.0, help="crop margin in Å")
+    p.add_argument("--margin", type=non_negative_float, default=5.0, help="crop margin in Å")
     p.add_argument("--device", nargs="+", default=["cpu"],
                    help="cpu, cuda, cuda:N; several GPUs split the regions")
-    p.add_argument("--max-epochs", type=int, default=None,
+    p.add_argument("--max-epochs", type=positive_int, default=None,
                    help="epoch cap per region (default: the preset's)")
     p.add_argument("--time-budget", type=positive_float, default=None,
                    help="training time budget in seconds per region batch "

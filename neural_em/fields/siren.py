@@ -1,0 +1,95 @@
+"""Batched SIRENs: ``R`` independent sine networks with stacked weights (torch).
+
+One SIREN maps a coordinate ``c`` (3,) in [-1, 1] to a value: hidden layers
+``h = sin(ω0 (W h + b))`` with ω0 = 30, a linear output layer. ``R`` of them (one per region)
+are stored as stacked tensors, weights ``(R, out, in)`` and biases ``(R, out)``, and run with
+batched matrix products (``torch.baddbmm``), so all regions of a map train as one network.
+
+Weights are kept in the standard SIREN parameterisation (ω0 outside the weights) in files;
+:func:`fold_omega` and :func:`unfold_omega` convert to and from the folded form
+``sin(W' h + b')`` (``W' = ω0 W``) that the trainer optimises (one multiplication less per
+layer; Adam with its step size and epsilon scaled by ω0 makes the same updates).
+
+Initialisation (Sitzmann et al. 2020): first layer ``W ~ U(-1/in, 1/in)``, other layers
+``W ~ U(-sqrt(6/in)/ω0, sqrt(6/in)/ω0)``, biases ``U(-1/sqrt(in), 1/sqrt(in))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+OMEGA0 = 30.0
+
+
+def layer_dims(widths: Sequence[int]) -> list[tuple[int, int]]:
+    """``(in, out)`` per layer for a network of layer widths ``[3, h1, ..., 1]``."""
+    return [(int(a), int(b)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+
+
+def init_siren(n_regions: int, widths: Sequence[int], *, generator: torch.Generator,
+               omega0: float = OMEGA0, dtype: torch.dtype = torch.float32
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """SIREN initial weights ``[(R, out, in)]`` and biases ``[(R, out)]`` (unfolded), on CPU.
+
+    Drawn on CPU from ``generator`` so a seed gives the same network on every device.
+    """
+    weights, biases = [], []
+    for k, (n_in, n_out) in enumerate(layer_dims(widths)):
+        bound = 1.0 / n_in if k == 0 else math.sqrt(6.0 / n_in) / omega0
+        w = (torch.rand(n_regions, n_out, n_in, generator=generator, dtype=dtype) * 2 - 1)
+        b = (torch.rand(n_regions, n_out, generator=generator, dtype=dtype) * 2 - 1)
+        weights.append(w * bound)
+        biases.append(b / math.sqrt(n_in))
+    return weights, biases
+
+
+def fold_omega(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+               omega0: float = OMEGA0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Multiply every sine layer's weights and biases by ω0 (all layers but the last)."""
+    n = len(weights)
+    return ([w * omega0 if k < n - 1 else w.clone() for k, w in enumerate(weights)],
+            [b * omega0 if k < n - 1 else b.clone() for k, b in enumerate(biases)])
+
+
+def unfold_omega(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                 omega0: float = OMEGA0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Inverse of :func:`fold_omega`."""
+    return fold_omega(weights, biases, 1.0 / omega0)
+
+
+def forward_folded(x: torch.Tensor, weights: Sequence[torch.Tensor],
+                   biases: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Outputs ``(R, B, out)`` of folded networks at coordinates ``x`` ``(R, B, 3)``."""
+    h = x
+    last = len(weights) - 1
+    for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        if k < last:
+            h = torch.sin(h)
+    return h
+
+
+def forward_with_jacobian(x: torch.Tensor, weights: Sequence[torch.Tensor],
+                          biases: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs ``(R, B)`` and their gradients ``(R, B, 3)`` with respect to the coordinates,
+    for folded single-output networks at ``x`` ``(R, B, 3)`` (forward-mode, exact)."""
+    r, n, _ = x.shape
+    h = x
+    tangent = None  # d h / d x, (R, B * 3, width)
+    last = len(weights) - 1
+    for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        wt = w.transpose(1, 2)
+        z = torch.baddbmm(b.unsqueeze(1), h, wt)
+        if tangent is None:
+            tangent = wt.unsqueeze(1).expand(r, n, *wt.shape[1:]).reshape(r, n * 3, -1)
+        else:
+            tangent = torch.bmm(tangent, wt)
+        if k < last:
+            h = torch.sin(z)
+            tangent = (tangent.view(r, n, 3, -1) * torch.cos(z).unsqueeze(2)).view(r, n * 3, -1)
+        else:
+            h = z
+    return h[..., 0], tangent.view(r, n, 3)
