@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 #: Points evaluated per chunk by default: memory stays bounded for any number of points.
 DEFAULT_CHUNK_POINTS = 1 << 16
+#: Grid points per slab for density-only grid sampling (larger slabs amortise per-slab work:
+#: the spline's separable slab evaluation is 5x faster at 2^20 than at 2^16 points).
+DEFAULT_GRID_CHUNK_POINTS = 1 << 20
 
 
 def as_points(points: Any, name: str = "points") -> np.ndarray:
@@ -91,6 +94,7 @@ class DensityField(abc.ABC):
         self.map_id = map_id
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.chunk_points = DEFAULT_CHUNK_POINTS
+        self.grid_chunk_points = DEFAULT_GRID_CHUNK_POINTS
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -162,9 +166,9 @@ class DensityField(abc.ABC):
                           "the sampling grid", self.max_voxels)
         return [a + s * np.arange(int(n)) for s, a, n in zip(steps, lo, counts, strict=True)]
 
-    def _grid_planes(self, n_x: int, n_y: int) -> int:
+    def _grid_planes(self, n_x: int, n_y: int, chunk_points: int | None = None) -> int:
         """z-planes per slab so a slab holds about ``chunk_points`` points."""
-        return max(1, self.chunk_points // (n_x * n_y))
+        return max(1, (chunk_points or self.chunk_points) // (n_x * n_y))
 
     @staticmethod
     def _slab_points(ax: np.ndarray, ay: np.ndarray, az: np.ndarray) -> np.ndarray:
@@ -198,7 +202,7 @@ class DensityField(abc.ABC):
         """Yield ``(ax, ay, az_slab, densities (len(az_slab), len(ay), len(ax)))`` slab by slab
         over the uniform grid from ``origin`` (axes in Å), so memory stays bounded."""
         ax, ay, az = self.grid_axes(step_x, step_y, step_z)
-        planes = self._grid_planes(len(ax), len(ay))
+        planes = self._grid_planes(len(ax), len(ay), self.grid_chunk_points)
         for z0 in range(0, len(az), planes):
             zs = az[z0:z0 + planes]
             yield ax, ay, zs, self._grid_slab_densities(ax, ay, zs)
