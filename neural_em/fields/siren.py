@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 OMEGA0 = 30.0
@@ -93,3 +94,72 @@ def forward_with_jacobian(x: torch.Tensor, weights: Sequence[torch.Tensor],
         else:
             h = z
     return h[..., 0], tangent.view(r, n, 3)
+
+
+def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor],
+                          biases: Sequence[torch.Tensor], *, with_gradient: bool = True,
+                          weights_t: Sequence[torch.Tensor] | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Outputs ``(R, B)`` and (``with_gradient``) their gradients ``(R, B, 3)`` with respect
+    to the coordinates, for folded single-output networks at ``x`` ``(R, B, 3)``.
+
+    The gradient is exact, by reverse mode written out: ``g = w_last``, then for each sine
+    layer from the top ``g = (g * cos z_k) @ W_k``; one matrix product per layer, about half
+    the work of :func:`forward_with_jacobian`'s three tangents. ``weights_t`` may give the
+    weights already transposed ``(R, in, out)`` and contiguous (saves a copy per call).
+    """
+    if weights_t is None:
+        weights_t = [w.transpose(1, 2) for w in weights]
+    h = x
+    pre: list[torch.Tensor] = []
+    last = len(weights) - 1
+    for k, (wt, b) in enumerate(zip(weights_t, biases, strict=True)):
+        z = torch.baddbmm(b.unsqueeze(1), h, wt)
+        if k < last:
+            h = torch.sin(z)
+            if with_gradient:
+                pre.append(z)
+        else:
+            h = z
+    y = h[..., 0]
+    if not with_gradient:
+        return y, None
+    g = weights[last]  # (R, 1, width): d y / d h_{last - 1}
+    for k in range(last - 1, -1, -1):
+        g = torch.bmm(pre[k].cos_().mul_(g), weights[k])
+    return y, g
+
+
+def forward_numpy(x: np.ndarray, weights_t: Sequence[np.ndarray], biases: Sequence[np.ndarray],
+                  weights: Sequence[np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`forward_with_gradient` in NumPy (stacked BLAS products, in-place sines): for
+    inference on CPU, where it runs faster than torch's batched products.
+
+    x: ``(R, B, 3)``; ``weights_t[k]`` ``(R, in, out)`` folded and transposed; ``biases[k]``
+    ``(R, 1, out)``; ``weights[k]`` ``(R, out, in)`` (folded) to get the gradient. Returns
+    outputs ``(R, B)`` and, with ``weights``, gradients ``(R, B, 3)`` (same dtype as ``x``).
+    """
+    h = x
+    pre: list[np.ndarray] = []
+    last = len(weights_t) - 1
+    for k, (wt, b) in enumerate(zip(weights_t, biases, strict=True)):
+        z = np.matmul(h, wt)
+        z += b
+        if k < last:
+            if weights is not None:
+                pre.append(z)
+                h = np.sin(z)
+            else:
+                h = np.sin(z, out=z)
+        else:
+            h = z
+    y = h[..., 0]
+    if weights is None:
+        return y, None
+    g = weights[last]  # (R, 1, width): d y / d h_{last - 1}
+    for k in range(last - 1, -1, -1):
+        c = np.cos(pre[k], out=pre[k])
+        c *= g
+        g = np.matmul(c, weights[k])
+    return y, g
