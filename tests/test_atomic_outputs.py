@@ -192,15 +192,23 @@ def kill_repeatedly(name: str, argv: list[str], output: Path, check, expected,
                     *, kills: int = KILLS, seed: int = 0) -> dict:
     """Run ``argv`` once to completion (timed), then ``kills`` times SIGKILLed after random
     delays across its run time; after each kill ``output`` is absent or passes ``check``."""
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, env=_env(), capture_output=True, timeout=600)
-    full_s = time.perf_counter() - start
-    check(output, expected)
-    output.unlink()
+    runs_s = []
+    for _ in range(2):  # the first run pays cold caches: time two, keep the faster
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, env=_env(), capture_output=True, timeout=600)
+        runs_s.append(time.perf_counter() - start)
+        check(output, expected)
+        output.unlink()
+    full_s = min(runs_s)
     rng = np.random.default_rng(seed)
     tally = Counter()
-    for _ in range(kills):
-        delay = float(rng.uniform(0.2, 1.05 * full_s))
+    attempts = 0
+    while attempts < kills or (tally["killed"] == 0 and attempts < 4 * kills):
+        attempts += 1
+        # Kill somewhere inside the run (after interpreter start-up); shorter delays once
+        # every run so far finished first (a faster machine than the timing suggested).
+        upper = 0.95 * full_s if attempts <= kills else 0.5 * full_s
+        delay = float(rng.uniform(min(0.2, 0.5 * upper), upper))
         proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -231,7 +239,7 @@ def kill_repeatedly(name: str, argv: list[str], output: Path, check, expected,
     COUNTS["kills_output_complete"] += tally["output_complete"]
     COUNTS["kills_output_corrupt"] += 0  # any torn file failed the check above
     COUNTS["temp_files_left_by_kill"] += tally["temp_files_left_by_kill"]
-    return {"full_s": full_s, **tally}
+    return {"full_s": full_s, "killed": tally["killed"], **tally}
 
 
 @pytest.fixture(scope="module")
