@@ -52,3 +52,30 @@ def gaussian_blobs(centres_A, *, shape_xyz=(24, 22, 20), voxel_size=1.0, origin=
         dens += a * np.exp(-np.sum((pts - c) ** 2, axis=1) / (2 * sigma_A**2))
     vmap.data = dens.reshape(vmap.data.shape).astype(np.float32)
     return vmap
+
+
+def report_dir() -> Path:
+    """Folder for the counts the reliability tests leave for ``scripts/test_report.py``."""
+    import os
+
+    return Path(os.environ.get("NEURAL_EM_TEST_REPORT_DIR",
+                               REPO / "benchmarks" / "out" / "test_report"))
+
+
+def save_counts(request, name: str, counts: dict) -> None:
+    """Write ``counts`` to ``report_dir()/name.json`` atomically, unless this is a partial run
+    (``-k``, ``-m``, node ids) which must not replace the full counts
+    (``NEURAL_EM_TEST_REPORT_PARTIAL=1`` forces the write)."""
+    import json
+    import os
+
+    config = request.config
+    partial = (config.option.keyword or config.option.markexpr
+               or any("::" in str(a) for a in config.args))
+    if partial and os.environ.get("NEURAL_EM_TEST_REPORT_PARTIAL") != "1":
+        return
+    folder = report_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(dict(counts), indent=2, sort_keys=True))
+    os.replace(tmp, folder / f"{name}.json")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
-import json
 import os
 import signal
 import stat
@@ -26,7 +25,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
-from conftest import gaussian_blobs
+from conftest import gaussian_blobs, save_counts
 
 from neural_em.atomic import atomic_path, atomic_write_bytes, atomic_write_text, check_output_path
 from neural_em.fields import SplineDensityMap, load_field
@@ -39,24 +38,10 @@ COUNTS: Counter = Counter()
 KILLS = int(os.environ.get("NEURAL_EM_TEST_KILLS", "8"))
 
 
-def report_dir() -> Path:
-    return Path(os.environ.get("NEURAL_EM_TEST_REPORT_DIR",
-                               REPO / "benchmarks" / "out" / "test_report"))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _report(request):
     yield
-    config = request.config
-    partial = (config.option.keyword or config.option.markexpr
-               or any("::" in str(a) for a in config.args))
-    if partial and os.environ.get("NEURAL_EM_TEST_REPORT_PARTIAL") != "1":
-        return  # a partial run (-k, -m, node ids) must not replace the full counts
-    folder = report_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".atomic_outputs.json.tmp"
-    tmp.write_text(json.dumps(dict(COUNTS), indent=2, sort_keys=True))
-    os.replace(tmp, folder / "atomic_outputs.json")
+    save_counts(request, "atomic_outputs", COUNTS)
 
 
 # ---------------------------------------------------------------------------- unit tests

@@ -33,6 +33,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
+from conftest import save_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -55,34 +56,15 @@ COUNTS: Counter = Counter()
 
 
 # --------------------------------------------------------------------------- report
-def report_dir() -> Path:
-    return Path(os.environ.get("NEURAL_EM_TEST_REPORT_DIR",
-                               REPO / "benchmarks" / "out" / "test_report"))
-
-
-def write_counts(name: str, counts: dict) -> None:
-    """Write ``counts`` as JSON to the report folder (atomically)."""
-    folder = report_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(counts, indent=2, sort_keys=True))
-    os.replace(tmp, folder / f"{name}.json")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _report(request):
     yield
-    config = request.config
-    partial = (config.option.keyword or config.option.markexpr
-               or any("::" in str(a) for a in config.args))
-    if partial and os.environ.get("NEURAL_EM_TEST_REPORT_PARTIAL") != "1":
-        return  # a partial run (-k, -m, node ids) must not replace the full counts
     counts = dict(COUNTS)
     counts["malformed_refused_cleanly"] = counts.get("malformed_refused_cleanly", 0)
     counts["commands"] = ["info", "fit --field spline"] + (
         ["fit (neural, --max-epochs 1)"] if HAS_NEURAL else []) + (
         ["graph"] if HAS_GRAPH else []) + ["resample (valid cases)"]
-    write_counts("fuzz_maps", counts)
+    save_counts(request, "fuzz_maps", counts)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_counts
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_WORKFLOW = (REPO / "Snakefile").is_file() and (REPO / "config" / "smoke.yaml").is_file()
@@ -47,24 +48,10 @@ COUNTS: Counter = Counter()
 WORKFLOW_TIMEOUT_S = int(os.environ.get("NEURAL_EM_FAULT_TIMEOUT_S", "1500"))
 
 
-def report_dir() -> Path:
-    return Path(os.environ.get("NEURAL_EM_TEST_REPORT_DIR",
-                               REPO / "benchmarks" / "out" / "test_report"))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _report(request):
     yield
-    config = request.config
-    partial = (config.option.keyword or config.option.markexpr
-               or any("::" in str(a) for a in config.args))
-    if partial and os.environ.get("NEURAL_EM_TEST_REPORT_PARTIAL") != "1":
-        return  # a partial run (-k, -m, node ids) must not replace the full counts
-    folder = report_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".pipeline_faults.json.tmp"
-    tmp.write_text(json.dumps(dict(COUNTS), indent=2, sort_keys=True))
-    os.replace(tmp, folder / "pipeline_faults.json")
+    save_counts(request, "pipeline_faults", COUNTS)
 
 
 # ---------------------------------------------------------------------------- validation

@@ -17,7 +17,6 @@ Counts go to ``$NEURAL_EM_TEST_REPORT_DIR/resume.json``.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import pickle
 import signal
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import gaussian_blobs
+from conftest import gaussian_blobs, save_counts
 
 from neural_em.voxelmap import write_map
 
@@ -40,24 +39,10 @@ pytestmark = pytest.mark.skipif(not HAS_NEURAL, reason="neural module (neural_em
 COUNTS: Counter = Counter()
 
 
-def report_dir() -> Path:
-    return Path(os.environ.get("NEURAL_EM_TEST_REPORT_DIR",
-                               REPO / "benchmarks" / "out" / "test_report"))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _report(request):
     yield
-    config = request.config
-    partial = (config.option.keyword or config.option.markexpr
-               or any("::" in str(a) for a in config.args))
-    if partial and os.environ.get("NEURAL_EM_TEST_REPORT_PARTIAL") != "1":
-        return  # a partial run (-k, -m, node ids) must not replace the full counts
-    folder = report_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".resume.json.tmp"
-    tmp.write_text(json.dumps(dict(COUNTS), indent=2, sort_keys=True))
-    os.replace(tmp, folder / "resume.json")
+    save_counts(request, "resume", COUNTS)
 
 
 def checkpoint_of(output: Path) -> Path:

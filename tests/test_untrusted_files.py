@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import gaussian_blobs
+from conftest import gaussian_blobs, save_counts
 
 from neural_em.cli.main import main
 from neural_em.errors import InputError
@@ -43,24 +43,10 @@ HAS_MODELS = importlib.util.find_spec("neural_em.models") is not None
 COUNTS: Counter = Counter()
 
 
-def report_dir() -> Path:
-    return Path(os.environ.get("NEURAL_EM_TEST_REPORT_DIR",
-                               REPO / "benchmarks" / "out" / "test_report"))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _report(request):
     yield
-    config = request.config
-    partial = (config.option.keyword or config.option.markexpr
-               or any("::" in str(a) for a in config.args))
-    if partial and os.environ.get("NEURAL_EM_TEST_REPORT_PARTIAL") != "1":
-        return  # a partial run (-k, -m, node ids) must not replace the full counts
-    folder = report_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".untrusted_files.json.tmp"
-    tmp.write_text(json.dumps(dict(COUNTS), indent=2, sort_keys=True))
-    os.replace(tmp, folder / "untrusted_files.json")
+    save_counts(request, "untrusted_files", COUNTS)
 
 
 # ---------------------------------------------------------------------------- payloads
