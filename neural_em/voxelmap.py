@@ -254,6 +254,15 @@ class VoxelMap:
         return dataclasses.replace(self, data=data, origin=self.origin + lo * self.voxel_size)
 
 
+def as_voxel_map(data: VoxelMap | np.ndarray, voxel_size: Any = 1.0, origin: Any = 0.0,
+                 map_id: str = "") -> VoxelMap:
+    """``data`` itself if it is a :class:`VoxelMap`, else a map of the array ``(nz, ny, nx)``
+    with ``voxel_size`` and ``origin`` (x, y, z, Å)."""
+    if isinstance(data, VoxelMap):
+        return data
+    return VoxelMap(data=np.asarray(data), voxel_size=voxel_size, origin=origin, map_id=map_id)
+
+
 def _as_xyz(value: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)

@@ -33,9 +33,14 @@ import scipy.ndimage
 
 from neural_em.errors import FieldFormatError, InputError
 from neural_em.fields.base import DensityField
-from neural_em.fields.fileformat import read_field_file, require, write_field_file
+from neural_em.fields.fileformat import (
+    read_field_file,
+    require,
+    volume_from_file,
+    write_field_file,
+)
 from neural_em.fields.spline import SplineDensityMap
-from neural_em.voxelmap import Normalisation, VoxelMap, load_normalised
+from neural_em.voxelmap import VoxelMap, as_voxel_map, load_normalised
 
 logger = logging.getLogger(__name__)
 
@@ -45,31 +50,6 @@ DEFAULT_MAX_UPSAMPLED_VOXELS = 1 << 24
 #: Samples of the periodic interpolant kept beyond the box (the cubic B-spline prefilter's
 #: boundary effect decays as 0.268^d: below 1e-6 after 12 samples).
 _PERIODIC_MARGIN = 12
-
-
-def _as_voxel_map(data: VoxelMap | np.ndarray, voxel_size: Any, origin: Any,
-                  map_id: str) -> VoxelMap:
-    if isinstance(data, VoxelMap):
-        return data
-    return VoxelMap(data=np.asarray(data), voxel_size=voxel_size, origin=origin, map_id=map_id)
-
-
-def _volume_from_file(cls_kind: str, header: dict[str, Any], tensors: dict[str, np.ndarray],
-                      path: str | os.PathLike) -> VoxelMap:
-    if header.get("kind") != cls_kind:
-        raise FieldFormatError(f"field kind is {header.get('kind')!r}, not {cls_kind!r}", path)
-    volume = tensors.get("volume")
-    shape_xyz = require(header, "shape_xyz", list, path)
-    if volume is None or volume.ndim != 3 or list(volume.shape[::-1]) != shape_xyz:
-        raise FieldFormatError("tensor 'volume' missing or not shaped like shape_xyz", path)
-    try:
-        return VoxelMap(data=volume, voxel_size=require(header, "voxel_size", list, path),
-                        origin=require(header, "origin", list, path),
-                        map_id=str(header.get("map_id", "")),
-                        normalisation=Normalisation.from_dict(
-                            require(header, "normalisation", dict, path)))
-    except InputError as exc:
-        raise FieldFormatError(exc.message, path) from exc
 
 
 # ====================================================================== trilinear
@@ -102,7 +82,7 @@ class TrilinearDensityMap(DensityField):
     def from_voxel_data(cls, data: VoxelMap | np.ndarray, voxel_size: Any = 1.0,
                         origin: Any = 0.0, *, map_id: str = "") -> TrilinearDensityMap:
         """Build from a :class:`VoxelMap` or an array ``(nz, ny, nx)`` (normalised here)."""
-        return cls(_as_voxel_map(data, voxel_size, origin, map_id))
+        return cls(as_voxel_map(data, voxel_size, origin, map_id))
 
     def _evaluate(self, points: np.ndarray) -> np.ndarray:
         shape = np.array(self.shape_xyz)
@@ -154,7 +134,7 @@ class TrilinearDensityMap(DensityField):
     @classmethod
     def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
                            path: str | os.PathLike) -> TrilinearDensityMap:
-        return cls(_volume_from_file(cls.kind, header, tensors, path))
+        return cls(volume_from_file(cls.kind, header, tensors, path))
 
 
 # ====================================================================== Fourier
@@ -300,7 +280,7 @@ class FourierDensityMap(DensityField):
                         origin: Any = 0.0, *, map_id: str = "", **options: Any
                         ) -> FourierDensityMap:
         """Build from a :class:`VoxelMap` or an array ``(nz, ny, nx)`` (normalised here)."""
-        return cls(_as_voxel_map(data, voxel_size, origin, map_id), **options)
+        return cls(as_voxel_map(data, voxel_size, origin, map_id), **options)
 
     def _evaluate(self, points: np.ndarray) -> np.ndarray:
         return self._spline._evaluate(points)
@@ -323,7 +303,7 @@ class FourierDensityMap(DensityField):
     @classmethod
     def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
                            path: str | os.PathLike) -> FourierDensityMap:
-        volume = _volume_from_file(cls.kind, header, tensors, path)
+        volume = volume_from_file(cls.kind, header, tensors, path)
         k = require(header, "upsample", list, path)
         boundary = header.get("boundary", "mirror")
         if len(k) != 3 or not all(isinstance(v, int) and 1 <= v <= 64 for v in k):

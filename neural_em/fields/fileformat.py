@@ -19,7 +19,8 @@ import numpy as np
 import safetensors.numpy
 
 from neural_em.atomic import atomic_write_bytes, check_output_path
-from neural_em.errors import FieldFormatError
+from neural_em.errors import FieldFormatError, InputError
+from neural_em.voxelmap import Normalisation, VoxelMap
 
 FORMAT_NAME = "neural-em"
 FORMAT_VERSION = 1
@@ -164,3 +165,24 @@ def require(header: dict[str, Any], key: str, types: type | tuple[type, ...],
         raise FieldFormatError(f"metadata {key!r} has the wrong type ({type(value).__name__})",
                                path)
     return value
+
+
+def volume_from_file(kind: str, header: dict[str, Any], tensors: dict[str, np.ndarray],
+                     path: str | os.PathLike) -> VoxelMap:
+    """The normalised volume saved by a grid-based field of ``kind`` (spline, trilinear,
+    Fourier): tensor ``volume`` ``(nz, ny, nx)`` with the header's grid and normalisation.
+    Raises :class:`FieldFormatError` for another kind or inconsistent contents."""
+    if header.get("kind") != kind:
+        raise FieldFormatError(f"field kind is {header.get('kind')!r}, not {kind!r}", path)
+    volume = tensors.get("volume")
+    shape_xyz = require(header, "shape_xyz", list, path)
+    if volume is None or volume.ndim != 3 or list(volume.shape[::-1]) != shape_xyz:
+        raise FieldFormatError("tensor 'volume' missing or not shaped like shape_xyz", path)
+    try:
+        return VoxelMap(data=volume, voxel_size=require(header, "voxel_size", list, path),
+                        origin=require(header, "origin", list, path),
+                        map_id=str(header.get("map_id", "")),
+                        normalisation=Normalisation.from_dict(
+                            require(header, "normalisation", dict, path)))
+    except InputError as exc:
+        raise FieldFormatError(exc.message, path) from exc

@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from neural_em.errors import FieldFormatError, InputError
 from neural_em.fields.base import DensityField
-from neural_em.fields.fileformat import read_field_file, require, write_field_file
-from neural_em.voxelmap import Normalisation, VoxelMap, load_normalised
+from neural_em.fields.fileformat import read_field_file, volume_from_file, write_field_file
+from neural_em.voxelmap import VoxelMap, as_voxel_map, load_normalised
 
 
 def _bspline_weights(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,10 +67,7 @@ class SplineDensityMap(DensityField):
     def from_voxel_data(cls, data: VoxelMap | np.ndarray, voxel_size: Any = 1.0,
                         origin: Any = 0.0, *, map_id: str = "") -> SplineDensityMap:
         """Build from a :class:`VoxelMap` or an array ``(nz, ny, nx)`` (normalised here)."""
-        if not isinstance(data, VoxelMap):
-            data = VoxelMap(data=np.asarray(data), voxel_size=voxel_size, origin=origin,
-                            map_id=map_id)
-        return cls(data)
+        return cls(as_voxel_map(data, voxel_size, origin, map_id))
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, points: np.ndarray) -> np.ndarray:
@@ -150,18 +146,4 @@ class SplineDensityMap(DensityField):
     @classmethod
     def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
                            path: str | os.PathLike) -> SplineDensityMap:
-        if header.get("kind") != cls.kind:
-            raise FieldFormatError(f"field kind is {header.get('kind')!r}, not 'spline'", path)
-        volume = tensors.get("volume")
-        shape_xyz = require(header, "shape_xyz", list, path)
-        if volume is None or volume.ndim != 3 or list(volume.shape[::-1]) != shape_xyz:
-            raise FieldFormatError("tensor 'volume' missing or not shaped like shape_xyz", path)
-        try:
-            vmap = VoxelMap(data=volume, voxel_size=require(header, "voxel_size", list, path),
-                            origin=require(header, "origin", list, path),
-                            map_id=str(header.get("map_id", "")),
-                            normalisation=Normalisation.from_dict(
-                                require(header, "normalisation", dict, path)))
-        except InputError as exc:
-            raise FieldFormatError(exc.message, path) from exc
-        return cls(vmap)
+        return cls(volume_from_file(cls.kind, header, tensors, path))
