@@ -545,6 +545,28 @@ def test_ridge_refinement_drops_detached_satellites_only():
     assert ridge.graph.graph["refine"] == "ridge"
 
 
+def test_ridge_links_shallow_saddle_links_nodes_near_the_threshold():
+    """Two maxima 2.5 Å apart with a saddle a few per cent below them, and a threshold just
+    above the saddle: the saddle rule links them, the threshold alone would not; maxima 4.5 Å
+    apart (a deep saddle) stay unlinked."""
+    from neural_em.graph.refine import SADDLE_FRACTION, ridge_links, segment_minimum
+
+    for gap, linked in ((2.5, True), (4.5, False)):
+        centres = np.array([[10.0, 10.0, 8.0], [10.0 + gap, 10.0, 8.0]])
+        field = SplineDensityMap(gaussian_blobs(centres, shape_xyz=(24, 20, 16), sigma_A=1.1))
+        g = DensityGraph.from_neural_density_map(field, seed_threshold=0.3, min_num_nodes=1,
+                                                 adjacency_threshold=5.0)
+        assert len(g) == 2
+        pos, dens = g.positions, g.densities
+        saddle = segment_minimum(field, pos[:1], pos[1:])[0]
+        assert (saddle >= SADDLE_FRACTION * dens.min()) == linked
+        threshold = saddle + 0.005
+        assert len(ridge_links(field, pos, threshold=threshold)) == 0
+        with_saddle = ridge_links(field, pos, threshold=threshold, densities=dens)
+        assert len(with_saddle) == int(linked)
+        assert len(ridge_links(field, pos, threshold=saddle - 0.005, densities=dens)) == 1
+
+
 def test_seed_cap_refuses_instead_of_exhausting_memory(blob_field):
     with pytest.raises(InputError, match="max_seeds"):
         DensityGraph.from_neural_density_map(blob_field, seed_threshold=0.0, max_seeds=1000)

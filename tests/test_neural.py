@@ -7,6 +7,7 @@ loaded 2-core CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -41,13 +42,16 @@ def blobs(shape_zyx=(20, 26, 30), centres=((12, 10, 9), (22, 18, 12)), sigma2=(1
 
 
 def random_field(shape_xyz=(30, 26, 20), *, voxel_size=(1.0, 1.2, 0.9), origin=(3.0, 4.0, 5.0),
-                 size=12, widths=(3, 16, 16, 1), seed=0) -> NeuralDensityMap:
-    """An untrained field with SIREN-initialised weights over several regions."""
+                 size=12, widths=(3, 16, 16, 1), seed=0, softplus_beta=None
+                 ) -> NeuralDensityMap:
+    """An untrained field with SIREN-initialised weights over several regions (a small
+    ``softplus_beta`` puts the outputs on the curved part of the softplus)."""
     tiling = Tiling.plan(shape_xyz, size=size, overlap=4)
     w, b = siren.init_siren(len(tiling.boxes()), list(widths),
                             generator=torch.Generator().manual_seed(seed))
     return NeuralDensityMap.from_networks(tiling, [t.numpy() for t in w], [t.numpy() for t in b],
-                                          voxel_size=voxel_size, origin=origin, preset="fast")
+                                          voxel_size=voxel_size, origin=origin, preset="fast",
+                                          softplus_beta=softplus_beta)
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +112,9 @@ def test_region_scaling_maps_box_to_unit_cube():
 
 
 # ---------------------------------------------------------------------- evaluation
-def test_field_and_gradient_continuous_across_region_borders():
-    field = random_field()
+@pytest.mark.parametrize("softplus_beta", [None, 3.0])
+def test_field_and_gradient_continuous_across_region_borders(softplus_beta):
+    field = random_field(softplus_beta=softplus_beta)
     assert len(field.trained) > 1
     eps = 1e-6
     rng = np.random.default_rng(2)
@@ -127,8 +132,9 @@ def test_field_and_gradient_continuous_across_region_borders():
                 assert np.abs(a - b).max() < 1e-3, (axis, edge)
 
 
-def test_gradient_matches_finite_differences_per_angstrom():
-    field = random_field(voxel_size=(0.7, 1.3, 2.1))
+@pytest.mark.parametrize("softplus_beta", [None, 3.0])
+def test_gradient_matches_finite_differences_per_angstrom(softplus_beta):
+    field = random_field(voxel_size=(0.7, 1.3, 2.1), softplus_beta=softplus_beta)
     rng = np.random.default_rng(3)
     lo, hi = field.bounds
     p = rng.uniform(lo + 0.1, hi - 0.1, size=(300, 3))
@@ -185,6 +191,32 @@ def test_fast_fit_reconstructs_and_matches_spline_on_smooth_volume(fast_field):
     cos = np.sum(a[strong, 1:] * b[strong, 1:], axis=1) / (
         np.linalg.norm(a[strong, 1:], axis=1) * np.linalg.norm(b[strong, 1:], axis=1))
     assert strong.sum() > 20 and np.median(cos) > 0.85
+
+
+def test_softplus_output_fits_masked_edges_and_never_goes_negative():
+    """A blob cut by a mask (density to 0 between neighbouring voxels) over a clipped
+    background: the softplus output (the fast preset's) fits it with a much smaller max and
+    mean error than a linear output, and the field is never negative. Measured (seed 0, 100
+    epochs): max 0.023 vs 0.062, mean 0.0005 vs 0.0024."""
+    vol = blobs()
+    vol[:, :, 14:] = 0.0
+    vol[vol < 0.05] = 0.0
+    target = vol / vol.max()
+    assert training.PRESETS["fast"].softplus_beta is not None
+    errors = {}
+    for beta in (None, training.PRESETS["fast"].softplus_beta):
+        preset = dataclasses.replace(training.PRESETS["fast"], softplus_beta=beta)
+        field = NeuralDensityMap.from_voxel_data(vol, preset=preset, max_epochs=100, seed=0)
+        assert field.softplus_beta == beta
+        rec = field.to_voxel_density_map().data
+        errors[beta] = np.abs(rec - target)
+        if beta is not None:
+            assert rec.min() >= 0.0
+            fine = field.sample_densities(0.37)
+            assert np.nanmin(fine) >= 0.0
+    linear, soft = errors[None], errors[training.PRESETS["fast"].softplus_beta]
+    assert soft.max() < 0.5 * linear.max()
+    assert soft.mean() < 0.5 * linear.mean()
 
 
 def test_hot_voxel_lands_at_its_world_position(tmp_path):
@@ -355,6 +387,7 @@ def test_save_load_round_trip(fast_field, tmp_path):
     assert loaded.metadata["training"] == json.loads(json.dumps(
         fast_field.metadata["training"]))
     assert loaded.map_id == fast_field.map_id and loaded.preset == "fast"
+    assert loaded.softplus_beta == fast_field.softplus_beta == 30.0
     with pytest.raises(FileExistsError):
         fast_field.save(path)
     header, tensors = read_field_file(path)
@@ -424,7 +457,7 @@ def test_refuses_nan_weights(fast_field, tmp_path):
 
 @pytest.mark.parametrize("change", ["wrong_shape", "missing", "extra", "int_weights",
                                     "bad_widths", "bad_regions", "bad_stop", "bad_tiling",
-                                    "bad_omega"])
+                                    "bad_omega", "bad_softplus"])
 def test_refuses_inconsistent_contents(fast_field, tmp_path, change):
     _, header, tensors = _saved(tmp_path, fast_field)
     if change == "wrong_shape":
@@ -445,6 +478,8 @@ def test_refuses_inconsistent_contents(fast_field, tmp_path, change):
         header["tiling"][0] = [[0, 30]] * 2
     elif change == "bad_omega":
         header["network"]["omega0"] = 1.0
+    elif change == "bad_softplus":
+        header["network"]["softplus_beta"] = -1.0
     with pytest.raises(FieldFormatError) as info:
         NeuralDensityMap.from_file_contents(header, tensors, "bad.neural")
     assert "\n" not in str(info.value) and str(info.value).startswith("bad.neural: ")

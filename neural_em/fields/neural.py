@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -114,6 +115,12 @@ class NeuralDensityMap(DensityField):
         if len(self.trained) != (self.weights[0].shape[0] if self.weights else 0):
             raise InputError(f"{len(self.trained)} trained regions but weights for "
                              f"{self.weights[0].shape[0]}")
+        beta = self.metadata.get("network", {}).get("softplus_beta")
+        if beta is not None and not (isinstance(beta, int | float) and not isinstance(beta, bool)
+                                     and math.isfinite(beta) and beta > 0):
+            raise InputError(f"network softplus_beta must be a positive number, got {beta!r}")
+        #: β of the softplus output (density = softplus_β((y + 1) / 2)); None: linear.
+        self.softplus_beta = None if beta is None else float(beta)
         self._boxes = [boxes[r] for r in self.trained]
         self._tiles = [tiling.tile_index(boxes[r]) for r in self.trained]
         # Folded float64 copies for evaluation.
@@ -182,7 +189,8 @@ class NeuralDensityMap(DensityField):
             tiling, fit.weights, fit.biases, voxel_size=data.voxel_size, origin=data.origin,
             preset=cfg.name, normalisation=data.normalisation, map_id=data.map_id,
             records=fit.records, devices=fit.devices, seconds=time.perf_counter() - start,
-            seed=seed, extra={"preset_settings": cfg.to_dict()})
+            seed=seed, softplus_beta=cfg.softplus_beta,
+            extra={"preset_settings": cfg.to_dict()})
         field.history = fit.history
         return field
 
@@ -192,10 +200,12 @@ class NeuralDensityMap(DensityField):
                       preset: str = "converted", normalisation: Normalisation | None = None,
                       map_id: str = "", records: list[dict[str, Any]] | None = None,
                       devices: Sequence[str] = (), seconds: float = 0.0, seed: int = 0,
+                      softplus_beta: float | None = None,
                       extra: dict[str, Any] | None = None) -> NeuralDensityMap:
         """A field from given networks: ``weights[k]`` ``(R, out, in)``, ``biases[k]``
         ``(R, out)`` (standard SIREN parameterisation) for the regions of ``tiling`` whose
-        record (``records``, one per region; default: all trained) is not ``"empty"``."""
+        record (``records``, one per region; default: all trained) is not ``"empty"``;
+        ``softplus_beta``: the output transform (:func:`siren.output_density`)."""
         widths = [int(weights[0].shape[2])] + [int(w.shape[1]) for w in weights]
         boxes = tiling.boxes()
         if records is None:
@@ -205,7 +215,10 @@ class NeuralDensityMap(DensityField):
             "preset": preset,
             "network": {"widths": widths, "activation": "sine", "omega0": siren.OMEGA0,
                         "coordinates": "voxel index scaled to [-1, 1] per region",
-                        "targets": "normalised density d scaled to 2d - 1"},
+                        "targets": "normalised density d scaled to 2d - 1",
+                        "output": ("density = (y + 1) / 2" if softplus_beta is None else
+                                   "density = softplus_beta((y + 1) / 2)"),
+                        "softplus_beta": softplus_beta},
             "tiling": tiling.to_lists(),
             "regions": [{"lo": list(lo), "hi": list(hi)} for lo, hi in boxes],
             "training": _training_summary(records, seconds, seed),
@@ -384,12 +397,12 @@ class NeuralDensityMap(DensityField):
         y, dy = self._run_networks(x, region, counts, with_gradient)
         ax_, ay_, az_ = wx[p, sx], wy[p, sy], wz[p, sz]
         w = ax_ * ay_ * az_
-        dens = 0.5 * (y.astype(np.float64) + 1.0)
+        dens, slope = siren.output_density(y.astype(np.float64), self.softplus_beta)
         out[:, 0] = np.bincount(p, weights=w * dens, minlength=n)
         if with_gradient:
             dw = (dwx[p, sx] * ay_ * az_, ax_ * dwy[p, sy] * az_, ax_ * ay_ * dwz[p, sz])
             for a in range(3):
-                g = w * (0.5 * dy[:, a] / half[:, a]) + dw[a] * dens
+                g = w * (slope * dy[:, a] / half[:, a]) + dw[a] * dens
                 out[:, 1 + a] = np.bincount(p, weights=g, minlength=n) / self.voxel_size[a]
         return out
 
@@ -445,7 +458,7 @@ class NeuralDensityMap(DensityField):
                 sl = slice(s0, s0 + _GRID_PAIRS)
                 counts = np.bincount(region_of_pair[sl], minlength=len(self.trained))
                 y[sl], _ = self._run_networks(x_all[sl], region_of_pair[sl], counts, False)
-            dens = 0.5 * (y.astype(np.float64) + 1.0)
+            dens, _ = siren.output_density(y.astype(np.float64), self.softplus_beta)
             start = 0
             for (rx, ry, rz), m in zip(blocks, sizes, strict=True):
                 w = rz[2][:, None, None] * ry[2][None, :, None] * rx[2][None, None, :]
@@ -495,11 +508,12 @@ class NeuralDensityMap(DensityField):
             with torch.no_grad():
                 if with_gradient:
                     y, dy = siren.forward_with_jacobian(x, ws, bs)
-                    dens = 0.5 * (y[0].numpy() + 1.0)
-                    ddens_du = 0.5 * dy[0].numpy() / half
+                    dens, slope = siren.output_density(y[0].numpy(), self.softplus_beta)
+                    ddens_du = np.reshape(slope, (-1, 1)) * dy[0].numpy() / half
                     out[sel, 1:] += w[:, None] * ddens_du + dw * dens[:, None]
                 else:
-                    dens = 0.5 * (siren.forward_folded(x, ws, bs)[0, :, 0].numpy() + 1.0)
+                    dens, _ = siren.output_density(
+                        siren.forward_folded(x, ws, bs)[0, :, 0].numpy(), self.softplus_beta)
             out[sel, 0] += w * dens
         if with_gradient:
             out[:, 1:] /= self.voxel_size  # per voxel -> per Å

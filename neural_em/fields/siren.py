@@ -61,6 +61,25 @@ def unfold_omega(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
     return fold_omega(weights, biases, 1.0 / omega0)
 
 
+def output_density(y: np.ndarray, softplus_beta: float | None
+                   ) -> tuple[np.ndarray, np.ndarray | float]:
+    """Density from network outputs ``y`` (float64 array) and its derivative ``d density /
+    d y``: ``(y + 1) / 2`` (linear, the study's), or ``softplus_β((y + 1) / 2)``, which is
+    never negative and reaches 0 smoothly, so a network can leave masked or clipped voxels
+    (exact zeros) at 0 by going below -1 instead of matching a step."""
+    u = 0.5 * (y + 1.0)
+    if softplus_beta is None:
+        return u, 0.5
+    bu = float(softplus_beta) * u
+    dens = np.logaddexp(0.0, bu) / float(softplus_beta)
+    return dens, 0.5 * (0.5 * (1.0 + np.tanh(0.5 * bu)))  # 0.5 * sigmoid(βu)
+
+
+def output_density_torch(y: torch.Tensor, softplus_beta: float) -> torch.Tensor:
+    """:func:`output_density` (softplus case) for tensors, differentiable, for training."""
+    return torch.nn.functional.softplus(0.5 * (y + 1.0), beta=float(softplus_beta))
+
+
 def forward_folded(x: torch.Tensor, weights: Sequence[torch.Tensor],
                    biases: Sequence[torch.Tensor]) -> torch.Tensor:
     """Outputs ``(R, B, out)`` of folded networks at coordinates ``x`` ``(R, B, 3)``."""

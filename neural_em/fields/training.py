@@ -13,9 +13,12 @@ Presets (see :data:`PRESETS` and ``docs/neural.md``):
   improvement once the best loss < 4e-4; plus an epoch cap and a time budget (the study had
   neither), and a real copy of the best weights. One region per group: trained one after another.
 * ``fast``: this project's design. Regions of 24³ voxels (overlap 4), a 3 -> 56 -> 56 -> 56 -> 1
-  SIREN, all regions of a map in one batched group, mini-batches, Adam with a larger step and a
-  cosine decay, output bias initialised at the region mean, regions without density skipped, and
-  a per-region stop on the error itself (max and mean-square).
+  SIREN, regions trained in batched groups (8 on CPU, where small groups stay in cache; 128 on
+  GPUs), mini-batches, Adam with a larger step and a cosine decay, output bias initialised at
+  the region mean, a softplus output (density = softplus_30((y + 1) / 2): masked and clipped
+  voxels are exact zeros, which the network reaches by going below -1 instead of fitting a
+  step), regions without density skipped, and a per-region stop on the error itself (max and
+  mean-square).
 
 Determinism: the initial weights and the mini-batch order come from generators seeded by the
 fit's seed and the group's index, so two CPU fits with the same arguments give identical
@@ -88,7 +91,9 @@ class Preset:
     focus_error: float | None = None  #: weight voxels by 1 + (error / scale)^2, scale >= this
     focus_max: float = 50.0  #: largest voxel weight
     focus_start: float = 0.3  #: fraction of max_epochs after which voxel weights apply
-    group_regions: int = 1  #: regions trained together in one batched network
+    group_regions: int = 1  #: regions trained together in one batched network (CPU)
+    group_regions_cuda: int | None = None  #: the same on GPUs (None: ``group_regions``)
+    softplus_beta: float | None = None  #: density = softplus_β((out + 1) / 2); None: linear
     seed_offset: int = 0
 
     @property
@@ -112,7 +117,8 @@ PRESETS: dict[str, Preset] = {
         name="fast", region_size=24, overlap=4, hidden_width=56, hidden_layers=3,
         lr=2e-3, batch_points=4096, max_epochs=150, time_budget_s=900.0,
         schedule="cosine", min_lr_fraction=0.02, stop_max_error=0.03, stop_mse=5e-5,
-        eval_every=5, skip_empty_below=1e-3, bias_at_mean=True, group_regions=128,
+        eval_every=5, skip_empty_below=1e-3, bias_at_mean=True, group_regions=8,
+        group_regions_cuda=128, softplus_beta=30.0,
     ),
 }
 
@@ -387,8 +393,7 @@ class GroupTrainer:
                 self.device, torch.float32).unsqueeze(1)
         with torch.no_grad():
             for s in range(0, self.n_points, chunk):
-                out = siren.forward_folded(x[:, s:s + chunk], self.params[:self.n_layers],
-                                           self.params[self.n_layers:])[..., 0]
+                out = self._predict(x[:, s:s + chunk])
                 err = torch.where(mask[:, s:s + chunk], (out - y[:, s:s + chunk]).abs(), 0.0)
                 sq += (err * err).sum(1)
                 mx = torch.maximum(mx, err.amax(1))
@@ -468,7 +473,6 @@ class GroupTrainer:
             checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> GroupResult:
         """Train until every region has stopped; returns the best weights and records."""
         p = self.preset
-        n = self.n_layers
         self._t0 = time.perf_counter()
         last_ckpt = time.perf_counter()
         while len(self.active):
@@ -480,14 +484,16 @@ class GroupTrainer:
                 for t in self.params:
                     t.requires_grad_(True)
                 act = self.active
-                out = siren.forward_folded(self.x[act], self.params[:n], self.params[n:])[..., 0]
-                err = torch.where(self.mask_full[act], out - self.y[act], 0.0)
+                mask = self.mask_full[act]
+                err, sq = self._train_errors(self.x[act], self.y[act])
+                err = torch.where(mask, err, 0.0)
                 loss_r = (err * err).sum(1) / self.counts[act]
                 keep = self._record(loss_r.detach(), 0.5 * err.detach().abs().amax(1),
                                     elapsed, budget_hit)
                 if keep is not None and not keep.any():
                     break
-                grads = torch.autograd.grad(loss_r.sum(), self.params)
+                train_loss = (torch.where(mask, sq, 0.0).sum(1) / self.counts[act]).sum()
+                grads = torch.autograd.grad(train_loss, self.params)
                 for t in self.params:
                     t.requires_grad_(False)
                 if keep is not None:
@@ -509,8 +515,36 @@ class GroupTrainer:
                 last_ckpt = time.perf_counter()
         return self.result()
 
-    def _train_epoch(self) -> None:
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted targets ``(R, B)`` (density d as 2d - 1) at ``x`` ``(R, B, 3)``: the
+        network outputs through the preset's output transform (:func:`siren.output_density`)."""
+        return self._predict_raw(x)[0]
+
+    def _predict_raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted targets and the raw network outputs, both ``(R, B)``."""
         n = self.n_layers
+        out = siren.forward_folded(x, self.params[:n], self.params[n:])[..., 0]
+        if self.preset.softplus_beta is None:
+            return out, out
+        return 2.0 * siren.output_density_torch(out, self.preset.softplus_beta) - 1.0, out
+
+    def _train_errors(self, x: torch.Tensor, y: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Errors of the predicted targets and the squared training errors, both ``(R, B)``. With a softplus output, a voxel whose density
+        needs a positive softplus argument (d > ln 2 / β) but whose argument is negative sits
+        where the softplus is flat and would learn nothing ("dead"); it also pays the
+        square of that argument, which is 0 at any solution, so the optimum is unchanged."""
+        pred, out = self._predict_raw(x)
+        err = pred - y
+        sq = err * err
+        beta = self.preset.softplus_beta
+        if beta is not None:
+            arg = 0.5 * (out + 1.0)
+            dead = (0.5 * (y + 1.0) > math.log(2.0) / beta) & (arg < 0)
+            sq = sq + torch.where(dead, 4.0 * arg * arg, 0.0)
+        return err, sq
+
+    def _train_epoch(self) -> None:
         act = self.active
         perm = torch.randperm(self.n_points, generator=self.gen, device=self.device)
         x = self.x[act][:, perm]
@@ -522,9 +556,8 @@ class GroupTrainer:
             wb = weight[:, s:s + self.batch]
             for t in self.params:
                 t.requires_grad_(True)
-            out = siren.forward_folded(xb, self.params[:n], self.params[n:])[..., 0]
-            err = out - yb
-            loss = ((wb * err * err).sum(1) / mb.sum(1).clamp(min=1)).sum()
+            _, sq = self._train_errors(xb, yb)
+            loss = ((wb * sq).sum(1) / mb.sum(1).clamp(min=1)).sum()
             grads = torch.autograd.grad(loss, self.params)
             for t in self.params:
                 t.requires_grad_(False)
@@ -704,8 +737,10 @@ def fit_regions(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequence[
         block = data[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
         if preset.skip_empty_below is None or float(block.max()) >= preset.skip_empty_below:
             trained.append(r)
-    groups = [trained[i:i + preset.group_regions]
-              for i in range(0, len(trained), preset.group_regions)]
+    size = preset.group_regions
+    if preset.group_regions_cuda is not None and devs[0].startswith("cuda"):
+        size = preset.group_regions_cuda
+    groups = [trained[i:i + size] for i in range(0, len(trained), size)]
     ckpt = Checkpoint(checkpoint, fingerprint(data, geometry or {}, preset, seed))
     ckpt.load()
     every = checkpoint_interval()

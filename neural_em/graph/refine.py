@@ -2,8 +2,10 @@
 
 ``ridge``: drop *detached satellites*. Two nodes are *ridge-linked* when they are at most
 ``link_radius_A`` (4.5 Å, a little more than the 3.8 Å C-alpha spacing) apart and the field
-stays at or above the seed threshold all along the straight segment between them (sampled
-every 0.5 Å or finer). A node is *backbone-like* when it is ridge-linked to at least two
+stays high all along the straight segment between them (sampled every 0.5 Å or finer): at or
+above the seed threshold, or, for nodes barely above the threshold, at or above
+``saddle_fraction`` (0.95) of the weaker node's density (a saddle less than 5 % deep does not
+separate two maxima; without it a node 0.01 above the threshold is cut off by any dip). A node is *backbone-like* when it is ridge-linked to at least two
 nodes (the chain continues on both sides). A node is a detached satellite, and is dropped,
 when it is ridge-linked to no node at all while a denser backbone-like node lies within
 ``satellite_radius_A`` (4.0 Å): a side-chain tip, a carbonyl bump or a noise blob sitting
@@ -27,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: Largest spacing (Å) of the samples along a segment between two nodes.
 SEGMENT_STEP_A = 0.5
+#: Two nodes whose segment dips less than this fraction below the weaker one stay linked.
+SADDLE_FRACTION = 0.95
 
 
 def segment_minimum(field: DensityField, a: np.ndarray, b: np.ndarray, *,
@@ -51,16 +55,23 @@ def segment_minimum(field: DensityField, a: np.ndarray, b: np.ndarray, *,
 
 
 def ridge_links(field: DensityField, positions: np.ndarray, *, threshold: float,
-                link_radius_A: float = 4.5) -> np.ndarray:
-    """Pairs ``(k, 2)`` of nodes at most ``link_radius_A`` apart joined by density ``>=
-    threshold`` along the straight segment between them."""
+                link_radius_A: float = 4.5, densities: np.ndarray | None = None,
+                saddle_fraction: float = SADDLE_FRACTION) -> np.ndarray:
+    """Pairs ``(k, 2)`` of nodes at most ``link_radius_A`` apart joined by density along the
+    straight segment between them: its lowest value ``>= threshold``, or ``>=
+    saddle_fraction`` × the lower of the two node ``densities`` ``(n,)`` (when given)."""
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     if len(pos) < 2:
         return np.zeros((0, 2), dtype=np.int64)
     pairs = cKDTree(pos).query_pairs(float(link_radius_A), output_type="ndarray")
     pairs = pairs.astype(np.int64).reshape(-1, 2)
     low = segment_minimum(field, pos[pairs[:, 0]], pos[pairs[:, 1]])
-    return pairs[low >= threshold]
+    linked = low >= threshold
+    if densities is not None:
+        dens = np.asarray(densities, dtype=np.float64).reshape(-1)
+        weaker = np.minimum(dens[pairs[:, 0]], dens[pairs[:, 1]])
+        linked |= low >= float(saddle_fraction) * weaker
+    return pairs[linked]
 
 
 def detached_satellites(field: DensityField, positions: np.ndarray, densities: np.ndarray, *,
@@ -75,7 +86,8 @@ def detached_satellites(field: DensityField, positions: np.ndarray, densities: n
     drop = np.zeros(n, dtype=bool)
     if n < 2:
         return drop
-    links = ridge_links(field, pos, threshold=threshold, link_radius_A=link_radius_A)
+    links = ridge_links(field, pos, threshold=threshold, link_radius_A=link_radius_A,
+                        densities=dens)
     degree = np.bincount(links.ravel(), minlength=n)
     lonely = np.flatnonzero(degree == 0)
     if len(lonely) == 0:
