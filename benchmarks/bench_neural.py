@@ -5,7 +5,9 @@
    normalised, cropped input over the fitted box; fit time (wall and CPU).
 2. Speed: on one 32³ region of EMD-3488 (the 32³ box with the most density inside the contour
    crop), time for the ``fast`` and the ``paper`` preset to reach a training MSE of 1e-4
-   (targets on [-1, 1]), side by side in one run, and their ratio.
+   (targets on [-1, 1]), side by side in one run, and their ratio. The paper preset runs
+   without its patience rule (which stops it before the target) for at most
+   ``--paper-limit-s``.
 3. Size: the ``.neural`` files (fast float32, fast float16, paper) against the float32 MRC of
    the same box. The file size does not depend on training, so the paper file comes from a
    one-epoch fit.
@@ -107,8 +109,11 @@ def speed(paper_limit_s: float) -> dict:
     sub = ref.subbox((x, y, z), (x + 32, y + 32, z + 32))
     out = {"box_lo_xyz_in_crop": [x, y, z], "edge": 32, "target_mse": TARGET_MSE}
     fast = training.dataclasses.replace(training.PRESETS["fast"], eval_every=1)
-    runs = {"fast": dict(preset=fast), "paper": dict(
-        preset=training.get_preset("paper", time_budget_s=paper_limit_s))}
+    # The paper preset runs without its patience rule here, which would stop it before it
+    # reaches the target (measured: at MSE 3.2e-4): the comparison is the time to the target.
+    paper = training.dataclasses.replace(
+        training.get_preset("paper", time_budget_s=paper_limit_s), patience_epochs=None)
+    runs = {"fast": dict(preset=fast), "paper": dict(preset=paper)}
     for name, kw in runs.items():
         cpu0 = time.process_time()
         t0 = time.perf_counter()

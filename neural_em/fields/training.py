@@ -14,8 +14,9 @@ Presets (see :data:`PRESETS` and ``docs/neural.md``):
   neither), and a real copy of the best weights. One region per group: trained one after another.
 * ``fast``: this project's design. Regions of 24³ voxels (overlap 4), a 3 -> 56 -> 56 -> 56 -> 1
   SIREN, regions trained in batched groups (8 on CPU, where small groups stay in cache; 128 on
-  GPUs), mini-batches, Adam with a larger step and a cosine decay, output bias initialised at
-  the region mean, a softplus output (density = softplus_30((y + 1) / 2): masked and clipped
+  GPUs), mini-batches, Adam with a larger step and a cosine decay, a first layer started at
+  the paper preset's frequency per voxel (ω0 = 30 × 24/64 over 24-voxel regions, not 30: the
+  field then oscillates less between voxels), output bias initialised at the region mean, a softplus output (density = softplus_30((y + 1) / 2): masked and clipped
   voxels are exact zeros, which the network reaches by going below -1 instead of fitting a
   step), regions without density skipped, and a per-region stop on the error itself (max and
   mean-square).
@@ -93,6 +94,9 @@ class Preset:
     focus_start: float = 0.3  #: fraction of max_epochs after which voxel weights apply
     group_regions: int = 1  #: regions trained together in one batched network (CPU)
     group_regions_cuda: int | None = None  #: the same on GPUs (None: ``group_regions``)
+    #: ω0 of the first sine layer at initialisation (SIREN: 30); the saved weights keep the
+    #: standard parameterisation (ω0 = 30), so files do not depend on it
+    first_omega0: float = 30.0
     softplus_beta: float | None = None  #: density = softplus_β((out + 1) / 2); None: linear
     seed_offset: int = 0
 
@@ -115,10 +119,10 @@ PRESETS: dict[str, Preset] = {
     ),
     "fast": Preset(
         name="fast", region_size=24, overlap=4, hidden_width=56, hidden_layers=3,
-        lr=2e-3, batch_points=4096, max_epochs=150, time_budget_s=900.0,
+        lr=2e-3, batch_points=4096, max_epochs=300, time_budget_s=900.0,
         schedule="cosine", min_lr_fraction=0.02, stop_max_error=0.03, stop_mse=5e-5,
         eval_every=5, skip_empty_below=1e-3, bias_at_mean=True, group_regions=8,
-        group_regions_cuda=128, softplus_beta=30.0,
+        group_regions_cuda=128, first_omega0=30.0 * 24 / 64, softplus_beta=30.0,
     ),
 }
 
@@ -273,6 +277,8 @@ class GroupTrainer:
         preset, dev = self.preset, self.device
         init_gen = torch.Generator().manual_seed(int(seed))
         w, b = siren.init_siren(self.n_regions, preset.widths, generator=init_gen)
+        if preset.first_omega0 != siren.OMEGA0:
+            w[0] = w[0] * (preset.first_omega0 / siren.OMEGA0)
         if preset.bias_at_mean:
             ysum = torch.where(self.mask_full, self.y, 0.0).sum(1).cpu()
             b[-1][:, 0] = ysum / self.counts.cpu().clamp(min=1)
