@@ -669,7 +669,10 @@ def fit_report(field: NeuralDensityMap) -> str:
     widths = meta.get("network", {}).get("widths", [])
     lines = [
         f"neural map {field.map_id or '(no id)'}: preset {field.preset}, network "
-        f"{'-'.join(str(w) for w in widths)}, {field.n_parameters} parameters",
+        f"{'-'.join(str(w) for w in widths)}"
+        + (f" with a softplus output (β {field.softplus_beta:g})"
+           if field.softplus_beta is not None else "")
+        + f", {field.n_parameters} parameters",
         f"regions: {len(records)} ({len(fitted)} trained, {counts['empty']} empty skipped); "
         f"stopped: {counts['converged']} converged, {counts['patience']} patience, "
         f"{counts['epoch_cap']} on the epoch cap, {counts['time_budget']} on the time budget",
