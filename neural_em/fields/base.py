@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from neural_em.errors import InputError
+from neural_em.fields.fileformat import read_field_file, write_field_file
 from neural_em.voxelmap import Normalisation, VoxelMap, check_voxel_count, write_map
 
 logger = logging.getLogger(__name__)
@@ -283,9 +284,26 @@ class DensityField(abc.ABC):
         }
 
     @abc.abstractmethod
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The arrays a field file stores, by name (see :meth:`save`)."""
+
     def save(self, path: str | os.PathLike, *, overwrite: bool = False,
              float16: bool = False) -> Path:
         """Write the field as a ``.neural`` file (safetensors + JSON metadata), atomically."""
+        return write_field_file(path, self.file_metadata(), self.tensors(),
+                                overwrite=overwrite, float16=float16)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> DensityField:
+        """Load a field of this kind written by :meth:`save` (never runs code from the file)."""
+        header, tensors = read_field_file(path)
+        return cls.from_file_contents(header, tensors, path)
+
+    @classmethod
+    @abc.abstractmethod
+    def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
+                           path: str | os.PathLike) -> DensityField:
+        """Build from a file's header and tensors; :class:`FieldFormatError` if inconsistent."""
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(map_id={self.map_id!r}, shape_xyz={self.shape_xyz}, "

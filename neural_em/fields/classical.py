@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,10 +33,8 @@ import scipy.ndimage
 from neural_em.errors import FieldFormatError, InputError
 from neural_em.fields.base import DensityField
 from neural_em.fields.fileformat import (
-    read_field_file,
     require,
     volume_from_file,
-    write_field_file,
 )
 from neural_em.fields.spline import SplineDensityMap
 from neural_em.voxelmap import VoxelMap, as_voxel_map, load_normalised
@@ -119,17 +116,9 @@ class TrilinearDensityMap(DensityField):
                                                         mode="nearest")
         return out
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False,
-             float16: bool = False) -> Path:
-        """Write the field (its normalised volume) as a ``.neural`` file of kind trilinear."""
-        return write_field_file(path, self.file_metadata(), {"volume": self.volume},
-                                overwrite=overwrite, float16=float16)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> TrilinearDensityMap:
-        """Load a trilinear field written by :meth:`save`."""
-        header, tensors = read_field_file(path)
-        return cls.from_file_contents(header, tensors, path)
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The normalised volume (the file of kind trilinear)."""
+        return {"volume": self.volume}
 
     @classmethod
     def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
@@ -288,17 +277,9 @@ class FourierDensityMap(DensityField):
     def _densities_fast(self, points: np.ndarray) -> np.ndarray:
         return self._spline._densities_fast(points)
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False,
-             float16: bool = False) -> Path:
-        """Write the field (normalised volume + options; upsampling redone on load)."""
-        return write_field_file(path, self.file_metadata(), {"volume": self.volume},
-                                overwrite=overwrite, float16=float16)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> FourierDensityMap:
-        """Load a Fourier field written by :meth:`save`."""
-        header, tensors = read_field_file(path)
-        return cls.from_file_contents(header, tensors, path)
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The normalised volume (options in the metadata; upsampling redone on load)."""
+        return {"volume": self.volume}
 
     @classmethod
     def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],

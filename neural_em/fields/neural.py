@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ import torch
 from neural_em.errors import FieldFormatError, InputError
 from neural_em.fields import siren, training
 from neural_em.fields.base import DensityField
-from neural_em.fields.fileformat import read_field_file, require, write_field_file
+from neural_em.fields.fileformat import require
 from neural_em.fields.regions import Tiling, region_scaling, smootherstep
 from neural_em.voxelmap import Normalisation, VoxelMap, load_normalised
 
@@ -550,18 +549,6 @@ class NeuralDensityMap(DensityField):
             out[f"w{k}"] = w
             out[f"b{k}"] = b
         return out
-
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False,
-             float16: bool = False) -> Path:
-        """Write the field as a ``.neural`` file (safetensors + JSON), atomically."""
-        return write_field_file(path, self.file_metadata(), self.tensors(),
-                                overwrite=overwrite, float16=float16)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> NeuralDensityMap:
-        """Load a neural field written by :meth:`save` (never runs code from the file)."""
-        header, tensors = read_field_file(path)
-        return cls.from_file_contents(header, tensors, path)
 
     @classmethod
     def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],

@@ -8,14 +8,13 @@ same 4×4×4 coefficient stencil, the gradient by the exact derivative of the ba
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.ndimage
 
 from neural_em.fields.base import DensityField
-from neural_em.fields.fileformat import read_field_file, volume_from_file, write_field_file
+from neural_em.fields.fileformat import volume_from_file
 from neural_em.voxelmap import VoxelMap, as_voxel_map, load_normalised
 
 
@@ -131,17 +130,9 @@ class SplineDensityMap(DensityField):
         return slab.astype(np.float32)
 
     # ------------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False,
-             float16: bool = False) -> Path:
-        """Write the field (the normalised volume; coefficients are recomputed on load)."""
-        return write_field_file(path, self.file_metadata(), {"volume": self.volume},
-                                overwrite=overwrite, float16=float16)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> SplineDensityMap:
-        """Load a spline field written by :meth:`save`."""
-        header, tensors = read_field_file(path)
-        return cls.from_file_contents(header, tensors, path)
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The normalised volume (the coefficients are recomputed on load)."""
+        return {"volume": self.volume}
 
     @classmethod
     def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
