@@ -4,6 +4,8 @@ A field represents one normalised voxel map (densities in [0, 1]) continuously o
 from the first voxel at ``origin`` to the last at ``origin + (shape_xyz - 1) * voxel_size``.
 Subclasses implement :meth:`DensityField._evaluate`; everything else (checks, chunking, NaN
 outside the box, grids, resampling) lives here so graphs and benchmarks can use any field.
+:class:`VolumeField` adds what the fields computed straight from the voxel volume share
+(constructors, the stored volume); the neural field derives from :class:`DensityField` alone.
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ from typing import Any
 import numpy as np
 
 from neural_em.errors import InputError
-from neural_em.fields.fileformat import read_field_file, write_field_file
-from neural_em.voxelmap import Normalisation, VoxelMap, check_voxel_count, write_map
+from neural_em.fields.fileformat import read_field_file, volume_from_file, write_field_file
+from neural_em.voxelmap import (
+    Normalisation,
+    VoxelMap,
+    as_voxel_map,
+    check_voxel_count,
+    load_normalised,
+    write_map,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -309,3 +318,41 @@ class DensityField(abc.ABC):
         return (f"{type(self).__name__}(map_id={self.map_id!r}, shape_xyz={self.shape_xyz}, "
                 f"voxel_size={self.voxel_size.round(4).tolist()}, "
                 f"origin={self.origin.round(3).tolist()})")
+
+
+class VolumeField(DensityField):
+    """A field computed from the normalised voxel volume it keeps (``volume`` ``(nz, ny,
+    nx)``), whose file stores that volume: the spline, trilinear and Fourier fields.
+    Subclasses take the volume (and their options) in ``__init__`` and call this one first."""
+
+    def __init__(self, volume: VoxelMap, metadata: dict[str, Any]) -> None:
+        if volume.normalisation is None:
+            volume = volume.normalised()
+        super().__init__(shape_xyz=volume.shape_xyz, voxel_size=volume.voxel_size,
+                         origin=volume.origin, normalisation=volume.normalisation,
+                         map_id=volume.map_id, metadata=metadata)
+        self.volume = volume.data
+
+    @classmethod
+    def from_voxel_map(cls, path: str | os.PathLike, contour: float | None = None, *,
+                       margin_A: float = 5.0, max_voxels: int | None = None,
+                       **options: Any) -> VolumeField:
+        """Read, normalise and (with ``contour``) crop a map file, then build the field."""
+        return cls(load_normalised(path, contour=contour, margin_A=margin_A,
+                                   max_voxels=max_voxels), **options)
+
+    @classmethod
+    def from_voxel_data(cls, data: VoxelMap | np.ndarray, voxel_size: Any = 1.0,
+                        origin: Any = 0.0, *, map_id: str = "", **options: Any
+                        ) -> VolumeField:
+        """Build from a :class:`VoxelMap` or an array ``(nz, ny, nx)`` (normalised here)."""
+        return cls(as_voxel_map(data, voxel_size, origin, map_id), **options)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The normalised volume (anything derived from it is recomputed on load)."""
+        return {"volume": self.volume}
+
+    @classmethod
+    def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
+                           path: str | os.PathLike) -> VolumeField:
+        return cls(volume_from_file(cls.kind, header, tensors, path))

@@ -31,13 +31,13 @@ import scipy.fft
 import scipy.ndimage
 
 from neural_em.errors import FieldFormatError, InputError
-from neural_em.fields.base import DensityField
+from neural_em.fields.base import VolumeField
 from neural_em.fields.fileformat import (
     require,
     volume_from_file,
 )
 from neural_em.fields.spline import SplineDensityMap
-from neural_em.voxelmap import VoxelMap, as_voxel_map, load_normalised
+from neural_em.voxelmap import VoxelMap
 
 logger = logging.getLogger(__name__)
 
@@ -50,36 +50,16 @@ _PERIODIC_MARGIN = 12
 
 
 # ====================================================================== trilinear
-class TrilinearDensityMap(DensityField):
+class TrilinearDensityMap(VolumeField):
     """Trilinear interpolation over a normalised voxel map (same interface as the others)."""
 
     kind = "trilinear"
 
     def __init__(self, volume: VoxelMap) -> None:
-        if volume.normalisation is None:
-            volume = volume.normalised()
-        super().__init__(shape_xyz=volume.shape_xyz, voxel_size=volume.voxel_size,
-                         origin=volume.origin, normalisation=volume.normalisation,
-                         map_id=volume.map_id,
-                         metadata={"interpolation": "trilinear"})
-        self.volume = volume.data
-        self._flat = volume.data.ravel()
+        super().__init__(volume, {"interpolation": "trilinear"})
+        self._flat = self.volume.ravel()
         nx, ny, _ = self.shape_xyz
         self._strides = np.array([1, nx, nx * ny], dtype=np.int64)
-
-    @classmethod
-    def from_voxel_map(cls, path: str | os.PathLike, contour: float | None = None, *,
-                       margin_A: float = 5.0, max_voxels: int | None = None
-                       ) -> TrilinearDensityMap:
-        """Read, normalise and (with ``contour``) crop a map file, then build the field."""
-        return cls(load_normalised(path, contour=contour, margin_A=margin_A,
-                                   max_voxels=max_voxels))
-
-    @classmethod
-    def from_voxel_data(cls, data: VoxelMap | np.ndarray, voxel_size: Any = 1.0,
-                        origin: Any = 0.0, *, map_id: str = "") -> TrilinearDensityMap:
-        """Build from a :class:`VoxelMap` or an array ``(nz, ny, nx)`` (normalised here)."""
-        return cls(as_voxel_map(data, voxel_size, origin, map_id))
 
     def _evaluate(self, points: np.ndarray) -> np.ndarray:
         shape = np.array(self.shape_xyz)
@@ -116,14 +96,6 @@ class TrilinearDensityMap(DensityField):
                                                         mode="nearest")
         return out
 
-    def tensors(self) -> dict[str, np.ndarray]:
-        """The normalised volume (the file of kind trilinear)."""
-        return {"volume": self.volume}
-
-    @classmethod
-    def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
-                           path: str | os.PathLike) -> TrilinearDensityMap:
-        return cls(volume_from_file(cls.kind, header, tensors, path))
 
 
 # ====================================================================== Fourier
@@ -210,7 +182,7 @@ def choose_upsampling(shape_xyz: Any, voxel_size: Any, *, target_spacing_A: floa
     return tuple(int(v) for v in k)
 
 
-class FourierDensityMap(DensityField):
+class FourierDensityMap(VolumeField):
     """Fourier (sinc) interpolation over a normalised voxel map: zero-padded DCT/FFT
     upsampling by integer factors, then a cubic B-spline on the upsampled grid.
 
@@ -235,13 +207,9 @@ class FourierDensityMap(DensityField):
             if min(k) < 1:
                 raise InputError(f"upsample factors must be >= 1, got {upsample!r}")
         k = tuple(1 if n == 1 else f for n, f in zip(volume.shape_xyz, k, strict=True))
-        super().__init__(shape_xyz=volume.shape_xyz, voxel_size=volume.voxel_size,
-                         origin=volume.origin, normalisation=volume.normalisation,
-                         map_id=volume.map_id,
-                         metadata={"interpolation": f"Fourier ({boundary} boundary), "
-                                   "upsampled then cubic B-spline",
-                                   "upsample": list(k), "boundary": boundary})
-        self.volume = volume.data
+        super().__init__(volume, {"interpolation": f"Fourier ({boundary} boundary), "
+                                  "upsampled then cubic B-spline",
+                                  "upsample": list(k), "boundary": boundary})
         self.upsample = k
         self.boundary = boundary
         # Periodic: the spline's own (mirror) boundary must not meet the box, so the upsampled
@@ -256,30 +224,11 @@ class FourierDensityMap(DensityField):
                      volume.shape_xyz, k, fine.shape_xyz)
         self._spline = SplineDensityMap(fine)
 
-    @classmethod
-    def from_voxel_map(cls, path: str | os.PathLike, contour: float | None = None, *,
-                       margin_A: float = 5.0, max_voxels: int | None = None,
-                       **options: Any) -> FourierDensityMap:
-        """Read, normalise and (with ``contour``) crop a map file, then build the field."""
-        return cls(load_normalised(path, contour=contour, margin_A=margin_A,
-                                   max_voxels=max_voxels), **options)
-
-    @classmethod
-    def from_voxel_data(cls, data: VoxelMap | np.ndarray, voxel_size: Any = 1.0,
-                        origin: Any = 0.0, *, map_id: str = "", **options: Any
-                        ) -> FourierDensityMap:
-        """Build from a :class:`VoxelMap` or an array ``(nz, ny, nx)`` (normalised here)."""
-        return cls(as_voxel_map(data, voxel_size, origin, map_id), **options)
-
     def _evaluate(self, points: np.ndarray) -> np.ndarray:
         return self._spline._evaluate(points)
 
     def _densities_fast(self, points: np.ndarray) -> np.ndarray:
         return self._spline._densities_fast(points)
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        """The normalised volume (options in the metadata; upsampling redone on load)."""
-        return {"volume": self.volume}
 
     @classmethod
     def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],

@@ -7,15 +7,11 @@ same 4×4×4 coefficient stencil, the gradient by the exact derivative of the ba
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import numpy as np
 import scipy.ndimage
 
-from neural_em.fields.base import DensityField
-from neural_em.fields.fileformat import volume_from_file
-from neural_em.voxelmap import VoxelMap, as_voxel_map, load_normalised
+from neural_em.fields.base import VolumeField
+from neural_em.voxelmap import VoxelMap
 
 
 def _bspline_weights(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,42 +27,21 @@ def _bspline_weights(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w, dw
 
 
-class SplineDensityMap(DensityField):
+class SplineDensityMap(VolumeField):
     """Cubic B-spline field over a normalised voxel map (same interface as the neural map)."""
 
     kind = "spline"
 
     def __init__(self, volume: VoxelMap) -> None:
-        if volume.normalisation is None:
-            volume = volume.normalised()
-        super().__init__(shape_xyz=volume.shape_xyz, voxel_size=volume.voxel_size,
-                         origin=volume.origin, normalisation=volume.normalisation,
-                         map_id=volume.map_id,
-                         metadata={"interpolation": "cubic B-spline, mirror boundary"})
-        self.volume = volume.data
+        super().__init__(volume, {"interpolation": "cubic B-spline, mirror boundary"})
         self._coeffs = scipy.ndimage.spline_filter(
-            volume.data.astype(np.float64), order=3, mode="mirror")
+            self.volume.astype(np.float64), order=3, mode="mirror")
         self._padded = np.pad(self._coeffs, 2, mode="reflect").ravel()
-        pz, py, px = (n + 4 for n in volume.data.shape)
+        pz, py, px = (n + 4 for n in self.volume.shape)
         a = np.arange(4)
         self._offsets = (a[:, None, None] * py * px + a[None, :, None] * px
                          + a[None, None, :]).ravel()
         self._strides = np.array([1, px, py * px])  # x, y, z strides in the padded array
-
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_voxel_map(cls, path: str | os.PathLike, contour: float | None = None, *,
-                       margin_A: float = 5.0, max_voxels: int | None = None
-                       ) -> SplineDensityMap:
-        """Read, normalise and (with ``contour``) crop a map file, then build the field."""
-        return cls(load_normalised(path, contour=contour, margin_A=margin_A,
-                                   max_voxels=max_voxels))
-
-    @classmethod
-    def from_voxel_data(cls, data: VoxelMap | np.ndarray, voxel_size: Any = 1.0,
-                        origin: Any = 0.0, *, map_id: str = "") -> SplineDensityMap:
-        """Build from a :class:`VoxelMap` or an array ``(nz, ny, nx)`` (normalised here)."""
-        return cls(as_voxel_map(data, voxel_size, origin, map_id))
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, points: np.ndarray) -> np.ndarray:
@@ -128,13 +103,3 @@ class SplineDensityMap(DensityField):
         slab = slab.reshape(len(az), ny, nx) @ self._axis_weights(ax, 0).T  # (mz, ny, mx)
         slab = np.matmul(self._axis_weights(ay, 1), slab)  # (mz, my, mx)
         return slab.astype(np.float32)
-
-    # ------------------------------------------------------------------ files
-    def tensors(self) -> dict[str, np.ndarray]:
-        """The normalised volume (the coefficients are recomputed on load)."""
-        return {"volume": self.volume}
-
-    @classmethod
-    def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
-                           path: str | os.PathLike) -> SplineDensityMap:
-        return cls(volume_from_file(cls.kind, header, tensors, path))
