@@ -16,8 +16,9 @@ logger = logging.getLogger(__name__)
 def register(sub: Any) -> None:
     p = add_command(
         sub, "evaluate",
-        "C-alpha recall, coverage, precision and RMSD of a density graph against an atomic "
-        "model (and of the local-maximum baseline of its map).",
+        "C-alpha recall, one-to-one precision, F1, coverage, precision, RMSD, chain recall, "
+        "edge precision and mean degree of a density graph against an atomic model (and the "
+        "node metrics of the local-maximum baseline of its map).",
         "neural-em evaluate emd_3488.graph.json --model 5ni1.cif --json")
     p.add_argument("graph", type=Path,
                    help="graph JSON (or .npz) written by 'neural-em graph'")
@@ -89,12 +90,17 @@ def run(args: argparse.Namespace) -> int:
         rows.append(("local maxima", result["baseline"]))
     print(f"{result['map_id'] or args.graph}: {result['ca']} C-alpha in {args.model}, "
           f"cutoff {args.cutoff:g} Å")
-    print(f"{'':14s} {'nodes':>7s} {'recall':>7s} {'coverage':>8s} {'precision':>9s} "
-          f"{'rmsd':>6s} {'nodes/CA':>8s}")
+    print(f"{'':14s} {'nodes':>7s} {'recall':>7s} {'1:1 prec':>8s} {'F1':>6s} "
+          f"{'coverage':>8s} {'precision':>9s} {'rmsd':>6s} {'nodes/CA':>8s}")
     for name, r in rows:
-        print(f"{name:14s} {r['nodes']:7d} {_fmt(r['recall']):>7s} {_fmt(r['coverage']):>8s} "
-              f"{_fmt(r['precision']):>9s} {_fmt(r['rmsd'], 2):>6s} "
+        print(f"{name:14s} {r['nodes']:7d} {_fmt(r['recall']):>7s} "
+              f"{_fmt(r.get('one_to_one_precision')):>8s} {_fmt(r.get('f1')):>6s} "
+              f"{_fmt(r['coverage']):>8s} {_fmt(r['precision']):>9s} {_fmt(r['rmsd'], 2):>6s} "
               f"{_fmt(r['nodes_per_ca'], 2):>8s}")
+    print(f"edges {result['edges']} ({result.get('method', 'study')} method): chain recall "
+          f"{_fmt(result.get('chain_recall'))}, edge precision "
+          f"{_fmt(result.get('edge_precision'))}, mean degree "
+          f"{_fmt(result.get('mean_degree'), 2)}")
     for name, r in rows:
         if "atoms" in r:
             a = r["atoms"]

@@ -152,6 +152,44 @@ class DensityField(abc.ABC):
         """Gradient ``(n, 3)`` in density per Å at points ``(n, 3)`` Å; NaN outside the box."""
         return self.get_values(points)[:, 1:]
 
+    def get_hessians(self, points: Any) -> np.ndarray:
+        """Hessian of the density at points.
+
+        points: ``(n, 3)`` x, y, z in Å. Returns ``(n, 3, 3)`` float64 second derivatives in
+        density per Å², rows and columns in x, y, z order; NaN outside the box. Fields with an
+        analytic second derivative override :meth:`_evaluate_hessians`; the default takes
+        central differences of the (analytic or autograd) gradient.
+        """
+        pts = as_points(points)
+        out = np.full((len(pts), 3, 3), np.nan, dtype=np.float64)
+        for start in range(0, len(pts), self.chunk_points):
+            chunk = pts[start:start + self.chunk_points]
+            inside = self.contains(chunk)
+            if inside.any():
+                out[start + np.flatnonzero(inside)] = self._evaluate_hessians(chunk[inside])
+        return out
+
+    #: Step (in voxels) of the central differences behind the default Hessian.
+    HESSIAN_STEP_VOXELS = 0.05
+
+    def _evaluate_hessians(self, points: np.ndarray) -> np.ndarray:
+        """Hessians ``(n, 3, 3)`` at points inside the box: central differences of the
+        gradient with a step of :attr:`HESSIAN_STEP_VOXELS` voxels, kept inside the box (a
+        one-sided difference at the faces), then symmetrised."""
+        lo, hi = self.bounds
+        hess = np.empty((len(points), 3, 3), dtype=np.float64)
+        for axis in range(3):
+            h = self.HESSIAN_STEP_VOXELS * float(self.voxel_size[axis])
+            plus, minus = points.copy(), points.copy()
+            plus[:, axis] = np.minimum(points[:, axis] + h, hi[axis])
+            minus[:, axis] = np.maximum(points[:, axis] - h, lo[axis])
+            width = plus[:, axis] - minus[:, axis]
+            width[width <= 0] = np.nan
+            g_plus = self.get_values(plus)[:, 1:].astype(np.float64)
+            g_minus = self.get_values(minus)[:, 1:].astype(np.float64)
+            hess[:, :, axis] = (g_plus - g_minus) / width[:, None]
+        return 0.5 * (hess + hess.transpose(0, 2, 1))
+
     # ------------------------------------------------------------------ grids
     def grid_axes(self, step_x: float, step_y: float | None = None,
                   step_z: float | None = None) -> list[np.ndarray]:

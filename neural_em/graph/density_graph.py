@@ -329,6 +329,36 @@ def small_component_mask(n: int, edges: np.ndarray, min_nodes: int) -> np.ndarra
 
 
 # ---------------------------------------------------------------------------- the graph
+def field_from_map(path: str | os.PathLike, kind: str = "spline", *,
+                   contour: float | None = None, devices: Sequence[str] = ("cpu",),
+                   preset: str = "fast", max_voxels: int | None = None,
+                   field_options: dict[str, Any] | None = None) -> DensityField:
+    """Read a map and fit the field a graph is drawn from: ``"spline"`` or ``"neural"``.
+
+    ``contour``: raw density level to crop the map to (with a margin) before fitting;
+    ``devices``/``preset``/``field_options``: passed to the neural fit. The field's
+    ``max_voxels`` is set, so the same limit bounds the graph's seed grid.
+    """
+    kind = str(kind)
+    if kind == "spline":
+        from neural_em.fields.spline import SplineDensityMap
+
+        fld: DensityField = SplineDensityMap.from_voxel_map(path, contour,
+                                                            max_voxels=max_voxels)
+    elif kind == "neural":
+        try:
+            from neural_em.fields.neural import NeuralDensityMap
+        except ImportError as exc:
+            raise InputError("the neural field is not available in this build") from exc
+        fld = NeuralDensityMap.from_voxel_map(path, contour, devices=tuple(devices),
+                                              preset=preset, max_voxels=max_voxels,
+                                              **(field_options or {}))
+    else:
+        raise InputError(f"field must be 'spline' or 'neural', got {kind!r}")
+    fld.max_voxels = max_voxels
+    return fld
+
+
 class DensityGraph:
     """A density graph: ``graph`` is a :class:`networkx.Graph` with node attributes ``x``,
     ``y``, ``z`` (Å), ``density``, ``gradient_norm`` and edge attribute ``length`` (Å); its
@@ -474,6 +504,7 @@ class DensityGraph:
         attrs = {
             "format": GRAPH_FORMAT,
             "format_version": GRAPH_FORMAT_VERSION,
+            "method": "study",
             "map_id": field.map_id,
             "field_kind": field.kind,
             "source": source,
@@ -531,22 +562,8 @@ class DensityGraph:
         """
         kind = str(field)
         t0 = time.perf_counter()
-        if kind == "spline":
-            from neural_em.fields.spline import SplineDensityMap
-
-            fld: DensityField = SplineDensityMap.from_voxel_map(path, contour,
-                                                                max_voxels=max_voxels)
-        elif kind == "neural":
-            try:
-                from neural_em.fields.neural import NeuralDensityMap
-            except ImportError as exc:
-                raise InputError("the neural field is not available in this build") from exc
-            fld = NeuralDensityMap.from_voxel_map(path, contour, devices=tuple(devices),
-                                                  preset=preset, max_voxels=max_voxels,
-                                                  **(field_options or {}))
-        else:
-            raise InputError(f"field must be 'spline' or 'neural', got {field!r}")
-        fld.max_voxels = max_voxels  # the same limit bounds the seed grid
+        fld = field_from_map(path, kind, contour=contour, devices=devices, preset=preset,
+                             max_voxels=max_voxels, field_options=field_options)
         fit_seconds = time.perf_counter() - t0
         graph_options.setdefault("source", os.fspath(path))
         graph = cls.from_neural_density_map(fld, devices=None if kind == "spline" else devices,

@@ -6,8 +6,16 @@ C-alpha metrics (cutoff 3 Å):
   taken greedily by ascending distance (ties by C-alpha index, then node index);
 * coverage: fraction of C-alphas with any node within the cutoff;
 * precision: fraction of nodes with any C-alpha within the cutoff;
+* one_to_one_precision: matched nodes / all nodes (the one-to-one matching of recall; unlike
+  precision it does not reward several nodes around one C-alpha);
+* f1: harmonic mean of recall and one-to-one precision;
 * rmsd: root mean square distance over the matched pairs (Å);
 * nodes_per_ca: nodes / C-alphas.
+
+Edge metrics (graphs): of the consecutive C-alpha pairs (same chain, next residue of the model,
+at most :data:`CHAIN_BREAK_A` apart) whose two C-alphas are both matched, **chain_recall** is
+the fraction whose two nodes share an edge; **edge_precision** is the fraction of all edges
+that join the matched nodes of two consecutive C-alphas; **mean_degree** is 2 x edges / nodes.
 
 Atom metrics (for maps better than 2 Å): the same at 1 Å against every heavy atom.
 Baseline: voxels strictly higher than their 26 neighbours and at least the seed threshold.
@@ -28,6 +36,10 @@ from neural_em.models import AtomicModel, read_model
 from neural_em.voxelmap import VoxelMap
 
 logger = logging.getLogger(__name__)
+
+#: Consecutive C-alphas farther apart than this (Å) are a chain break (trans peptides put
+#: them 3.8 Å apart, cis ones 2.9 Å).
+CHAIN_BREAK_A = 4.3
 
 #: Maps at a resolution better than this (Å) also get atom-level metrics.
 ATOM_METRICS_RESOLUTION_A = 2.0
@@ -80,16 +92,65 @@ def point_metrics(reference: np.ndarray, predicted: np.ndarray, cutoff_A: float 
         precise = int(np.count_nonzero(d_pred <= cutoff_A))
     else:
         covered = precise = 0
+    recall = len(dist) / n_ref if n_ref else None
+    one_to_one = len(dist) / n_pred if n_pred else None
+    f1 = (2 * recall * one_to_one / (recall + one_to_one)
+          if recall and one_to_one else (0.0 if n_ref and n_pred else None))
     return {
         "cutoff_A": float(cutoff_A),
-        "recall": len(dist) / n_ref if n_ref else None,
+        "recall": recall,
         "coverage": covered / n_ref if n_ref else None,
         "precision": precise / n_pred if n_pred else None,
+        "one_to_one_precision": one_to_one,
+        "f1": f1,
         "rmsd": float(np.sqrt(np.mean(dist**2))) if len(dist) else None,
         "matched": int(len(dist)),
         "reference": n_ref,
         "nodes": n_pred,
         "nodes_per_reference": n_pred / n_ref if n_ref else None,
+    }
+
+
+def consecutive_pairs(model: AtomicModel, *, max_distance_A: float = CHAIN_BREAK_A
+                      ) -> np.ndarray:
+    """Index pairs ``(k, 2)`` of consecutive C-alphas of ``model``: next in the model's order,
+    same chain, at most ``max_distance_A`` apart."""
+    ca = np.asarray(model.ca, dtype=np.float64).reshape(-1, 3)
+    if len(ca) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    chains = np.array([label.split("/", 1)[0] for label in model.ca_labels])
+    i = np.arange(len(ca) - 1)
+    gap = np.linalg.norm(ca[1:] - ca[:-1], axis=1)
+    ok = (chains[1:] == chains[:-1]) & (gap <= max_distance_A)
+    return np.stack([i[ok], i[ok] + 1], axis=1).astype(np.int64)
+
+
+def edge_metrics(model: AtomicModel, nodes: np.ndarray, edge_index: np.ndarray, *,
+                 cutoff_A: float = 3.0) -> dict[str, Any]:
+    """Chain recall, edge precision and mean degree (see the module docstring) of a graph
+    with node positions ``(n, 3)`` Å and edges ``(2, m)`` or ``(m, 2)`` (node positions)."""
+    pts = np.asarray(nodes, dtype=np.float64).reshape(-1, 3)
+    edges = np.asarray(edge_index, dtype=np.int64)
+    if edges.ndim == 2 and edges.shape[0] == 2 and edges.shape[1] != 2:
+        edges = edges.T
+    edges = np.sort(edges.reshape(-1, 2), axis=1)
+    ref_i, node_i, _ = greedy_matching(model.ca, pts, cutoff_A)
+    node_of = np.full(len(model.ca), -1, dtype=np.int64)
+    node_of[ref_i] = node_i
+    pairs = consecutive_pairs(model)
+    a, b = node_of[pairs[:, 0]], node_of[pairs[:, 1]]
+    both = (a >= 0) & (b >= 0)
+    chain = np.sort(np.stack([a[both], b[both]], axis=1), axis=1)
+    n = max(len(pts), 1)
+    edge_keys = set((edges[:, 0] * n + edges[:, 1]).tolist())
+    chain_keys = set((chain[:, 0] * n + chain[:, 1]).tolist())
+    joined = sum(1 for k in chain_keys if k in edge_keys)
+    good = sum(1 for k in edge_keys if k in chain_keys)
+    return {
+        "chain_pairs": int(len(chain_keys)),
+        "chain_recall": joined / len(chain_keys) if chain_keys else None,
+        "edge_precision": good / len(edge_keys) if edge_keys else None,
+        "mean_degree": 2.0 * len(edge_keys) / len(pts) if len(pts) else None,
     }
 
 
@@ -128,6 +189,7 @@ def evaluate_points(nodes: np.ndarray, model: AtomicModel | str | os.PathLike, *
     ca = point_metrics(model.ca, pts, ca_cutoff_A)
     result: dict[str, Any] = {
         "recall": ca["recall"], "coverage": ca["coverage"], "precision": ca["precision"],
+        "one_to_one_precision": ca["one_to_one_precision"], "f1": ca["f1"],
         "rmsd": ca["rmsd"], "matched": ca["matched"], "nodes": ca["nodes"],
         "ca": ca["reference"], "nodes_per_ca": ca["nodes_per_reference"],
         "cutoff_A": ca_cutoff_A, "model": model.source, "warnings": [],
@@ -194,8 +256,11 @@ def evaluate_graph(graph: Any, model: AtomicModel | str | os.PathLike, *,
                              ca_cutoff_A=ca_cutoff_A, atom_cutoff_A=atom_cutoff_A,
                              atom_metrics=atom_metrics, box=attrs)
     result["map_id"] = attrs.get("map_id", "")
+    result["method"] = attrs.get("method", "study")
     result["resolution_A"] = resolution_A
     result["edges"] = graph.graph.number_of_edges()
+    result.update(edge_metrics(model, graph.positions, graph.edge_index,
+                               cutoff_A=ca_cutoff_A))
     if baseline_map is not None:
         threshold = attrs.get("seed_threshold")
         if not isinstance(threshold, (int, float)):

@@ -34,6 +34,11 @@ RESIDUES_PER_CHAIN = 9999
 #: Residue and atom names of the pseudo-atoms in mmCIF output (UNL: unknown ligand).
 NODE_RESIDUE = "UNL"
 NODE_ATOM = "C"
+#: Residue and atom names of the nodes of a chain-like (backbone) graph in mmCIF output: each
+#: path a pseudo-chain of C-alphas of unknown amino acids, which ChimeraX, Coot and PyMOL
+#: draw as a trace.
+TRACE_RESIDUE = "UNK"
+TRACE_ATOM = "CA"
 
 _NODE_NUMBERS = ("x", "y", "z", "density", "gradient_norm")
 
@@ -214,36 +219,93 @@ def chain_name(index: int) -> str:
     return name
 
 
+def trace_paths(graph: DensityGraph) -> list[list[int]]:
+    """The nodes of a graph as paths along its edges: node positions (in
+    :attr:`~DensityGraph.node_ids` order) of each path, consecutive nodes joined by an edge,
+    every node in exactly one path. Paths start at ends (degree 1) and continue through
+    degree-2 nodes by preference; at a branch point the other branches become paths of their
+    own. Deterministic."""
+    ids = graph.node_ids
+    index = {node: k for k, node in enumerate(ids)}
+    neighbours: list[list[int]] = [[] for _ in ids]
+    for a, b in graph.graph.edges:
+        neighbours[index[a]].append(index[b])
+        neighbours[index[b]].append(index[a])
+    degree = [len(nb) for nb in neighbours]
+    assigned = [False] * len(ids)
+    paths = []
+    for start in sorted(range(len(ids)), key=lambda v: (degree[v] != 1, v)):
+        if assigned[start]:
+            continue
+        path, cur = [start], start
+        assigned[start] = True
+        while True:
+            free = [u for u in neighbours[cur] if not assigned[u]]
+            if not free:
+                break
+            cur = min(free, key=lambda u: (degree[u] > 2, u))
+            assigned[cur] = True
+            path.append(cur)
+        paths.append(path)
+    return paths
+
+
+def _is_trace(graph: DensityGraph) -> bool:
+    return graph.graph.graph.get("method") == "backbone"
+
+
+def mmcif_layout(graph: DensityGraph) -> list[list[int]]:
+    """Node positions per mmCIF chain, in the order the atoms are written: the paths of
+    :func:`trace_paths` for a backbone graph (one pseudo-chain each), otherwise all nodes in
+    order, :data:`RESIDUES_PER_CHAIN` a chain."""
+    if _is_trace(graph):
+        return trace_paths(graph)
+    n = len(graph)
+    return [list(range(s, min(n, s + RESIDUES_PER_CHAIN)))
+            for s in range(0, n, RESIDUES_PER_CHAIN)]
+
+
 def to_structure(graph: DensityGraph, *, include_bonds: bool = True) -> gemmi.Structure:
-    """A gemmi Structure: one pseudo-atom (residue ``UNL``, atom ``C``) per node, each node
-    its own residue, 9999 residues a chain (chains A, B, ..., AA, ...), density in the
-    B-factor; edges as covalent ``struct_conn`` connections when ``include_bonds``."""
+    """A gemmi Structure, density in the B-factor.
+
+    Study graphs: one pseudo-atom (residue ``UNL``, atom ``C``) per node, each node its own
+    residue, 9999 residues a chain (chains A, B, ..., AA, ...). Backbone graphs (graph
+    attribute ``method`` = ``backbone``): each path of :func:`trace_paths` a polymer chain of
+    ``UNK`` residues with one ``CA`` atom, numbered along the path, so viewers draw the trace.
+    Edges that are not between consecutive residues of a chain are written as covalent
+    ``struct_conn`` connections when ``include_bonds`` (all edges for a study graph).
+    """
     pos = graph.positions
     dens = graph.densities
+    trace = _is_trace(graph)
+    res_name, atom_name = (TRACE_RESIDUE, TRACE_ATOM) if trace else (NODE_RESIDUE, NODE_ATOM)
     st = gemmi.Structure()
     st.name = (graph.map_id or "density_graph").replace(" ", "_")
     model = gemmi.Model(1)
-    addresses = []
-    for start in range(0, len(pos), RESIDUES_PER_CHAIN):
-        chain = gemmi.Chain(chain_name(start // RESIDUES_PER_CHAIN))
-        for k in range(start, min(len(pos), start + RESIDUES_PER_CHAIN)):
+    addresses: dict[int, tuple[str, int]] = {}
+    serial = 0
+    for c, members in enumerate(mmcif_layout(graph)):
+        chain = gemmi.Chain(chain_name(c))
+        for r, k in enumerate(members):
             res = gemmi.Residue()
-            res.name = NODE_RESIDUE
-            res.seqid = gemmi.SeqId(k - start + 1, " ")
-            res.het_flag = "H"
-            res.entity_type = gemmi.EntityType.NonPolymer
+            res.name = res_name
+            res.seqid = gemmi.SeqId(r + 1, " ")
+            res.het_flag = "A" if trace else "H"
+            res.entity_type = (gemmi.EntityType.Polymer if trace
+                               else gemmi.EntityType.NonPolymer)
             res.subchain = chain.name
             res.entity_id = "1"
             atom = gemmi.Atom()
-            atom.name = NODE_ATOM
+            atom.name = atom_name
             atom.element = gemmi.Element("C")
             atom.pos = gemmi.Position(*pos[k])
             atom.occ = 1.0
             atom.b_iso = float(dens[k]) if np.isfinite(dens[k]) else 0.0
-            atom.serial = k + 1
+            serial += 1
+            atom.serial = serial
             res.add_atom(atom)
             chain.add_residue(res)
-            addresses.append((chain.name, k - start + 1))
+            addresses[k] = (chain.name, r + 1)
         model.add_chain(chain)
     st.add_model(model)
     attrs = graph.graph.graph
@@ -256,20 +318,25 @@ def to_structure(graph: DensityGraph, *, include_bonds: bool = True) -> gemmi.St
     except (KeyError, TypeError, ValueError):
         pass
     entity = gemmi.Entity("1")
-    entity.entity_type = gemmi.EntityType.NonPolymer
+    entity.entity_type = gemmi.EntityType.Polymer if trace else gemmi.EntityType.NonPolymer
+    if trace:
+        entity.polymer_type = gemmi.PolymerType.PeptideL
     entity.subchains = [chain_name(i) for i in range(len(model))]
     st.entities.append(entity)
     if include_bonds:
         ei = graph.edge_index
         lengths = graph.edge_lengths
         for k, (a, b) in enumerate(ei.T):
+            (chain_a, seq_a), (chain_b, seq_b) = addresses[int(a)], addresses[int(b)]
+            if trace and chain_a == chain_b and abs(seq_a - seq_b) == 1:
+                continue  # drawn as the chain itself
             con = gemmi.Connection()
             con.name = f"edge{k + 1}"
             con.type = gemmi.ConnectionType.Covale
-            con.partner1 = gemmi.AtomAddress(addresses[a][0], gemmi.SeqId(addresses[a][1], " "),
-                                             NODE_RESIDUE, NODE_ATOM)
-            con.partner2 = gemmi.AtomAddress(addresses[b][0], gemmi.SeqId(addresses[b][1], " "),
-                                             NODE_RESIDUE, NODE_ATOM)
+            con.partner1 = gemmi.AtomAddress(chain_a, gemmi.SeqId(seq_a, " "), res_name,
+                                             atom_name)
+            con.partner2 = gemmi.AtomAddress(chain_b, gemmi.SeqId(seq_b, " "), res_name,
+                                             atom_name)
             con.reported_distance = float(lengths[k])
             st.connections.append(con)
     return st
@@ -289,8 +356,9 @@ def save_mmcif(graph: DensityGraph, path: str | os.PathLike, *, include_bonds: b
     # gemmi writes B-factors with two decimals; densities in [0, 1] need more.
     column = block.find_values("_atom_site.B_iso_or_equiv")
     dens = graph.densities
-    for k in range(len(column)):
-        column[k] = f"{dens[k]:.6g}" if np.isfinite(dens[k]) else "0"
+    order = [k for members in mmcif_layout(graph) for k in members]  # atoms as written
+    for row, k in enumerate(order[:len(column)]):
+        column[row] = f"{dens[k]:.6g}" if np.isfinite(dens[k]) else "0"
     block.set_pair("_neural_em_graph.map_id", gemmi.cif.quote(graph.map_id or "?"))
     block.set_pair("_neural_em_graph.nodes", str(len(graph)))
     block.set_pair("_neural_em_graph.edges", str(graph.graph.number_of_edges()))
