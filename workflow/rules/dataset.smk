@@ -57,7 +57,9 @@ rule voxel_counts:
 def entry_info_input(wildcards):
     """EMDB entries: the downloaded metadata; local maps: the map file (its header)."""
     key = wildcards.entry
-    return {"map": ENTRIES[key]["map"]} if is_local(key) else {"metadata": METADATA}
+    if is_local(key):
+        return {"map": ENTRIES[key]["map"]}
+    return {"metadata": METADATA.format(entry=key)}
 
 
 rule entry_info:
