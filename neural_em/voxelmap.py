@@ -284,17 +284,23 @@ def _map_id_from_path(path: Path) -> str:
     return name
 
 
-def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> VoxelMap:
-    """Read an MRC/MAP/CCP4 file (optionally gzip/bzip2-compressed) into a :class:`VoxelMap`.
+def read_map_header(path: str | os.PathLike, *, max_voxels: int | None = None
+                    ) -> dict[str, Any]:
+    """Check an MRC/MAP/CCP4 file's header (optionally gzip/bzip2-compressed) without reading
+    its data: the checks :func:`read_map` makes before it reads anything (dimensions, mode, axis
+    order, cell, the voxel count against ``max_voxels``; an uncompressed file long enough for
+    its header's claim). Reads at most the 1024-byte header.
 
-    The header is checked before any data is read: dimensions, mode, axis order, cell and the
-    voxel count against ``max_voxels`` (see :func:`max_voxels_limit`). Memory is bounded by
-    what the file holds: an uncompressed file must be long enough for its header's claim
-    before anything is allocated, and a compressed one is decompressed in chunks, at most the
-    size the header claims. Raises :class:`MapFormatError` naming the file and the problem for
-    anything unusable.
+    Returns ``{"shape_xyz", "voxel_size", "origin", "axis_order", "mode", "voxels",
+    "compression", "data_offset"}`` (x, y, z order; the origin as :func:`read_map` places
+    it); raises :class:`MapFormatError` naming the file and the problem for anything unusable.
     """
-    path = Path(path)
+    summary = _checked_header(Path(path), max_voxels)[2]
+    return {key: value for key, value in summary.items() if key != "dtype"}
+
+
+def _checked_header(path: Path, max_voxels: int | None) -> tuple[Any, str | None, dict[str, Any]]:
+    """(header record, compression, summary) of a map file whose header passed every check."""
     if not path.is_file():
         raise MapFormatError("no such file", path)
     compression = _sniff_compression(path)
@@ -340,8 +346,10 @@ def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> Voxel
     # Start indices are per column/row/section; permute them to x, y, z.
     starts_crs = (int(header.nxstart), int(header.nystart), int(header.nzstart))
     start_xyz = np.zeros(3)
+    shape_xyz = [0, 0, 0]
     for k in range(3):
         start_xyz[axes[k] - 1] = starts_crs[k]
+        shape_xyz[axes[k] - 1] = (nc, nr, ns)[k]
     origin_words = np.array(
         [float(header.origin.x), float(header.origin.y), float(header.origin.z)]
     )
@@ -349,6 +357,30 @@ def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> Voxel
         origin = origin_words
     else:
         origin = start_xyz * voxel_size
+    summary = {"shape_xyz": shape_xyz, "voxel_size": voxel_size.tolist(),
+               "origin": origin.tolist(), "axis_order": list(axes), "mode": mode,
+               "voxels": n_voxels, "compression": compression,
+               "data_offset": data_offset, "dtype": dtype}
+    return header, compression, summary
+
+
+def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> VoxelMap:
+    """Read an MRC/MAP/CCP4 file (optionally gzip/bzip2-compressed) into a :class:`VoxelMap`.
+
+    The header is checked before any data is read (:func:`read_map_header`): dimensions, mode,
+    axis order, cell and the voxel count against ``max_voxels`` (see :func:`max_voxels_limit`).
+    Memory is bounded by what the file holds: an uncompressed file must be long enough for its
+    header's claim before anything is allocated, and a compressed one is decompressed in
+    chunks, at most the size the header claims. Raises :class:`MapFormatError` naming the file
+    and the problem for anything unusable.
+    """
+    path = Path(path)
+    header, compression, info = _checked_header(path, max_voxels)
+    nc, nr, ns = (int(header.nx), int(header.ny), int(header.nz))
+    axes = tuple(info["axis_order"])
+    dtype, data_offset = info["dtype"], info["data_offset"]
+    voxel_size = np.array(info["voxel_size"])
+    origin = np.array(info["origin"])
     data = _read_data(path, compression, data_offset, dtype, (ns, nr, nc))
     # data is [section, row, column]; reorder to [z, y, x].
     array_axes = (axes[2], axes[1], axes[0])  # map axis (1=x) held by array axis 0, 1, 2

@@ -1,8 +1,10 @@
-"""Rule ``entry_info``: one entry's facts for the later rules, from the config and EMDB.
+"""Rule ``entry_info``: one entry's facts for the later rules, from the config and EMDB (or,
+for a local map, from its header).
 
 Resolution: the config's (or the search export's); contour: the config's where given, else
-EMDB's recommended contour level; the map grid (shape, voxel size, voxel count) from the EMDB
-metadata. Refuses (before any map download) a map over ``dataset.max_voxels``.
+EMDB's recommended contour level (a local map has none: it is fitted whole); the map grid
+(shape, voxel size, voxel count) from the EMDB metadata or the local map's header. Refuses
+(before any map download) a map over ``dataset.max_voxels``.
 """
 
 import json
@@ -41,12 +43,35 @@ def entry_info(entry: dict[str, Any], metadata_path: str, *, max_voxels: int) ->
     return info
 
 
+def local_entry_info(entry: dict[str, Any], map_path: str, *, max_voxels: int) -> dict[str, Any]:
+    """A local map's facts: the config's resolution and contour, the grid from its header."""
+    from neural_em.voxelmap import read_map_header
+
+    header = read_map_header(map_path)
+    info = dict(entry)
+    info["emdb_resolution"] = None
+    info["contour_source"] = ("config" if info.get("contour") is not None
+                              else "none: the whole box is fitted")
+    info["shape_xyz"] = [int(n) for n in header["shape_xyz"]]
+    info["voxel_size"] = header["voxel_size"]
+    info["axis_order"] = header["axis_order"]
+    info["voxels"] = int(header["voxels"])
+    if info["voxels"] > max_voxels:
+        raise ValueError(
+            f"{entry['key']}: {info['shape_xyz']} = {info['voxels']} voxels, more than "
+            f"dataset.max_voxels = {max_voxels}: crop the map, or raise dataset.max_voxels")
+    return info
+
+
 def run(smk: Any) -> None:
     from neural_em.atomic import atomic_write_text
 
-    info = entry_info(dict(smk.params.entry), smk.input.metadata,
-                      max_voxels=int(smk.params.max_voxels))
-    log.info("%s: resolution %s Å, contour %s (%s), grid %s", info["emdb_id"],
+    entry = dict(smk.params.entry)
+    if entry.get("source") == "local":
+        info = local_entry_info(entry, smk.input.map, max_voxels=int(smk.params.max_voxels))
+    else:
+        info = entry_info(entry, smk.input.metadata, max_voxels=int(smk.params.max_voxels))
+    log.info("%s: resolution %s Å, contour %s (%s), grid %s", info["key"],
              info["resolution"], info["contour"], info["contour_source"], info["shape_xyz"])
     atomic_write_text(smk.output[0], json.dumps(info, indent=2) + "\n")
 

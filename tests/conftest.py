@@ -11,7 +11,8 @@ from neural_em.voxelmap import VoxelMap
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-SHARED_REFERENCE = REPO.parent / "shared" / "reference"
+#: The study's published tables, kept in the repository (data/reference/README.md).
+SHARED_REFERENCE = REPO / "data" / "reference"
 
 
 def shared_file(relative: str) -> Path:
@@ -23,10 +24,10 @@ def shared_file(relative: str) -> Path:
 
 
 def reference_file(relative: str) -> Path:
-    """Path of a file under ../shared/reference; skips the test where absent."""
+    """Path of a file under data/reference; skips the test where absent."""
     path = SHARED_REFERENCE / relative
     if not path.is_file():
-        pytest.skip(f"reference file {path} is absent (../shared/reference not beside the repo)")
+        pytest.skip(f"reference file {path} is absent")
     return path
 
 

@@ -20,7 +20,7 @@ from neural_em.pipeline.dataset import (
     write_entries_csv,
 )
 
-REFERENCE = Path(__file__).parents[1].parent / "shared" / "reference"
+REFERENCE = Path(__file__).parents[1] / "data" / "reference"
 SEARCH_CSV = REFERENCE / "emdb_search_highres.csv"
 PAPER_JSON = REFERENCE / "paper_graph_evaluation.json"
 
@@ -144,7 +144,7 @@ def test_write_entries_csv_is_atomic_and_refuses_overwrite(tmp_path):
 def study():
     for path in (SEARCH_CSV, PAPER_JSON):
         if not path.is_file():
-            pytest.skip(f"{path} not found (the study's reference files in ../shared/reference)")
+            pytest.skip(f"{path} not found (the study's reference files in data/reference)")
     return json.loads(PAPER_JSON.read_text())
 
 

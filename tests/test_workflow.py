@@ -25,7 +25,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
-SEARCH_CSV = REPO.parent / "shared" / "reference" / "emdb_search_highres.csv"
+SEARCH_CSV = REPO / "data" / "reference" / "emdb_search_highres.csv"
 
 
 # ====================================================================== helpers
@@ -91,7 +91,7 @@ def merged(*names: str) -> dict:
 def test_configs_are_valid():
     from snakemake.utils import validate
 
-    for names in ((), ("smoke.yaml",), ("paper.yaml",)):
+    for names in ((), ("smoke.yaml",), ("paper.yaml",), ("local.yaml",)):
         validate(copy.deepcopy(merged(*names)), str(REPO / "config" / "schema.yaml"))
 
 
@@ -146,7 +146,7 @@ def test_dry_run_demo(tmp_path):
 
 def test_dry_run_paper_plans_the_study(tmp_path):
     if not SEARCH_CSV.is_file():
-        pytest.skip(f"{SEARCH_CSV} is absent (../shared/reference not beside the repo)")
+        pytest.skip(f"{SEARCH_CSV} is absent")
     pytest.importorskip("neural_em.pipeline.dataset")
     proc = snakemake(tmp_path, "--configfile", str(REPO / "config" / "paper.yaml"),
                      "--cores", "8", "--resources", "gpu=7", "-n", timeout=240)

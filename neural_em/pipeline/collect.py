@@ -224,6 +224,19 @@ def _graph_metrics(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def _graph_without_model(path: str | os.PathLike) -> dict[str, Any]:
+    """A graph of a map without a model: its size, and every model metric absent (None)."""
+    raw = _read_json(path)
+    nodes = raw.get("nodes") if isinstance(raw, Mapping) else None
+    edges = raw.get("edges", raw.get("links")) if isinstance(raw, Mapping) else None
+    out: dict[str, Any] = {key: None for key in ("recall", "coverage", "precision", "rmsd",
+                                                 "ca", "nodes_per_ca")}
+    out["nodes"] = len(nodes) if isinstance(nodes, list) else None
+    out["edges"] = len(edges) if isinstance(edges, list) else None
+    out["model"] = "absent"
+    return out
+
+
 def _graph_timings(path: str | os.PathLike) -> dict[str, float]:
     """Seconds per step from a graph JSON's graph attributes, where recorded."""
     try:
@@ -272,6 +285,8 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
     """Everything known about one entry, as a JSON-able dict."""
     has = {role: path for role, path in files.items() if path and Path(path).is_file()}
     info = _read_json(files["entry_info"])
+    # a local map without a model (the manifest names none): its graphs have no model metrics
+    no_model = "model" not in files
     rec: dict[str, Any] = {
         "key": key,
         "emdb_id": info.get("emdb_id"),
@@ -280,6 +295,8 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
         "contour": _num(info.get("contour")),
         "title": info.get("title", ""),
     }
+    if info.get("source") == "local":
+        rec.update(source="local", map_file=info.get("map"), model_file=info.get("model"))
     # ---- the map
     shape = info.get("shape_xyz")
     if not shape and "map" in has:
@@ -345,10 +362,13 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
     rec["graph"] = {}
     for field in ("neural", "spline"):
         role = f"graph_{field}_metrics"
-        if field not in graph_fields or role not in has:
+        if field in graph_fields and role not in has and no_model and f"graph_{field}" in has:
+            g = _graph_without_model(has[f"graph_{field}"])
+        elif field not in graph_fields or role not in has:
             rec["graph"][field] = {"status": NOT_RUN}
             continue
-        g = _graph_metrics(has[role])
+        else:
+            g = _graph_metrics(has[role])
         timings = _graph_timings(has[f"graph_{field}"]) if f"graph_{field}" in has else {}
         bench = (read_benchmark(has[f"graph_{field}_bench"]) if f"graph_{field}_bench" in has
                  else {})
@@ -361,6 +381,8 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
     # ---- interpolation
     if interpolation_methods and "interpolation" in has:
         rec["interpolation"] = _interpolation(has["interpolation"], interpolation_methods)
+    elif interpolation_methods and no_model:
+        rec["interpolation"] = {"status": NOT_RUN, "reason": "no model to simulate maps from"}
     else:
         rec["interpolation"] = {"status": NOT_RUN}
     # ---- DeepTracer

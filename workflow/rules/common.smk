@@ -4,6 +4,7 @@
 import csv
 import json
 import os
+import re
 
 
 def repo_path(value):
@@ -38,24 +39,12 @@ def _read_voxel_counts(path):
 
 
 def _entries_from_config():
-    entries = {}
-    for item in config.get("entries") or []:
-        number = item["emdb_id"].split("-", 1)[1]
-        key = f"emd_{number}"
-        if key in entries:
-            raise ValueError(f"config entries: {item['emdb_id']} is listed twice")
-        entries[key] = {
-            "key": key,
-            "emdb_id": item["emdb_id"],
-            "pdb_id": item["pdb_id"].lower(),
-            "resolution": float(item["resolution"]),
-            "contour": item.get("contour"),
-            "title": item.get("title", ""),
-            "citation": item.get("citation", ""),
-        }
-    if not entries:
-        raise ValueError("config: dataset.source is 'entries' but the entries list is empty")
-    return entries
+    """The config's entries: EMDB entries and local maps, each checked here (files exist and
+    read as a map or a model, names safe and unique, resolutions positive), so a bad entry
+    stops the run before any job with a message naming it."""
+    from neural_em.pipeline.entries import config_entries
+
+    return config_entries(config.get("entries"))
 
 
 def _entries_from_search():
@@ -83,6 +72,7 @@ def _entries_from_search():
     for row in frame.to_dict("records"):
         entries[row["key"]] = {
             "key": row["key"],
+            "source": "emdb",
             "emdb_id": row["emdb_id"],
             "pdb_id": str(row["pdb_id"]).lower(),
             "resolution": float(row["resolution"]),
@@ -93,6 +83,16 @@ def _entries_from_search():
     return entries
 
 
+def is_local(key):
+    """A local map (files named in the config) rather than an EMDB entry."""
+    return ENTRIES[key].get("source") == "local"
+
+
+def has_model(key):
+    """Whether the entry has an atomic model (EMDB entries always: their fitted PDB)."""
+    return not is_local(key) or ENTRIES[key].get("model") is not None
+
+
 ENTRIES = (_entries_from_search() if section("dataset")["source"] == "search"
            else _entries_from_config())
 KEYS = sorted(ENTRIES)
@@ -100,13 +100,15 @@ GRAPH_FIELDS = list(section("graph").get("fields") or ["neural", "spline"])
 INTERP_ON = bool(section("interpolation").get("enabled", True))
 CHIMERA = section("interpolation").get("chimera") or os.environ.get("CHIMERA_PATH") or None
 DEEPTRACER = section("deeptracer").get("command") or None
+EMDB_KEYS = [k for k in KEYS if not is_local(k)]
 REFERENCE_DIR = repo_path(config.get("reference_dir"))
 if REFERENCE_DIR is not None and not REFERENCE_DIR.is_dir():
     REFERENCE_DIR = None  # optional: the study's results are shown only where present
 
 
 wildcard_constraints:
-    entry="emd_[0-9]+",
+    # exactly the configured keys (EMDB entries emd_N, local maps their names)
+    entry="|".join(re.escape(k) for k in sorted(KEYS, key=len, reverse=True)),
     field="neural|spline",
 
 
@@ -116,6 +118,30 @@ def entry(wildcards):
 
 def resolution(wildcards):
     return ENTRIES[wildcards.entry]["resolution"]
+
+
+def map_input(wildcards):
+    """The entry's map: the downloaded EMDB map, or a local map where it lies."""
+    key = wildcards.entry
+    return ENTRIES[key]["map"] if is_local(key) else MAP_GZ.format(entry=key)
+
+
+def model_input(wildcards):
+    """The entry's model: the downloaded PDB mmCIF, or a local model file (rules that need a
+    model are requested only for entries that have one)."""
+    key = wildcards.entry
+    if not is_local(key):
+        return MODEL.format(entry=key)
+    if ENTRIES[key].get("model") is None:
+        raise ValueError(f"{key}: a local map without a model has no model input")
+    return ENTRIES[key]["model"]
+
+
+def contour_option(wildcards, input):
+    """``--contour X`` from the entry's info file (evaluated when the job runs), or nothing
+    where the entry has no contour (a local map without one is fitted whole)."""
+    contour = json.loads(Path(input.info).read_text())["contour"]
+    return "" if contour is None else f"--contour {contour}"
 
 
 def info_value(key):
@@ -128,7 +154,8 @@ def info_value(key):
     return value
 
 
-# File layout (per entry key such as emd_3488).
+# File layout (per entry key: emd_3488 for an EMDB entry, the name of a local map). A local
+# entry's map and model are read where they lie (never copied, never downloaded).
 DATA = "results/data/{entry}"
 MAP_GZ = DATA + "/{entry}.map.gz"
 METADATA = DATA + "/{entry}.metadata.json"
@@ -152,26 +179,32 @@ BENCH = "results/benchmarks"
 def entry_files(key):
     """Role -> path of every per-entry file the collect step reads (the manifest)."""
     fmt = {"entry": key}
+    local = is_local(key)
     files = {
         "entry_info": ENTRY_INFO.format(**fmt),
-        "map": MAP_GZ.format(**fmt),
-        "model": MODEL.format(**fmt),
-        "fasta": FASTA.format(**fmt),
+        "map": ENTRIES[key]["map"] if local else MAP_GZ.format(**fmt),
+    }
+    if has_model(key):
+        files["model"] = ENTRIES[key]["model"] if local else MODEL.format(**fmt)
+    if not local:
+        files["fasta"] = FASTA.format(**fmt)
+    files.update({
         "neural": NEURAL.format(**fmt),
         "neural_record": NEURAL_RECORD.format(**fmt),
         "neural_mrc": NEURAL_MRC.format(**fmt),
         "neural_bench": f"{BENCH}/fit_neural/{key}.tsv",
         "spline": SPLINE.format(**fmt),
         "spline_bench": f"{BENCH}/fit_spline/{key}.tsv",
-    }
+    })
     for field in GRAPH_FIELDS:
         files[f"graph_{field}"] = GRAPH.format(entry=key, field=field)
-        files[f"graph_{field}_metrics"] = GRAPH_METRICS.format(entry=key, field=field)
+        if has_model(key):  # without a model the graph is built, its metrics are absent
+            files[f"graph_{field}_metrics"] = GRAPH_METRICS.format(entry=key, field=field)
         files[f"graph_{field}_bench"] = f"{BENCH}/graph/{key}_{field}.tsv"
-    if INTERP_ON:
+    if INTERP_ON and has_model(key):  # the experiment simulates maps from the model
         files["interpolation"] = INTERP.format(**fmt)
         files["interpolation_bench"] = f"{BENCH}/interpolation/{key}.tsv"
-    if DEEPTRACER:
+    if DEEPTRACER and not local:  # DeepTracer needs the sequences (FASTA) of a PDB entry
         files["deeptracer_metrics"] = DEEPTRACER_METRICS.format(**fmt)
         files["deeptracer_bench"] = f"{BENCH}/deeptracer/{key}.tsv"
     return files

@@ -36,11 +36,11 @@ rule dataset:
 rule voxel_counts:
     """Voxel counts of the selected maps from their EMDB metadata (no map download)."""
     input:
-        expand(METADATA, entry=KEYS),
+        expand(METADATA, entry=EMDB_KEYS),
     output:
         section("dataset").get("voxel_counts") or "results/dataset/voxel_counts.csv",
     params:
-        entry_keys=KEYS,
+        entry_keys=EMDB_KEYS,
         max_voxels=int(section("dataset").get("max_voxels", 512**3)),
     conda:
         "../../envs/download.yaml"
@@ -54,10 +54,19 @@ rule voxel_counts:
         "../../scripts/voxel_counts.py"
 
 
+def entry_info_input(wildcards):
+    """EMDB entries: the downloaded metadata; local maps: the map file (its header)."""
+    key = wildcards.entry
+    if is_local(key):
+        return {"map": ENTRIES[key]["map"]}
+    return {"metadata": METADATA.format(entry=key)}
+
+
 rule entry_info:
-    """One entry's facts for the later rules: resolution, contour, grid (config + EMDB)."""
+    """One entry's facts for the later rules: resolution, contour, grid (config + EMDB, or the
+    local map's header)."""
     input:
-        metadata=METADATA,
+        unpack(entry_info_input),
     output:
         ENTRY_INFO,
     params:

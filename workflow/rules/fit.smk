@@ -21,15 +21,15 @@ def fit_options(wildcards=None):
 
 
 rule fit_neural:
-    """Neural map (one SIREN per region) of the EMDB map's contour crop."""
+    """Neural map (one SIREN per region) of the map's contour crop (EMDB or local map)."""
     input:
-        map=MAP_GZ,
+        map=map_input,
         info=ENTRY_INFO,
     output:
         neural=NEURAL,
         record=NEURAL_RECORD,
     params:
-        contour=info_value("contour"),
+        contour=contour_option,
         options=fit_options,
     conda:
         "../../envs/fit.yaml"
@@ -44,7 +44,7 @@ rule fit_neural:
         **GPU,
     shell:
         "OMP_NUM_THREADS={threads} python {SCRIPTS}/with_gpu_slot.py --record {output.record} -- "
-        "neural-em -q fit {input.map} -o {output.neural} --force --contour {params.contour} "
+        "neural-em -q fit {input.map:q} -o {output.neural} --force {params.contour} "
         "{params.options} > {log} 2>&1"
 
 
@@ -70,12 +70,12 @@ rule resample_neural:
 rule fit_spline:
     """Cubic B-spline field of the same crop (the classical baseline; no training)."""
     input:
-        map=MAP_GZ,
+        map=map_input,
         info=ENTRY_INFO,
     output:
         SPLINE,
     params:
-        contour=info_value("contour"),
+        contour=contour_option,
         margin=float(FIT.get("margin_A", 5.0)),
     conda:
         "../../envs/fit.yaml"
@@ -88,6 +88,6 @@ rule fit_spline:
         mem_mb=FIT_MEM,
         runtime=30,
     shell:
-        "neural-em -q fit {input.map} --field spline -o {output} --force "
-        "--contour {params.contour} "
+        "neural-em -q fit {input.map:q} --field spline -o {output} --force "
+        "{params.contour} "
         "--margin {params.margin} > {log} 2>&1"

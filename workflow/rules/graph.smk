@@ -66,8 +66,8 @@ rule evaluate_graph:
     the same for the local-maximum baseline of the deposited map."""
     input:
         graph=GRAPH,
-        model=MODEL,
-        map=MAP_GZ,
+        model=model_input,
+        map=map_input,
     output:
         GRAPH_METRICS,
     params:
@@ -82,5 +82,5 @@ rule evaluate_graph:
         runtime=20,
     shell:
         "python {SCRIPTS}/stdout_to_file.py {output} -- neural-em -q evaluate {input.graph} "
-        "--model {input.model} --resolution {params.resolution} --map {input.map} --json "
+        "--model {input.model:q} --resolution {params.resolution} --map {input.map:q} --json "
         "2> {log}"

@@ -22,7 +22,7 @@ def neural_kwargs():
 
 
 def interpolation_inputs(wildcards):
-    files = {"model": MODEL.format(**wildcards)}
+    files = {"model": model_input(wildcards)}
     if CHIMERA:
         base = CHIMERA_DIR.format(**wildcards)
         files.update(coarse=f"{base}/coarse.mrc", fine=f"{base}/fine.mrc",
@@ -35,7 +35,7 @@ if CHIMERA:
     rule chimera_maps:
         """Chimera: molmap at the resolution and at 0.2 Å, and vop resample onto the fine grid."""
         input:
-            model=MODEL,
+            model=model_input,
         output:
             coarse=CHIMERA_DIR + "/coarse.mrc",
             fine=CHIMERA_DIR + "/fine.mrc",
@@ -54,7 +54,7 @@ if CHIMERA:
             mem_mb=INTERP_MEM,
             runtime=INTERP_RUNTIME,
         shell:
-            "python {SCRIPTS}/chimera_molmap.py --model {input.model} "
+            "python {SCRIPTS}/chimera_molmap.py --model {input.model:q} "
             "--resolution {params.resolution} --fine-step {params.fine_step} "
             "--coarse {output.coarse} --fine {output.fine} --trilinear {output.trilinear} "
             "--commands {output.commands} --chimera {params.chimera:q} > {log} 2>&1"
