@@ -33,6 +33,12 @@ from neural_em.errors import FieldFormatError, InputError
 from neural_em.fields import siren, training
 from neural_em.fields.base import DensityField
 from neural_em.fields.fileformat import require
+from neural_em.fields.records import (
+    STOP_REASONS,
+    RegionRecord,
+    read_region_records,
+    training_summary,
+)
 from neural_em.fields.regions import Tiling, region_scaling, smootherstep
 from neural_em.voxelmap import Normalisation, VoxelMap, load_normalised
 
@@ -208,8 +214,7 @@ class NeuralDensityMap(DensityField):
         widths = [int(weights[0].shape[2])] + [int(w.shape[1]) for w in weights]
         boxes = tiling.boxes()
         if records is None:
-            records = [{"loss": None, "max_error": None, "epochs": 0, "best_epoch": 0,
-                        "seconds": 0.0, "stop": "converged"} for _ in boxes]
+            records = [RegionRecord.untrained().to_dict() for _ in boxes]
         metadata = {
             "preset": preset,
             "network": {"widths": widths, "activation": "sine", "omega0": siren.OMEGA0,
@@ -220,7 +225,7 @@ class NeuralDensityMap(DensityField):
                         "softplus_beta": softplus_beta},
             "tiling": tiling.to_lists(),
             "regions": [{"lo": list(lo), "hi": list(hi)} for lo, hi in boxes],
-            "training": _training_summary(records, seconds, seed),
+            "training": training_summary(records, seconds, seed),
             "devices": list(devices),
             **(extra or {}),
         }
@@ -586,13 +591,11 @@ class NeuralDensityMap(DensityField):
         if stored != [tuple(b) for b in boxes]:
             raise FieldFormatError("region boxes do not match the tiling", path)
         train = require(header, "training", dict, path)
-        records = train.get("regions")
-        if not isinstance(records, list) or len(records) != len(boxes) or not all(
-                isinstance(r, dict) and r.get("stop") in training.STOP_REASONS
-                for r in records):
-            raise FieldFormatError("training records missing, of the wrong length or with an "
-                                   "unknown stop reason", path)
-        n_trained = sum(r["stop"] != "empty" for r in records)
+        try:
+            records = read_region_records(train, len(boxes))
+        except FieldFormatError as exc:
+            raise FieldFormatError(exc.message, path) from exc
+        n_trained = sum(not r.skipped for r in records)
         dims = siren.layer_dims(widths)
         expected = {}
         for k, (n_in, n_out) in enumerate(dims):
@@ -631,21 +634,12 @@ class NeuralDensityMap(DensityField):
             raise FieldFormatError(f"bad field geometry ({exc})", path) from exc
 
 
-def _training_summary(records: list[dict[str, Any]], seconds: float, seed: int
-                      ) -> dict[str, Any]:
-    counts = {reason: 0 for reason in training.STOP_REASONS}
-    for rec in records:
-        counts[rec["stop"]] += 1
-    return {"regions": records, "stop_counts": counts, "seconds": round(seconds, 3),
-            "seed": int(seed)}
-
-
 def fit_report(field: NeuralDensityMap) -> str:
     """A short human summary of a neural field's fit: regions, stop reasons, losses, time."""
     meta = field.metadata
     train = meta.get("training", {})
     records = train.get("regions", [])
-    counts = {reason: 0 for reason in training.STOP_REASONS}
+    counts = {reason: 0 for reason in STOP_REASONS}
     for rec in records:
         counts[rec.get("stop", "epoch_cap")] += 1
     fitted = [r for r in records if r.get("stop") != "empty"]

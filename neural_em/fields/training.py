@@ -52,12 +52,11 @@ import torch
 
 from neural_em.errors import InputError
 from neural_em.fields import siren
+from neural_em.fields.records import RegionRecord
 from neural_em.fields.regions import region_scaling
 
 logger = logging.getLogger(__name__)
 
-#: Why a region stopped training (``"empty"``: skipped, it holds no density).
-STOP_REASONS = ("converged", "patience", "epoch_cap", "time_budget", "empty")
 #: Seconds between checkpoints of a group in progress (``NEURAL_EM_CHECKPOINT_EVERY_S``).
 DEFAULT_CHECKPOINT_EVERY_S = 30.0
 CHECKPOINT_VERSION = 1
@@ -231,7 +230,8 @@ def region_samples(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequen
 @dataclasses.dataclass
 class GroupResult:
     """Trained (best) weights ``[(R, out, in)]``, biases ``[(R, out)]`` (unfolded, float32,
-    CPU) and one record per region (loss, max_error, epochs, seconds, stop)."""
+    CPU) and one record per region (:class:`~neural_em.fields.records.RegionRecord` as a
+    dict)."""
 
     weights: list[torch.Tensor]
     biases: list[torch.Tensor]
@@ -575,14 +575,14 @@ class GroupTrainer:
                                   [t.detach().cpu() for t in self.best[n:]])
         records = []
         for r in range(self.n_regions):
-            records.append({
-                "loss": _json_float(self.best_loss[r]),
-                "max_error": _json_float(self.best_max_error[r]),
-                "epochs": int(self.epochs[r]),
-                "best_epoch": int(self.best_epoch[r]),
-                "seconds": round(float(self.seconds[r]), 3),
-                "stop": self.stop[r] or "epoch_cap",
-            })
+            records.append(RegionRecord(
+                loss=_json_float(self.best_loss[r]),
+                max_error=_json_float(self.best_max_error[r]),
+                epochs=int(self.epochs[r]),
+                best_epoch=int(self.best_epoch[r]),
+                seconds=round(float(self.seconds[r]), 3),
+                stop=self.stop[r] or "epoch_cap",
+            ).to_dict())
         return GroupResult([t.contiguous() for t in w], [t[..., :].contiguous() for t in b],
                            records)
 
@@ -793,9 +793,7 @@ def fit_regions(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequence[
     finally:
         if bar is not None:
             bar.close()
-    records: list[dict[str, Any]] = [
-        {"loss": 0.0, "max_error": 0.0, "epochs": 0, "best_epoch": 0, "seconds": 0.0,
-         "stop": "empty"} for _ in range(n_regions)]
+    records: list[dict[str, Any]] = [RegionRecord.empty().to_dict() for _ in range(n_regions)]
     weights: list[list[torch.Tensor]] = []
     biases: list[list[torch.Tensor]] = []
     for g in range(len(groups)):
