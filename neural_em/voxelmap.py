@@ -284,15 +284,46 @@ def _map_id_from_path(path: Path) -> str:
     return name
 
 
-def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> VoxelMap:
-    """Read an MRC/MAP/CCP4 file (optionally gzip/bzip2-compressed) into a :class:`VoxelMap`.
+@dataclasses.dataclass(frozen=True)
+class MapHeader:
+    """An MRC/CCP4 header, checked by :func:`read_map_header`: the grid in file order
+    (columns, rows, sections) and the placement in x, y, z (Å)."""
 
-    The header is checked before any data is read: dimensions, mode, axis order, cell and the
-    voxel count against ``max_voxels`` (see :func:`max_voxels_limit`). Memory is bounded by
-    what the file holds: an uncompressed file must be long enough for its header's claim
-    before anything is allocated, and a compressed one is decompressed in chunks, at most the
-    size the header claims. Raises :class:`MapFormatError` naming the file and the problem for
-    anything unusable.
+    compression: str | None  #: "gzip", "bzip2" or None, from the file's first bytes
+    dims_crs: tuple[int, int, int]  #: NX, NY, NZ: columns, rows, sections
+    axes: tuple[int, int, int]  #: MAPC, MAPR, MAPS: the map axis (1 = x) of each
+    mode: int
+    dtype: np.dtype  #: the data's dtype, byte order included
+    data_offset: int  #: 1024 + NSYMBT: where the data block starts (decompressed)
+    voxel_size: np.ndarray
+    origin: np.ndarray
+
+    @property
+    def shape_xyz(self) -> tuple[int, int, int]:
+        """Number of voxels along x, y, z."""
+        shape = [0, 0, 0]
+        for k, axis in enumerate(self.axes):
+            shape[axis - 1] = self.dims_crs[k]
+        return (shape[0], shape[1], shape[2])
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(self.dims_crs)
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes (decompressed) the header promises: header, extended header and data."""
+        return self.data_offset + self.voxels * self.dtype.itemsize
+
+
+def read_map_header(path: str | os.PathLike, *, max_voxels: int | None = None) -> MapHeader:
+    """Read and check the header of an MRC/MAP/CCP4 file (optionally gzip/bzip2-compressed).
+
+    The one MRC header reader of the package. Only the 1024-byte header is read (never the
+    extended header, whose size NSYMBT a hostile file sets at will): dimensions, mode, axis
+    order, the voxel count against ``max_voxels`` (see :func:`max_voxels_limit`), cell and
+    placement; an uncompressed file must be long enough for the header's claim. Raises
+    :class:`MapFormatError` (or :class:`SizeLimitError`) naming the file and the problem.
     """
     path = Path(path)
     if not path.is_file():
@@ -349,8 +380,26 @@ def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> Voxel
         origin = origin_words
     else:
         origin = start_xyz * voxel_size
-    data = _read_data(path, compression, data_offset, dtype, (ns, nr, nc))
+    return MapHeader(compression=compression, dims_crs=(nc, nr, ns), axes=axes, mode=mode,
+                     dtype=dtype, data_offset=data_offset, voxel_size=voxel_size,
+                     origin=origin)
+
+
+def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> VoxelMap:
+    """Read an MRC/MAP/CCP4 file (optionally gzip/bzip2-compressed) into a :class:`VoxelMap`.
+
+    The header is checked before any data is read (:func:`read_map_header`). Memory is bounded
+    by what the file holds: an uncompressed file must be long enough for its header's claim
+    before anything is allocated, and a compressed one is decompressed in chunks, at most the
+    size the header claims. Raises :class:`MapFormatError` naming the file and the problem for
+    anything unusable.
+    """
+    path = Path(path)
+    header = read_map_header(path, max_voxels=max_voxels)
+    nc, nr, ns = header.dims_crs
+    data = _read_data(path, header.compression, header.data_offset, header.dtype, (ns, nr, nc))
     # data is [section, row, column]; reorder to [z, y, x].
+    axes = header.axes
     array_axes = (axes[2], axes[1], axes[0])  # map axis (1=x) held by array axis 0, 1, 2
     perm = [array_axes.index(t) for t in (3, 2, 1)]
     data = np.ascontiguousarray(np.transpose(data, perm), dtype=np.float32)
@@ -359,8 +408,8 @@ def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> Voxel
         raise MapFormatError(f"map holds {bad} NaN or infinite values", path)
     return VoxelMap(
         data=data,
-        voxel_size=voxel_size,
-        origin=origin,
+        voxel_size=header.voxel_size,
+        origin=header.origin,
         axis_order=axes,
         map_id=_map_id_from_path(path),
         source=str(path),
@@ -428,7 +477,8 @@ def _skip(stream: Any, n_bytes: int) -> int:
 
 
 def _read_header(path: Path, compression: str | None = None) -> Any:
-    """The 1024-byte MRC header as a numpy record (byte order from the machine stamp).
+    """The 1024-byte MRC header as a numpy record (byte order from the machine stamp); only
+    :func:`read_map_header` calls it.
 
     Parsed with mrcfile's header layout but without mrcfile's reader, which allocates the
     extended header (up to 2 GB, from NSYMBT) and decompresses whole files before any check.

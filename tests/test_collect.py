@@ -257,3 +257,13 @@ def test_summary_html(metrics, tmp_path):
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 4
     assert "% C-a with Node" in text and "not run" in text
+
+
+def test_map_shape_comes_from_the_one_header_reader(tmp_path):
+    files = make_entry(tmp_path, "emd_0001")
+    assert collect.map_shape_from_gz(files["map"]) == [20, 18, 16]
+    plain_named_gz = tmp_path / "plain.map.gz"  # compression from the bytes, not the name
+    plain_named_gz.write_bytes(gzip.decompress(Path(files["map"]).read_bytes()))
+    assert collect.map_shape_from_gz(plain_named_gz) == [20, 18, 16]
+    (tmp_path / "junk.map.gz").write_bytes(b"<html>404</html>")
+    assert collect.map_shape_from_gz(tmp_path / "junk.map.gz") is None

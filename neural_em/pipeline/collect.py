@@ -16,19 +16,19 @@ number.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import logging
 import math
 import os
 import statistics
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from neural_em.atomic import atomic_write_text
-from neural_em.errors import FieldFormatError
+from neural_em.errors import FieldFormatError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -83,21 +83,14 @@ def mrc_bytes(shape_xyz: Sequence[int]) -> int:
 
 
 def map_shape_from_gz(path: str | os.PathLike) -> list[int] | None:
-    """NX, NY, NZ from a (gzipped) MRC header, reading only the header."""
-    import numpy as np
+    """Voxels along x, y, z of a (compressed) MRC map, from its header alone
+    (:func:`neural_em.voxelmap.read_map_header`); None if the file is not a readable map."""
+    from neural_em.voxelmap import read_map_header
 
-    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
-            head = handle.read(16)
-    except OSError:
+        return list(read_map_header(path, max_voxels=sys.maxsize).shape_xyz)
+    except InputError:
         return None
-    if len(head) < 12:
-        return None
-    dims = np.frombuffer(head[:12], dtype="<i4")
-    if np.any(dims <= 0) or np.any(dims > 1 << 16):
-        dims = np.frombuffer(head[:12], dtype=">i4")
-    return [int(n) for n in dims]
 
 
 def read_fasta_summary(path: str | os.PathLike) -> dict[str, Any]:
