@@ -362,7 +362,7 @@ def collect_metrics(manifest: Mapping[str, Mapping[str, str]], *,
                     deeptracer: bool = False,
                     settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """All entries of a run: ``{"entries": {key: record}, "summary": {...}, "settings": ...}``."""
-    from neural_em import __version__
+    from neural_em._version import __version__
 
     entries = {}
     for key in sorted(manifest):

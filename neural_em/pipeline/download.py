@@ -525,7 +525,7 @@ def fetch(
     if own_session:
         import requests
 
-        from neural_em import __version__ as version
+        from neural_em._version import __version__ as version
 
         session = requests.Session()
         session.headers["User-Agent"] = f"neural-em/{version} (python-requests)"
