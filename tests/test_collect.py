@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_REFERENCE, gaussian_blobs, reference_file
+from helpers import SHARED_REFERENCE, gaussian_blobs, reference_file
 
 from neural_em.errors import FieldFormatError
 from neural_em.fields.fileformat import write_field_file

@@ -11,7 +11,7 @@ import tarfile
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import hot_voxel_map
+from helpers import hot_voxel_map
 
 from neural_em.errors import FieldFormatError
 from neural_em.fields import SplineDensityMap, load_field
