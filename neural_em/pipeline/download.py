@@ -186,25 +186,15 @@ def check_mrc_header(path: str | os.PathLike, *, max_voxels: int | None = None) 
 
 
 def check_mmcif(path: str | os.PathLike) -> int:
-    """Parse an mmCIF model (plain or gzipped) with gemmi; return its atom count (> 0)."""
-    import gemmi
+    """Check an mmCIF model (plain or gzipped, read by content: temporary files have no
+    .cif(.gz) suffix) with the package's structure reader
+    (:func:`neural_em.models.read_structure`); return its atom count (> 0)."""
+    from neural_em.models import read_structure
 
     path = Path(path)
     if is_gzip(path):
         check_gzip_complete(path)
-    try:
-        # read by content, not by name: temporary files have no .cif(.gz) suffix
-        with _open_maybe_gzip(path) as handle:
-            text = handle.read().decode("utf-8", errors="replace")
-        block = gemmi.cif.read_string(text).sole_block()
-        structure = gemmi.make_structure_from_block(block)
-    except Exception as exc:
-        raise InputError(f"not a readable mmCIF model ({type(exc).__name__}: {exc})",
-                         path) from exc
-    n_atoms = structure[0].count_atom_sites() if len(structure) else 0
-    if n_atoms == 0:
-        raise InputError("mmCIF model has no atoms", path)
-    return n_atoms
+    return read_structure(path, by_content=True)[0].count_atom_sites()
 
 
 _FASTA_SEQUENCE = re.compile(r"[A-Za-z*\-]+")
