@@ -7,18 +7,22 @@ Layers, each importing only those below it:
    :mod:`neural_em.simulate`, :mod:`neural_em.atomic`, :mod:`neural_em.errors`
 2. continuous fields: :mod:`neural_em.fields`
 3. graphs and evaluation: :mod:`neural_em.graph`
-4. command line: :mod:`neural_em.cli`; workflow helpers: :mod:`neural_em.pipeline`
+4. the pipeline: :mod:`neural_em.pipeline` (workflow helpers), :mod:`neural_em.interpolation`
+5. command line: :mod:`neural_em.cli`
+
+``tests/test_architecture.py`` holds the layers and checks them, and that no imports form a
+cycle. Modules inside the package never import this one (it re-exports every layer).
 """
 
 from __future__ import annotations
 
+from neural_em._version import __version__
 from neural_em.errors import FieldFormatError, InputError, MapFormatError, SizeLimitError
 from neural_em.fields import DensityField, SplineDensityMap, load_field
 from neural_em.voxelmap import Normalisation, VoxelMap, load_normalised, read_map, write_map
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "DensityField",
     "FieldFormatError",
     "InputError",

@@ -9,6 +9,7 @@ Coordinates are ``(n, 3)`` float64 arrays in x, y, z order, in Å.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import logging
 import os
 from pathlib import Path
@@ -42,11 +43,13 @@ class AtomicModel:
         return int(len(self.ca))
 
 
-def read_structure(path: str | os.PathLike) -> gemmi.Structure:
-    """Read a PDB or mmCIF file (optionally gzipped) with gemmi.
+def read_structure(path: str | os.PathLike, *, by_content: bool = False) -> gemmi.Structure:
+    """Read a PDB or mmCIF file (optionally gzipped) with gemmi: the package's one structure
+    reader.
 
-    Raises :class:`InputError` naming the file for a missing, empty or unreadable file or one
-    without any model.
+    ``by_content``: read the file as mmCIF, plain or gzipped as its first bytes say, whatever
+    its name (downloads are checked under temporary names). Raises :class:`InputError` naming
+    the file for a missing, empty or unreadable file or one without any model.
     """
     path = Path(path)
     if not path.is_file():
@@ -57,7 +60,14 @@ def read_structure(path: str | os.PathLike) -> gemmi.Structure:
     if size > MAX_MODEL_BYTES:
         raise InputError(f"model file is {size} bytes, more than {MAX_MODEL_BYTES}", path)
     try:
-        st = gemmi.read_structure(str(path))
+        if by_content:
+            with open(path, "rb") as handle:
+                gzipped = handle.read(2) == b"\x1f\x8b"
+            with (gzip.open if gzipped else open)(path, "rb") as handle:
+                text = handle.read().decode("utf-8", errors="replace")
+            st = gemmi.make_structure_from_block(gemmi.cif.read_string(text).sole_block())
+        else:
+            st = gemmi.read_structure(str(path))
     except Exception as exc:  # gemmi raises RuntimeError/ValueError/... for broken files
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise InputError(f"not a readable PDB/mmCIF model ({text[:200]})", path) from exc

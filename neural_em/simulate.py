@@ -38,6 +38,7 @@ import gemmi
 import numpy as np
 
 from neural_em.errors import InputError
+from neural_em.models import read_structure
 from neural_em.voxelmap import VoxelMap, check_voxel_count
 
 logger = logging.getLogger(__name__)
@@ -106,14 +107,8 @@ def read_atoms(model: str | os.PathLike | gemmi.Structure, *,
         st = model.clone()
         source = st.name
     else:
-        path = Path(model)
-        source = str(path)
-        if not path.is_file():
-            raise InputError("no such model file", path)
-        try:
-            st = gemmi.read_structure(str(path))
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise InputError(f"not a readable PDB/mmCIF model ({exc})", path) from exc
+        source = str(Path(model))
+        st = read_structure(model)  # the one structure reader: size, parse and content checks
     if len(st) <= model_index:
         raise InputError(f"model has {len(st)} models, no model number {model_index}",
                          source or None)

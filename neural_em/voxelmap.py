@@ -284,23 +284,48 @@ def _map_id_from_path(path: Path) -> str:
     return name
 
 
-def read_map_header(path: str | os.PathLike, *, max_voxels: int | None = None
-                    ) -> dict[str, Any]:
-    """Check an MRC/MAP/CCP4 file's header (optionally gzip/bzip2-compressed) without reading
-    its data: the checks :func:`read_map` makes before it reads anything (dimensions, mode, axis
-    order, cell, the voxel count against ``max_voxels``; an uncompressed file long enough for
-    its header's claim). Reads at most the 1024-byte header.
+@dataclasses.dataclass(frozen=True)
+class MapHeader:
+    """An MRC/CCP4 header, checked by :func:`read_map_header`: the grid in file order
+    (columns, rows, sections) and the placement in x, y, z (Å)."""
 
-    Returns ``{"shape_xyz", "voxel_size", "origin", "axis_order", "mode", "voxels",
-    "compression", "data_offset"}`` (x, y, z order; the origin as :func:`read_map` places
-    it); raises :class:`MapFormatError` naming the file and the problem for anything unusable.
+    compression: str | None  #: "gzip", "bzip2" or None, from the file's first bytes
+    dims_crs: tuple[int, int, int]  #: NX, NY, NZ: columns, rows, sections
+    axes: tuple[int, int, int]  #: MAPC, MAPR, MAPS: the map axis (1 = x) of each
+    mode: int
+    dtype: np.dtype  #: the data's dtype, byte order included
+    data_offset: int  #: 1024 + NSYMBT: where the data block starts (decompressed)
+    voxel_size: np.ndarray
+    origin: np.ndarray
+
+    @property
+    def shape_xyz(self) -> tuple[int, int, int]:
+        """Number of voxels along x, y, z."""
+        shape = [0, 0, 0]
+        for k, axis in enumerate(self.axes):
+            shape[axis - 1] = self.dims_crs[k]
+        return (shape[0], shape[1], shape[2])
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(self.dims_crs)
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes (decompressed) the header promises: header, extended header and data."""
+        return self.data_offset + self.voxels * self.dtype.itemsize
+
+
+def read_map_header(path: str | os.PathLike, *, max_voxels: int | None = None) -> MapHeader:
+    """Read and check the header of an MRC/MAP/CCP4 file (optionally gzip/bzip2-compressed).
+
+    The one MRC header reader of the package. Only the 1024-byte header is read (never the
+    extended header, whose size NSYMBT a hostile file sets at will): dimensions, mode, axis
+    order, the voxel count against ``max_voxels`` (see :func:`max_voxels_limit`), cell and
+    placement; an uncompressed file must be long enough for the header's claim. Raises
+    :class:`MapFormatError` (or :class:`SizeLimitError`) naming the file and the problem.
     """
-    summary = _checked_header(Path(path), max_voxels)[2]
-    return {key: value for key, value in summary.items() if key != "dtype"}
-
-
-def _checked_header(path: Path, max_voxels: int | None) -> tuple[Any, str | None, dict[str, Any]]:
-    """(header record, compression, summary) of a map file whose header passed every check."""
+    path = Path(path)
     if not path.is_file():
         raise MapFormatError("no such file", path)
     compression = _sniff_compression(path)
@@ -346,10 +371,8 @@ def _checked_header(path: Path, max_voxels: int | None) -> tuple[Any, str | None
     # Start indices are per column/row/section; permute them to x, y, z.
     starts_crs = (int(header.nxstart), int(header.nystart), int(header.nzstart))
     start_xyz = np.zeros(3)
-    shape_xyz = [0, 0, 0]
     for k in range(3):
         start_xyz[axes[k] - 1] = starts_crs[k]
-        shape_xyz[axes[k] - 1] = (nc, nr, ns)[k]
     origin_words = np.array(
         [float(header.origin.x), float(header.origin.y), float(header.origin.z)]
     )
@@ -357,32 +380,26 @@ def _checked_header(path: Path, max_voxels: int | None) -> tuple[Any, str | None
         origin = origin_words
     else:
         origin = start_xyz * voxel_size
-    summary = {"shape_xyz": shape_xyz, "voxel_size": voxel_size.tolist(),
-               "origin": origin.tolist(), "axis_order": list(axes), "mode": mode,
-               "voxels": n_voxels, "compression": compression,
-               "data_offset": data_offset, "dtype": dtype}
-    return header, compression, summary
+    return MapHeader(compression=compression, dims_crs=(nc, nr, ns), axes=axes, mode=mode,
+                     dtype=dtype, data_offset=data_offset, voxel_size=voxel_size,
+                     origin=origin)
 
 
 def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> VoxelMap:
     """Read an MRC/MAP/CCP4 file (optionally gzip/bzip2-compressed) into a :class:`VoxelMap`.
 
-    The header is checked before any data is read (:func:`read_map_header`): dimensions, mode,
-    axis order, cell and the voxel count against ``max_voxels`` (see :func:`max_voxels_limit`).
-    Memory is bounded by what the file holds: an uncompressed file must be long enough for its
-    header's claim before anything is allocated, and a compressed one is decompressed in
-    chunks, at most the size the header claims. Raises :class:`MapFormatError` naming the file
-    and the problem for anything unusable.
+    The header is checked before any data is read (:func:`read_map_header`). Memory is bounded
+    by what the file holds: an uncompressed file must be long enough for its header's claim
+    before anything is allocated, and a compressed one is decompressed in chunks, at most the
+    size the header claims. Raises :class:`MapFormatError` naming the file and the problem for
+    anything unusable.
     """
     path = Path(path)
-    header, compression, info = _checked_header(path, max_voxels)
-    nc, nr, ns = (int(header.nx), int(header.ny), int(header.nz))
-    axes = tuple(info["axis_order"])
-    dtype, data_offset = info["dtype"], info["data_offset"]
-    voxel_size = np.array(info["voxel_size"])
-    origin = np.array(info["origin"])
-    data = _read_data(path, compression, data_offset, dtype, (ns, nr, nc))
+    header = read_map_header(path, max_voxels=max_voxels)
+    nc, nr, ns = header.dims_crs
+    data = _read_data(path, header.compression, header.data_offset, header.dtype, (ns, nr, nc))
     # data is [section, row, column]; reorder to [z, y, x].
+    axes = header.axes
     array_axes = (axes[2], axes[1], axes[0])  # map axis (1=x) held by array axis 0, 1, 2
     perm = [array_axes.index(t) for t in (3, 2, 1)]
     data = np.ascontiguousarray(np.transpose(data, perm), dtype=np.float32)
@@ -391,8 +408,8 @@ def read_map(path: str | os.PathLike, *, max_voxels: int | None = None) -> Voxel
         raise MapFormatError(f"map holds {bad} NaN or infinite values", path)
     return VoxelMap(
         data=data,
-        voxel_size=voxel_size,
-        origin=origin,
+        voxel_size=header.voxel_size,
+        origin=header.origin,
         axis_order=axes,
         map_id=_map_id_from_path(path),
         source=str(path),
@@ -460,7 +477,8 @@ def _skip(stream: Any, n_bytes: int) -> int:
 
 
 def _read_header(path: Path, compression: str | None = None) -> Any:
-    """The 1024-byte MRC header as a numpy record (byte order from the machine stamp).
+    """The 1024-byte MRC header as a numpy record (byte order from the machine stamp); only
+    :func:`read_map_header` calls it.
 
     Parsed with mrcfile's header layout but without mrcfile's reader, which allocates the
     extended header (up to 2 GB, from NSYMBT) and decompresses whole files before any check.

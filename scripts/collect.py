@@ -4,7 +4,8 @@ from typing import Any
 
 
 def run(smk: Any) -> None:
-    from neural_em.pipeline.collect import collect_metrics, write_metrics, write_tables
+    from neural_em.pipeline.collect import collect_metrics, write_metrics
+    from neural_em.pipeline.tables import write_tables
 
     metrics = collect_metrics(
         smk.params.manifest,

@@ -52,10 +52,10 @@ def local_entry_info(entry: dict[str, Any], map_path: str, *, max_voxels: int) -
     info["emdb_resolution"] = None
     info["contour_source"] = ("config" if info.get("contour") is not None
                               else "none: the whole box is fitted")
-    info["shape_xyz"] = [int(n) for n in header["shape_xyz"]]
-    info["voxel_size"] = header["voxel_size"]
-    info["axis_order"] = header["axis_order"]
-    info["voxels"] = int(header["voxels"])
+    info["shape_xyz"] = [int(n) for n in header.shape_xyz]
+    info["voxel_size"] = [float(v) for v in header.voxel_size]
+    info["axis_order"] = list(header.axes)
+    info["voxels"] = int(header.voxels)
     if info["voxels"] > max_voxels:
         raise ValueError(
             f"{entry['key']}: {info['shape_xyz']} = {info['voxels']} voxels, more than "

@@ -25,7 +25,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
-from conftest import gaussian_blobs, save_counts
+from helpers import gaussian_blobs, save_counts
 
 from neural_em.atomic import atomic_path, atomic_write_bytes, atomic_write_text, check_output_path
 from neural_em.fields import SplineDensityMap, load_field

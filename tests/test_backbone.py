@@ -11,7 +11,7 @@ import gemmi
 import networkx as nx
 import numpy as np
 import pytest
-from conftest import shared_file
+from helpers import shared_file
 
 from neural_em.cli.main import main
 from neural_em.errors import InputError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import gaussian_blobs, hot_voxel_map
+from helpers import gaussian_blobs, hot_voxel_map
 
 from neural_em.errors import FieldFormatError, InputError
 from neural_em.fields.classical import (

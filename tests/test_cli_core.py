@@ -9,7 +9,7 @@ import sys
 import mrcfile
 import numpy as np
 import pytest
-from conftest import hot_voxel_map, shared_file
+from helpers import hot_voxel_map, shared_file
 
 from neural_em.cli.main import main
 from neural_em.fields import load_field

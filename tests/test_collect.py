@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_REFERENCE, gaussian_blobs, reference_file
+from helpers import SHARED_REFERENCE, gaussian_blobs, reference_file
 
+from neural_em.errors import FieldFormatError
 from neural_em.fields.fileformat import write_field_file
+from neural_em.fields.records import RECORD_VERSION, RegionRecord, training_summary
 from neural_em.fields.spline import SplineDensityMap
-from neural_em.pipeline import collect, figures
+from neural_em.pipeline import collect, figures, tables
 from neural_em.voxelmap import VoxelMap, write_map
 
 
@@ -38,6 +40,17 @@ def _interp_json(methods):
                              "common": {"nonzero": stats, "all": stats},
                              "separate": {"nonzero": {**stats, "mean_abs": 99.0}}}
     return out
+
+
+def neural_header(key: str) -> dict:
+    """A ``.neural`` header as the library writes it: two regions, one trained, one empty."""
+    records = [RegionRecord(loss=2e-5, max_error=0.02, epochs=40, best_epoch=38, seconds=3.0,
+                            stop="converged"),
+               RegionRecord.empty()]
+    return {"kind": "neural", "map_id": key, "shape_xyz": [8, 10, 12],
+            "voxel_size": [1.0, 1.0, 1.0], "origin": [0.0, 0.0, 0.0], "preset": "fast",
+            "regions": [{"lo": [0, 0, 0], "hi": [8, 10, 12]}, {"lo": [4, 6, 8], "hi": [8, 10, 12]}],
+            "training": training_summary(records, seconds=3.0, seed=0), "devices": ["cpu"]}
 
 
 def make_entry(tmp: Path, key: str = "emd_0001", resolution: float = 3.2, *,
@@ -64,15 +77,8 @@ def make_entry(tmp: Path, key: str = "emd_0001", resolution: float = 3.2, *,
     write_map(files["neural_mrc"], crop)
     if neural:
         files["neural"] = d / "field.neural"
-        header = {"kind": "neural", "map_id": key, "shape_xyz": [8, 10, 12],
-                  "voxel_size": [1.0, 1.0, 1.0], "origin": [0.0, 0.0, 0.0], "preset": "fast",
-                  "regions": [{"shape_xyz": [8, 10, 12]}, {"shape_xyz": [4, 4, 4]}],
-                  "training": {"device": "cpu", "regions": [
-                      {"region": 0, "voxels": 960, "epochs": 40, "best_loss": 2e-5,
-                       "seconds": 3.0, "stopped": "converged"},
-                      {"region": 1, "voxels": 64, "epochs": 0, "best_loss": None,
-                       "seconds": 0.0, "skipped": True}]}}
-        write_field_file(files["neural"], header, {"w": np.ones((10, 10), np.float32)})
+        write_field_file(files["neural"], neural_header(key),
+                         {"w": np.ones((10, 10), np.float32)})
         files["neural_record"] = d / "fit.json"
         files["neural_record"].write_text(json.dumps({"device": "cpu", "seconds": 4.25}))
         files["neural_bench"] = d / "neural.tsv"
@@ -125,10 +131,46 @@ def test_entry_record(metrics):
     assert metrics["summary"]["entries"] == 2
 
 
+def test_region_records_are_read_strictly(metrics):
+    regions = metrics["entries"]["emd_0001"]["neural"]["per_region"]
+    assert regions == [
+        {"region": 0, "voxels": 960.0, "epochs": 40.0, "loss": 2e-5, "max_error": 0.02,
+         "seconds": 3.0, "stopped": "converged", "skipped": False, "device": "cpu"},
+        {"region": 1, "voxels": 64.0, "epochs": 0.0, "loss": 0.0, "max_error": 0.0,
+         "seconds": 0.0, "stopped": "empty", "skipped": True, "device": "cpu"}]
+
+
+@pytest.mark.parametrize("change", ["renamed_key", "missing_key", "extra_key", "bad_stop",
+                                    "other_version", "wrong_count"])
+def test_collect_refuses_a_record_it_does_not_know(tmp_path, change):
+    """A renamed key used to pass every test and turn into empty cells: now it stops."""
+    files = make_entry(tmp_path, "emd_0001")
+    header = neural_header("emd_0001")
+    rec = header["training"]["regions"][0]
+    if change == "renamed_key":
+        rec["best_loss"] = rec.pop("loss")
+    elif change == "missing_key":
+        del rec["seconds"]
+    elif change == "extra_key":
+        rec["device"] = "cpu"
+    elif change == "bad_stop":
+        rec["stop"] = "stopped"
+    elif change == "other_version":
+        header["training"]["record_version"] = RECORD_VERSION + 1
+    elif change == "wrong_count":
+        header["training"]["regions"].pop()
+    write_field_file(files["neural"], header, {"w": np.ones((10, 10), np.float32)},
+                     overwrite=True)
+    with pytest.raises(FieldFormatError) as info:
+        collect.collect_metrics({"emd_0001": files}, graph_fields=["neural"])
+    assert str(info.value).startswith(files["neural"] + ": ")
+    assert "\n" not in str(info.value)
+
+
 def test_method_not_run_is_a_string_not_a_number(metrics):
     e = metrics["entries"]["emd_0002"]
     assert e["interpolation"]["methods"]["neural"]["status"] == "not run"
-    rows = collect.interpolation_rows(metrics)
+    rows = tables.interpolation_rows(metrics)
     row = next(r for r in rows if r["EMDB ID"] == "emd_0002")
     assert row["Neural MAE"] == "not run" and row["Fourier MAE"] == "not run"
     assert row["Linear MAE"] == pytest.approx(0.01)
@@ -137,11 +179,11 @@ def test_method_not_run_is_a_string_not_a_number(metrics):
 def test_tables_have_the_study_columns_first(metrics, tmp_path):
     paths = {name: tmp_path / f"{name}.csv" for name in
              ("graph", "atomic", "interpolation", "training", "timings")}
-    collect.write_tables(metrics, paths)
+    tables.write_tables(metrics, paths)
     with open(paths["graph"], newline="") as handle:
         rows = list(csv.DictReader(handle))
     header = list(rows[0])
-    assert header[:10] == collect.PAPER_GRAPH_COLUMNS
+    assert header[:10] == tables.PAPER_GRAPH_COLUMNS
     row = next(r for r in rows if r["EMDB ID"] == "emd_0001")
     assert float(row["% C-a with Node"]) == pytest.approx(90.0)
     assert float(row["Spline % Node with C-a"]) == pytest.approx(72.0)
@@ -156,13 +198,13 @@ def test_tables_have_the_study_columns_first(metrics, tmp_path):
     assert len(training) == 4 and any("skipped" in r["Stopped by"] for r in training)
     with open(paths["interpolation"], newline="") as handle:
         interp_header = next(csv.reader(handle))
-    assert interp_header[1:9] == collect.PAPER_INTERP_COLUMNS
+    assert interp_header[1:9] == tables.PAPER_INTERP_COLUMNS
 
 
 def test_columns_match_the_published_tables():
-    for name, ours in (("paper_graph_residue_comparison.csv", collect.PAPER_GRAPH_COLUMNS),
-                       ("paper_graph_atomic_comparison.csv", collect.PAPER_ATOMIC_COLUMNS),
-                       ("paper_interpolation_evaluation.csv", collect.PAPER_INTERP_COLUMNS)):
+    for name, ours in (("paper_graph_residue_comparison.csv", tables.PAPER_GRAPH_COLUMNS),
+                       ("paper_graph_atomic_comparison.csv", tables.PAPER_ATOMIC_COLUMNS),
+                       ("paper_interpolation_evaluation.csv", tables.PAPER_INTERP_COLUMNS)):
         with open(reference_file(name), newline="") as handle:
             assert next(csv.reader(handle)) == ours, name
 
@@ -209,9 +251,19 @@ def test_figures_with_no_entries(tmp_path):
 
 def test_summary_html(metrics, tmp_path):
     pngs = [p for p in figures.make_figures(metrics, tmp_path / "f") if p.suffix == ".png"]
-    tables = {"graph": tmp_path / "g.csv"}
-    collect.write_tables(metrics, {"graph": tables["graph"]})
-    out = figures.write_summary_html(metrics, pngs, tables, tmp_path / "s.html")
+    csvs = {"graph": tmp_path / "g.csv"}
+    tables.write_tables(metrics, {"graph": csvs["graph"]})
+    out = figures.write_summary_html(metrics, pngs, csvs, tmp_path / "s.html")
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 4
     assert "% C-a with Node" in text and "not run" in text
+
+
+def test_map_shape_comes_from_the_one_header_reader(tmp_path):
+    files = make_entry(tmp_path, "emd_0001")
+    assert collect.map_shape_from_gz(files["map"]) == [20, 18, 16]
+    plain_named_gz = tmp_path / "plain.map.gz"  # compression from the bytes, not the name
+    plain_named_gz.write_bytes(gzip.decompress(Path(files["map"]).read_bytes()))
+    assert collect.map_shape_from_gz(plain_named_gz) == [20, 18, 16]
+    (tmp_path / "junk.map.gz").write_bytes(b"<html>404</html>")
+    assert collect.map_shape_from_gz(tmp_path / "junk.map.gz") is None

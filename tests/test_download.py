@@ -397,3 +397,29 @@ def test_validate_failure_keeps_the_previous_file(archive, tmp_path):
                  overwrite=True)
     assert dest.read_bytes() == b"previous"
     assert _no_leftovers(tmp_path) == ["m.map.gz"]
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_hostile_map_claiming_a_huge_extended_header_is_refused_without_allocating(
+        fixtures, archive, tmp_path, gzipped):
+    """A download whose header claims a 2 GB extended header (NSYMBT, word 24). mrcfile's
+    header read reserves what NSYMBT claims before any check; the package's one header reader
+    reads 1024 bytes and compares the claim with what the file holds."""
+    import tracemalloc
+
+    raw = bytearray(gzip.decompress(fixtures["map"]))
+    raw[92:96] = np.array([2**31 - 1], dtype="<i4").tobytes()
+    body = gzip.compress(bytes(raw)) if gzipped else bytes(raw)
+    path = f"{EMDB}/structures/EMD-3488/map/emd_3488.map.gz"
+    archive.files[path] = body
+    dest = tmp_path / "emd_3488.map.gz"
+    tracemalloc.start()
+    try:
+        with pytest.raises(dl.DownloadError, match="failed its check: .*truncated: header "
+                           f"needs {1024 + 2**31 - 1 + len(raw) - 1024} bytes"):
+            dl.fetch(archive.base + path, dest, validate=dl.check_mrc_header, retries=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, f"{peak} bytes traced"
+    assert not dest.exists() and _no_leftovers(tmp_path) == []

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import gaussian_blobs, shared_file
+from helpers import gaussian_blobs, shared_file
 from test_models import pdb_line, write_pdb
 
 from neural_em.cli.main import main

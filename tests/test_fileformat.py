@@ -11,11 +11,11 @@ import tarfile
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import hot_voxel_map
+from helpers import hot_voxel_map
 
 from neural_em.errors import FieldFormatError
 from neural_em.fields import SplineDensityMap, load_field
-from neural_em.fields.fileformat import read_field_file, write_field_file
+from neural_em.fields.fileformat import is_field_file, read_field_file, write_field_file
 
 
 @pytest.fixture
@@ -107,3 +107,17 @@ def test_corrupt_header_json(tmp_path):
     bad.write_bytes(json.dumps({"x": 1}).encode())
     with pytest.raises(FieldFormatError, match="JSON file"):
         load_field(bad)
+
+
+def test_is_field_file_by_suffix_or_first_bytes(saved, tmp_path):
+    from neural_em.voxelmap import write_map
+
+    assert is_field_file(saved)
+    renamed = tmp_path / "field.bin"
+    renamed.write_bytes(saved.read_bytes())
+    assert is_field_file(renamed)  # a safetensors JSON header, whatever the name
+    assert not is_field_file(write_map(tmp_path / "m.mrc", hot_voxel_map()))
+    (tmp_path / "p.bin").write_bytes(pickle.dumps({"x": 1}))
+    assert not is_field_file(tmp_path / "p.bin")
+    assert not is_field_file(tmp_path / "absent.bin")
+    assert is_field_file(tmp_path / "absent.neural")  # the suffix alone decides

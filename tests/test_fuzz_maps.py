@@ -33,7 +33,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
-from conftest import save_counts
+from helpers import save_counts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -14,7 +14,7 @@ import gemmi
 import networkx as nx
 import numpy as np
 import pytest
-from conftest import gaussian_blobs, hot_voxel_map, shared_file
+from helpers import gaussian_blobs, hot_voxel_map, shared_file
 from scipy.spatial.distance import cdist
 
 from neural_em.cli.main import main

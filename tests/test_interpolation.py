@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import gaussian_blobs, shared_file
+from helpers import gaussian_blobs, shared_file
 
 from neural_em.errors import InputError
 from neural_em.interpolation import (

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import gaussian_blobs
+from helpers import gaussian_blobs
 
 from neural_em.cli.main import main
 from neural_em.errors import InputError, SizeLimitError

@@ -115,11 +115,11 @@ def local_files(tmp_path_factory):
 
 def test_permuted_masked_map_reads_back_as_the_crop(local_files):
     header = read_map_header(local_files["map_a"])
-    assert header["axis_order"] == list(AXES)
+    assert header.axes == AXES
     vmap, lo, hi = chain_box("A")
     crop = vmap.subbox(lo, hi)
     back = read_map(local_files["map_a"])
-    assert back.shape_xyz == crop.shape_xyz == tuple(header["shape_xyz"])
+    assert back.shape_xyz == crop.shape_xyz == header.shape_xyz
     assert back.axis_order == AXES
     np.testing.assert_allclose(back.origin, crop.origin, atol=1e-4)
     np.testing.assert_allclose(back.voxel_size, crop.voxel_size, rtol=1e-6)
@@ -373,7 +373,7 @@ def test_local_entries_run_end_to_end():
         assert 0.0 <= g["precision"] <= 1.0 and g["rmsd"] > 0
     assert a["graph"]["spline"]["recall"] > 0.7  # the map's own chain
     assert a["map"]["shape_xyz"] == list(read_map_header(workdir / "maps/chain_a.mrc")
-                                         ["shape_xyz"])
+                                         .shape_xyz)
     assert a["neural"]["regions"] >= 1
     assert set(a["interpolation"]["methods"]) == {"trilinear", "spline"}
     assert a["interpolation"]["methods"]["spline"]["mae"] > 0

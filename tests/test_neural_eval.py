@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from neural_em.fields import neural, siren
+from neural_em.fields import neural_eval, siren
 from neural_em.fields.neural import NeuralDensityMap
 from neural_em.fields.regions import Tiling
 
@@ -154,12 +154,12 @@ def test_point_path_in_several_pieces_and_threads(monkeypatch):
     lo, hi = field.bounds
     pts = rng.uniform(lo, hi, (5000, 3))
     whole = field.get_values(pts)
-    monkeypatch.setattr(neural, "_PIECE", 700)
-    monkeypatch.setattr(neural, "_PARALLEL_PAIRS", 100)
-    monkeypatch.setattr(neural, "_eval_threads", lambda: 3)
+    monkeypatch.setattr(neural_eval, "_PIECE", 700)
+    monkeypatch.setattr(neural_eval, "_PARALLEL_PAIRS", 100)
+    monkeypatch.setattr(neural_eval, "_eval_threads", lambda: 3)
     pieces = field.get_values(pts)
     np.testing.assert_allclose(pieces, whole, rtol=0, atol=1e-6)
-    monkeypatch.setattr(neural, "_eval_threads", lambda: 1)
+    monkeypatch.setattr(neural_eval, "_eval_threads", lambda: 1)
     np.testing.assert_allclose(field.get_values(pts), whole, rtol=0, atol=1e-6)
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_counts
+from helpers import save_counts
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_WORKFLOW = (REPO / "Snakefile").is_file() and (REPO / "config" / "smoke.yaml").is_file()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import gaussian_blobs, save_counts
+from helpers import gaussian_blobs, save_counts
 
 from neural_em.voxelmap import write_map
 

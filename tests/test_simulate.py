@@ -7,7 +7,7 @@ import math
 import gemmi
 import numpy as np
 import pytest
-from conftest import shared_file
+from helpers import shared_file
 
 from neural_em.errors import InputError
 from neural_em.simulate import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.ndimage
-from conftest import gaussian_blobs, hot_voxel_map, shared_file
+from helpers import gaussian_blobs, hot_voxel_map, shared_file
 
 from neural_em.errors import InputError
 from neural_em.fields import SplineDensityMap, load_field

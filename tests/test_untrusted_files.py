@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import gaussian_blobs, save_counts
+from helpers import gaussian_blobs, save_counts
 
 from neural_em.cli.main import main
 from neural_em.errors import InputError

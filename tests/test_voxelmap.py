@@ -9,7 +9,7 @@ import gemmi
 import mrcfile
 import numpy as np
 import pytest
-from conftest import hot_voxel_map, shared_file
+from helpers import hot_voxel_map, shared_file
 
 from neural_em.errors import InputError, MapFormatError, SizeLimitError
 from neural_em.fields import SplineDensityMap

@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
-from neural_em.cli.main import HelpFormatter
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the examples' line breaks."""
 
 
 def add_command(sub: Any, name: str, help_text: str, example: str) -> argparse.ArgumentParser:

@@ -213,6 +213,7 @@ def convert_study_file(path: str | os.PathLike, *, voxel_size: Any = None,
                        origin: Any = None) -> Any:
     """Convert an original-study archive (see the module docstring) to a NeuralDensityMap."""
     from neural_em.fields.neural import NeuralDensityMap
+    from neural_em.fields.records import RegionRecord
     from neural_em.fields.regions import Tiling
     from neural_em.voxelmap import Normalisation
 
@@ -278,11 +279,9 @@ def convert_study_file(path: str | os.PathLike, *, voxel_size: Any = None,
     for box in all_boxes:
         if box in index:
             order.append(index[box])
-            records.append({"loss": None, "max_error": None, "epochs": 0, "best_epoch": 0,
-                            "seconds": 0.0, "stop": "converged"})
+            records.append(RegionRecord.untrained().to_dict())
         else:
-            records.append({"loss": 0.0, "max_error": 0.0, "epochs": 0, "best_epoch": 0,
-                            "seconds": 0.0, "stop": "empty"})
+            records.append(RegionRecord.empty().to_dict())
     n_layers = len(widths) - 1
     weights = [np.stack([regions[r][1][k][0] for r in order]) for k in range(n_layers)]
     biases = [np.stack([regions[r][1][k][1] for r in order]) for k in range(n_layers)]

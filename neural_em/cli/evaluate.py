@@ -37,9 +37,9 @@ def register(sub: Any) -> None:
 
 
 def _baseline_map(path: Path, contour: Any) -> Any:
-    from neural_em.cli.graph import _is_field_file
+    from neural_em.fields.fileformat import is_field_file
 
-    if _is_field_file(path):
+    if is_field_file(path):
         from neural_em.fields import load_field
 
         return load_field(path).to_voxel_density_map()

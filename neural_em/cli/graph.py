@@ -66,20 +66,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _is_field_file(path: Path) -> bool:
-    if path.suffix == ".neural":
-        return True
-    from neural_em.fields.fileformat import sniff_format
-
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-    except OSError:
-        return False
-    return len(head) > 8 and head[8:9] == b"{" and sniff_format(head) is None
-
-
 def run(args: argparse.Namespace) -> int:
+    from neural_em.fields.fileformat import is_field_file
     from neural_em.graph.methods import build_graph, graph_from_map
 
     outputs = [p for p in (args.output, args.mmcif, args.graphml, args.npz) if p is not None]
@@ -108,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         options.update(adjacency_A=args.adjacency, refine=args.refine,
                        max_steps=args.max_steps)
     devices = tuple(args.device) if args.device else ("cpu",)
-    if _is_field_file(args.input):
+    if is_field_file(args.input):
         from neural_em.fields import load_field
 
         field = load_field(args.input)

@@ -13,16 +13,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from neural_em import __version__
+from neural_em._version import __version__
+from neural_em.cli.common import HelpFormatter
 from neural_em.errors import InputError
 
 #: Sub-command modules under ``neural_em.cli``, in help order; each defines
 #: ``register(subparsers)``, which sets ``func`` (args -> exit code) on its parser.
-COMMANDS = ("info", "fit", "resample", "query", "convert", "graph", "evaluate", "report")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the examples' line breaks."""
+COMMANDS = ("info", "fit", "resample", "query", "convert", "graph", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

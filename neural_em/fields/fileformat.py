@@ -81,6 +81,21 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+def is_field_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is (or claims to be) a ``.neural`` field rather than a map: by its
+    ``.neural`` suffix, else by its first bytes (a safetensors JSON header and no other known
+    format). Reads at most 16 bytes; an unreadable file is not a field."""
+    path = Path(path)
+    if path.suffix == ".neural":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return False
+    return len(head) > 8 and head[8:9] == b"{" and sniff_format(head) is None
+
+
 def read_field_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read a ``.neural`` file: ``(header, tensors)``; tensors are float32/int arrays.
 

@@ -1,4 +1,4 @@
-"""Training the neural map: presets, the batched trainer, devices and checkpoints.
+"""Training the neural map: the batched group trainer and the orchestration of a whole fit.
 
 A fit splits a normalised map into regions (:mod:`neural_em.fields.regions`), puts the
 regions into groups, and trains each group as one batched SIREN (:mod:`neural_em.fields.siren`)
@@ -6,37 +6,24 @@ with a per-region loss, so every region gets exactly the updates it would get al
 element-wise and the loss is a sum of per-region means). Regions leave the batch as soon as they
 stop (converged, patience, epoch cap), so the remaining ones train faster.
 
-Presets (see :data:`PRESETS` and ``docs/neural.md``):
-
-* ``paper``: the study's protocol. Regions up to 64³ voxels, a 3 -> 256 -> 4 × 256 -> 1 SIREN,
-  Adam lr 1e-4, full batch, MSE; stop when the best loss < 1e-5, or after 25 epochs without
-  improvement once the best loss < 4e-4; plus an epoch cap and a time budget (the study had
-  neither), and a real copy of the best weights. One region per group: trained one after another.
-* ``fast``: this project's design. Regions of 24³ voxels (overlap 4), a 3 -> 56 -> 56 -> 56 -> 1
-  SIREN, regions trained in batched groups (8 on CPU, where small groups stay in cache; 128 on
-  GPUs), mini-batches, Adam with a larger step and a cosine decay, a first layer started at
-  the paper preset's frequency per voxel (ω0 = 30 × 24/64 over 24-voxel regions, not 30: the
-  field then oscillates less between voxels), output bias initialised at the region mean, a softplus output (density = softplus_30((y + 1) / 2): masked and clipped
-  voxels are exact zeros, which the network reaches by going below -1 instead of fitting a
-  step), regions without density skipped, and a per-region stop on the error itself (max and
-  mean-square).
+The recipes (presets) and device names are in :mod:`neural_em.fields.presets`; checkpoints
+and fingerprints in :mod:`neural_em.fields.checkpoint`; the per-region record the trainer
+writes in :mod:`neural_em.fields.records`.
 
 Determinism: the initial weights and the mini-batch order come from generators seeded by the
 fit's seed and the group's index, so two CPU fits with the same arguments give identical
 weights (unless a time budget cuts them at a different point).
 
-Checkpoints: with ``checkpoint=PATH`` the trainer writes, atomically, the finished groups'
-weights and the full state of groups in progress (weights, Adam moments, generator state,
-counters) as safetensors with a JSON header that records a fingerprint of the map and the
-arguments. A rerun with the same fingerprint continues from there and gives the same weights as
-an uninterrupted fit; a checkpoint with another fingerprint is ignored with a warning.
+Adam is written out (:meth:`GroupTrainer._adam`) rather than taken from ``torch.optim``: regions
+leave the batch one by one, so the moments of the regions still training must be compacted
+with their parameters, and the sine layers take a step and epsilon scaled by ω0 (the weights are
+stored folded). On one region it equals ``torch.optim.Adam`` on the unfolded weights
+(``tests/test_training.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
@@ -44,7 +31,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,141 +38,26 @@ import torch
 
 from neural_em.errors import InputError
 from neural_em.fields import siren
+from neural_em.fields.checkpoint import (
+    DEFAULT_CHECKPOINT_EVERY_S,
+    Checkpoint,
+    GroupResult,
+    checkpoint_interval,
+    fingerprint,
+)
+from neural_em.fields.presets import PRESETS, Preset, get_preset, parse_devices
+from neural_em.fields.records import RegionRecord
 from neural_em.fields.regions import region_scaling
 
 logger = logging.getLogger(__name__)
 
-#: Why a region stopped training (``"empty"``: skipped, it holds no density).
-STOP_REASONS = ("converged", "patience", "epoch_cap", "time_budget", "empty")
-#: Seconds between checkpoints of a group in progress (``NEURAL_EM_CHECKPOINT_EVERY_S``).
-DEFAULT_CHECKPOINT_EVERY_S = 30.0
-CHECKPOINT_VERSION = 1
+#: Names that moved to presets and checkpoint, still importable from here.
+__all__ = ["DEFAULT_CHECKPOINT_EVERY_S", "PRESETS", "Checkpoint", "FitResult", "GroupResult",
+           "GroupTrainer", "Preset", "RegionData", "checkpoint_interval", "fingerprint",
+           "fit_regions", "get_preset", "parse_devices", "region_samples"]
+
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """A training recipe. Losses are mean squared errors on targets scaled to [-1, 1];
-    errors named ``*_error`` are absolute, in normalised density units ([0, 1])."""
-
-    name: str
-    region_size: int  #: largest region edge, voxels (overlap included)
-    overlap: int  #: voxels shared by neighbouring regions
-    hidden_width: int
-    hidden_layers: int
-    lr: float  #: Adam step size (standard SIREN parameterisation)
-    batch_points: int | None  #: voxels per region per step; None: full batch
-    max_epochs: int  #: epoch cap per region
-    time_budget_s: float  #: wall-clock training budget per group of regions
-    schedule: str = "constant"  #: "constant" or "cosine" (over max_epochs)
-    min_lr_fraction: float = 1.0  #: cosine floor, as a fraction of lr
-    stop_loss: float | None = None  #: converged when the best loss < this
-    patience_epochs: int | None = None  #: stop after this many epochs without improvement...
-    patience_below: float = math.inf  #: ...once the best loss < this
-    stop_max_error: float | None = None  #: converged when max error <= this and ...
-    stop_mse: float | None = None  #: ... loss <= this
-    eval_every: int = 1  #: epochs between full evaluations (mini-batch presets)
-    skip_empty_below: float | None = None  #: skip regions whose max density < this
-    bias_at_mean: bool = False  #: initialise the output bias at the region's mean target
-    focus_error: float | None = None  #: weight voxels by 1 + (error / scale)^2, scale >= this
-    focus_max: float = 50.0  #: largest voxel weight
-    focus_start: float = 0.3  #: fraction of max_epochs after which voxel weights apply
-    group_regions: int = 1  #: regions trained together in one batched network (CPU)
-    group_regions_cuda: int | None = None  #: the same on GPUs (None: ``group_regions``)
-    #: ω0 of the first sine layer at initialisation (SIREN: 30); the saved weights keep the
-    #: standard parameterisation (ω0 = 30), so files do not depend on it
-    first_omega0: float = 30.0
-    softplus_beta: float | None = None  #: density = softplus_β((out + 1) / 2); None: linear
-    seed_offset: int = 0
-
-    @property
-    def widths(self) -> list[int]:
-        """Layer widths ``[3, hidden..., 1]``."""
-        return [3] + [self.hidden_width] * self.hidden_layers + [1]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able settings (infinite values as None)."""
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in dataclasses.asdict(self).items()}
-
-
-PRESETS: dict[str, Preset] = {
-    "paper": Preset(
-        name="paper", region_size=64, overlap=4, hidden_width=256, hidden_layers=5,
-        lr=1e-4, batch_points=None, max_epochs=5000, time_budget_s=3600.0,
-        stop_loss=1e-5, patience_epochs=25, patience_below=4e-4, group_regions=1,
-    ),
-    "fast": Preset(
-        name="fast", region_size=24, overlap=4, hidden_width=56, hidden_layers=3,
-        lr=2e-3, batch_points=4096, max_epochs=300, time_budget_s=900.0,
-        schedule="cosine", min_lr_fraction=0.02, stop_max_error=0.03, stop_mse=5e-5,
-        eval_every=5, skip_empty_below=1e-3, bias_at_mean=True, group_regions=8,
-        group_regions_cuda=128, first_omega0=30.0 * 24 / 64, softplus_beta=30.0,
-    ),
-}
-
-
-def get_preset(name: str | Preset, *, max_epochs: int | None = None,
-               time_budget_s: float | None = None) -> Preset:
-    """A preset by name, with the epoch cap and time budget overridden where given."""
-    if isinstance(name, Preset):
-        preset = name
-    else:
-        try:
-            preset = PRESETS[str(name)]
-        except KeyError as exc:
-            raise InputError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})") from exc
-    changes: dict[str, Any] = {}
-    if max_epochs is not None:
-        if int(max_epochs) < 1:
-            raise InputError(f"max_epochs must be at least 1, got {max_epochs}")
-        changes["max_epochs"] = int(max_epochs)
-    if time_budget_s is not None:
-        if not float(time_budget_s) > 0:
-            raise InputError(f"time_budget_s must be positive, got {time_budget_s}")
-        changes["time_budget_s"] = float(time_budget_s)
-    return dataclasses.replace(preset, **changes) if changes else preset
-
-
-def parse_devices(devices: str | Sequence[str]) -> list[str]:
-    """Check device names: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a list of them.
-
-    Returns canonical names (``"cuda"`` becomes ``"cuda:0"``), duplicates removed.
-    Raises :class:`InputError` for unknown names or CUDA devices that are not present.
-    """
-    if isinstance(devices, str | os.PathLike):
-        devices = [str(devices)]
-    names = [str(d).strip().lower() for d in devices]
-    if not names:
-        raise InputError("devices must name at least one device")
-    out: list[str] = []
-    for name in names:
-        if name == "cpu":
-            canon = "cpu"
-        elif name == "cuda" or name.startswith("cuda:"):
-            index = 0
-            if name != "cuda":
-                try:
-                    index = int(name[5:])
-                except ValueError as exc:
-                    raise InputError(f"device {name!r}: expected cuda:N with N a number") from exc
-                if index < 0:
-                    raise InputError(f"device {name!r}: negative index")
-            if not torch.cuda.is_available():
-                raise InputError(f"device {name!r} requested but CUDA is not available here "
-                                 "(use --device cpu)")
-            if index >= torch.cuda.device_count():
-                raise InputError(f"device {name!r} requested but only "
-                                 f"{torch.cuda.device_count()} CUDA device(s) present")
-            canon = f"cuda:{index}"
-        else:
-            raise InputError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
-        if canon not in out:
-            out.append(canon)
-    if "cpu" in out and len(out) > 1:
-        raise InputError("do not mix cpu with cuda devices; list the GPUs only")
-    return out
 
 
 # ---------------------------------------------------------------------- region data
@@ -228,16 +99,6 @@ def region_samples(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequen
 
 
 # ---------------------------------------------------------------------- the trainer
-@dataclasses.dataclass
-class GroupResult:
-    """Trained (best) weights ``[(R, out, in)]``, biases ``[(R, out)]`` (unfolded, float32,
-    CPU) and one record per region (loss, max_error, epochs, seconds, stop)."""
-
-    weights: list[torch.Tensor]
-    biases: list[torch.Tensor]
-    records: list[dict[str, Any]]
-
-
 class GroupTrainer:
     """Trains the regions of one group as one batched SIREN (see the module docstring).
 
@@ -575,14 +436,14 @@ class GroupTrainer:
                                   [t.detach().cpu() for t in self.best[n:]])
         records = []
         for r in range(self.n_regions):
-            records.append({
-                "loss": _json_float(self.best_loss[r]),
-                "max_error": _json_float(self.best_max_error[r]),
-                "epochs": int(self.epochs[r]),
-                "best_epoch": int(self.best_epoch[r]),
-                "seconds": round(float(self.seconds[r]), 3),
-                "stop": self.stop[r] or "epoch_cap",
-            })
+            records.append(RegionRecord(
+                loss=_json_float(self.best_loss[r]),
+                max_error=_json_float(self.best_max_error[r]),
+                epochs=int(self.epochs[r]),
+                best_epoch=int(self.best_epoch[r]),
+                seconds=round(float(self.seconds[r]), 3),
+                stop=self.stop[r] or "epoch_cap",
+            ).to_dict())
         return GroupResult([t.contiguous() for t in w], [t[..., :].contiguous() for t in b],
                            records)
 
@@ -594,110 +455,6 @@ def _json_float(v: float) -> float | None:
 
 def _from_json_float(v: float | None) -> float:
     return math.inf if v is None else float(v)
-
-
-# ---------------------------------------------------------------------- checkpoints
-class Checkpoint:
-    """Finished groups and groups in progress of one fit, in one safetensors file.
-
-    The JSON header holds the fit's fingerprint; :meth:`load` ignores (with a warning) a file
-    whose fingerprint differs or that cannot be read. Writes are atomic.
-    """
-
-    def __init__(self, path: str | os.PathLike | None, fingerprint: str) -> None:
-        self.path = None if path is None else Path(path)
-        self.fingerprint = fingerprint
-        self.done: dict[int, GroupResult] = {}
-        self.in_progress: dict[int, dict[str, Any]] = {}
-        self.lock = threading.Lock()
-
-    def load(self) -> None:
-        if self.path is None or not self.path.exists():
-            return
-        from neural_em.fields.fileformat import read_field_file
-
-        try:
-            header, tensors = read_field_file(self.path)
-            if header.get("kind") != "neural-checkpoint":
-                raise InputError("not a checkpoint")
-            if header.get("fingerprint") != self.fingerprint:
-                logger.warning("ignoring checkpoint %s: it belongs to a fit with other "
-                               "arguments or another map", self.path)
-                return
-            ts = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
-            for key, records in header["done"].items():
-                g = int(key)
-                if not isinstance(records, list) or not all(isinstance(r, dict)
-                                                            for r in records):
-                    raise TypeError(f"group {g}: records are not a list of objects")
-                n = len([k for k in ts if k.startswith(f"done{g}.w")])
-                self.done[g] = GroupResult([ts[f"done{g}.w{k}"] for k in range(n)],
-                                           [ts[f"done{g}.b{k}"] for k in range(n)], records)
-            for key, record in header["in_progress"].items():
-                g = int(key)
-                if not isinstance(record, dict):
-                    raise TypeError(f"group {g}: progress record is not an object")
-                prefix = f"prog{g}."
-                self.in_progress[g] = {
-                    "tensors": {k[len(prefix):]: v for k, v in ts.items()
-                                if k.startswith(prefix)},
-                    "record": record,
-                }
-            for state in self.in_progress.values():
-                state["tensors"]["gen_state"] = state["tensors"]["gen_state"].to(torch.uint8)
-                state["tensors"]["active"] = state["tensors"]["active"].long()
-        except (InputError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-            logger.warning("ignoring unreadable checkpoint %s (%s)", self.path, exc)
-            self.done, self.in_progress = {}, {}
-            return
-        logger.info("resuming from checkpoint %s: %d group(s) done, %d in progress",
-                    self.path, len(self.done), len(self.in_progress))
-
-    def finish(self, group: int, result: GroupResult) -> None:
-        with self.lock:
-            self.done[group] = result
-            self.in_progress.pop(group, None)
-            self._write()
-
-    def update(self, group: int, trainer: GroupTrainer) -> None:
-        state = trainer.state_dict()
-        with self.lock:
-            self.in_progress[group] = state
-            self._write()
-
-    def _write(self) -> None:
-        if self.path is None:
-            return
-        from neural_em.fields.fileformat import write_field_file
-
-        tensors: dict[str, np.ndarray] = {}
-        for g, res in self.done.items():
-            for k, (w, b) in enumerate(zip(res.weights, res.biases, strict=True)):
-                tensors[f"done{g}.w{k}"] = w.numpy()
-                tensors[f"done{g}.b{k}"] = b.numpy()
-        for g, state in self.in_progress.items():
-            for name, t in state["tensors"].items():
-                arr = t.numpy()
-                if name in ("gen_state", "active"):
-                    arr = arr.astype(np.int64)
-                tensors[f"prog{g}.{name}"] = arr
-        header = {
-            "kind": "neural-checkpoint",
-            "version": CHECKPOINT_VERSION,
-            "fingerprint": self.fingerprint,
-            "done": {str(g): res.records for g, res in self.done.items()},
-            "in_progress": {str(g): s["record"] for g, s in self.in_progress.items()},
-        }
-        write_field_file(self.path, header, tensors, overwrite=True)
-
-
-def fingerprint(data: np.ndarray, geometry: dict[str, Any], preset: Preset, seed: int) -> str:
-    """A hash of the normalised map, its geometry, the preset (with overrides) and the seed."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(data, dtype=np.float32).tobytes())
-    h.update(json.dumps({"geometry": geometry, "preset": preset.to_dict(), "seed": int(seed),
-                         "version": CHECKPOINT_VERSION}, sort_keys=True).encode())
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------- whole fits
@@ -713,16 +470,6 @@ class FitResult:
     devices: list[str]
     seconds: float
     history: list[list[float]]
-
-
-def checkpoint_interval() -> float:
-    env = os.environ.get("NEURAL_EM_CHECKPOINT_EVERY_S")
-    if env:
-        try:
-            return max(0.0, float(env))
-        except ValueError as exc:
-            raise InputError(f"NEURAL_EM_CHECKPOINT_EVERY_S={env!r} is not a number") from exc
-    return DEFAULT_CHECKPOINT_EVERY_S
 
 
 def fit_regions(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -776,7 +523,8 @@ def fit_regions(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequence[
         group_seed = (int(seed) * 1_000_003 + g * 7919 + preset.seed_offset) % (2**62)
         trainer = GroupTrainer(preset, samples, seed=group_seed, device=device,
                                state=ckpt.in_progress.get(g), on_progress=on_progress)
-        res = trainer.run(checkpoint=(lambda t: ckpt.update(g, t)) if checkpoint else None,
+        res = trainer.run(checkpoint=(lambda t: ckpt.update(g, t.state_dict())) if checkpoint
+                          else None,
                           checkpoint_every_s=every)
         results[g] = res
         with bar_lock:
@@ -793,9 +541,7 @@ def fit_regions(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequence[
     finally:
         if bar is not None:
             bar.close()
-    records: list[dict[str, Any]] = [
-        {"loss": 0.0, "max_error": 0.0, "epochs": 0, "best_epoch": 0, "seconds": 0.0,
-         "stop": "empty"} for _ in range(n_regions)]
+    records: list[dict[str, Any]] = [RegionRecord.empty().to_dict() for _ in range(n_regions)]
     weights: list[list[torch.Tensor]] = []
     biases: list[list[torch.Tensor]] = []
     for g in range(len(groups)):

@@ -1,68 +1,38 @@
-"""Collect the pipeline's per-entry results into one JSON record and CSV tables.
+"""Collect the pipeline's per-entry artefacts into one JSON record (metrics.json).
 
 The workflow's ``collect`` rule hands :func:`collect_metrics` a manifest (entry key -> role ->
 path, roles listed in :data:`ROLES`); every file is read as written by the library's commands
 (``.neural`` headers, graph and metrics JSON, interpolation JSON, Snakemake benchmark TSVs).
-:func:`write_tables` writes the study's tables with its column names
-(``paper_graph_residue_comparison.csv``, ``paper_graph_atomic_comparison.csv``,
-``paper_interpolation_evaluation.csv`` in ``../shared/reference``) followed by this project's
-columns: the spline baseline, coverage, nodes per C-alpha, times, devices, file sizes.
+The per-region training records of a ``.neural`` header are read strictly
+(:func:`neural_em.fields.records.read_region_records`): a record of another version or with
+other fields stops the collection with an error naming the file. The study's tables are built
+from the result by :mod:`neural_em.pipeline.tables`.
 
 Something that was not run (DeepTracer without a configured command, an interpolation method
-left out) is the string ``"not run"`` in the tables and ``{"status": "not run"}`` in the JSON,
-never a number.
+left out) is ``{"status": "not run"}`` in the JSON (``"not run"`` in the tables), never a
+number.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import json
 import logging
 import math
 import os
 import statistics
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from neural_em.atomic import atomic_write_text
+from neural_em.errors import FieldFormatError, InputError
 
 logger = logging.getLogger(__name__)
 
 NOT_RUN = "not run"
-#: The study's column names, in its order.
-PAPER_GRAPH_COLUMNS = ["EMDB ID", "PDB ID", "Resolution", "Num. C-a", "Num. nodes",
-                       "% C-a with Node", "% Node with C-a", "Graph RMSD",
-                       "DeepTracer % matching", "DeepTracer RMSD"]
-PAPER_ATOMIC_COLUMNS = ["EMDB ID", "PDB ID", "Resolution", "Num. atoms", "% Atom with node",
-                        "% Node with atom", "Graph Atomic RMSD"]
-PAPER_INTERP_COLUMNS = ["PDB ID", "Resolution", "Linear Min. Error", "Linear Max. Error",
-                        "Linear MAE", "Neural Min. Error", "Neural Max. Error", "Neural MAE"]
-#: This project's columns after the study's.
-GRAPH_EXTRA_COLUMNS = [
-    "Field", "% C-a covered", "Nodes per C-a",
-    "Spline Num. nodes", "Spline % C-a with Node", "Spline % Node with C-a",
-    "Spline Graph RMSD", "Spline % C-a covered", "Spline Nodes per C-a",
-    "Voxel count", "Fitted voxel count", "Neural region count", "Regions trained",
-    "Total training time (s)", "Average region training time (s)", "Average loss",
-    "Fit wall time (s)", "Fit device", "Preset",
-    "Neural save size (bytes)", "Native save size (bytes)", "Crop MRC size (bytes)",
-    "Neural / crop MRC size", "Spline save size (bytes)", "Spline fit time (s)",
-    "Graph creation time (s)", "Spline graph creation time (s)",
-    "Baseline Num. nodes", "Baseline % C-a with Node", "Baseline % Node with C-a",
-    "Baseline Graph RMSD",
-]
-ATOMIC_EXTRA_COLUMNS = ["Field", "% Atom covered"]
-#: Interpolation method -> the study's column prefix (trilinear was its "Linear").
-METHOD_PREFIX = {"trilinear": "Linear", "neural": "Neural", "spline": "Spline",
-                 "fourier": "Fourier"}
-INTERP_METHOD_ORDER = ["trilinear", "neural", "spline", "fourier"]
-TRAINING_COLUMNS = ["EMDB ID", "Region", "Voxels", "Epochs", "Loss", "Max error",
-                    "Training time (s)", "Stopped by", "Device"]
-TIMING_COLUMNS = ["EMDB ID", "Step", "Seconds", "Max RSS (MB)"]
 #: Roles a manifest may name for an entry (all but entry_info are optional).
 ROLES = ("entry_info", "map", "model", "fasta", "neural", "neural_record", "neural_mrc", "neural_bench", "spline",
          "spline_bench", "graph_neural", "graph_neural_metrics", "graph_neural_bench",
@@ -76,21 +46,13 @@ def _read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
-def _num(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
     """A finite float, or None."""
     try:
         out = float(value)
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) else None
-
-
-def _pick(record: Mapping[str, Any], *names: str, default: Any = None) -> Any:
-    """The first of ``names`` present (and not None) in ``record``."""
-    for name in names:
-        if name in record and record[name] is not None:
-            return record[name]
-    return default
 
 
 def read_benchmark(path: str | os.PathLike) -> dict[str, float]:
@@ -101,7 +63,7 @@ def read_benchmark(path: str | os.PathLike) -> dict[str, float]:
         return {}
     out = {}
     for key, value in rows[0].items():
-        num = _num(value)
+        num = finite_or_none(value)
         if num is not None:
             out[key] = num
     return out
@@ -121,21 +83,14 @@ def mrc_bytes(shape_xyz: Sequence[int]) -> int:
 
 
 def map_shape_from_gz(path: str | os.PathLike) -> list[int] | None:
-    """NX, NY, NZ from a (gzipped) MRC header, reading only the header."""
-    import numpy as np
+    """Voxels along x, y, z of a (compressed) MRC map, from its header alone
+    (:func:`neural_em.voxelmap.read_map_header`); None if the file is not a readable map."""
+    from neural_em.voxelmap import read_map_header
 
-    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
-            head = handle.read(16)
-    except OSError:
+        return list(read_map_header(path, max_voxels=sys.maxsize).shape_xyz)
+    except InputError:
         return None
-    if len(head) < 12:
-        return None
-    dims = np.frombuffer(head[:12], dtype="<i4")
-    if np.any(dims <= 0) or np.any(dims > 1 << 16):
-        dims = np.frombuffer(head[:12], dtype=">i4")
-    return [int(n) for n in dims]
 
 
 def read_fasta_summary(path: str | os.PathLike) -> dict[str, Any]:
@@ -151,56 +106,44 @@ def read_fasta_summary(path: str | os.PathLike) -> dict[str, Any]:
     return {"sequences": names, "residues": residues}
 
 
-def _box_voxels(box: Any) -> float | None:
-    """Voxels of a region record: ``shape_xyz``/``shape``, or ``lo``/``hi`` (end exclusive)."""
-    if not isinstance(box, Mapping):
-        return None
-    shape = _pick(box, "shape_xyz", "shape")
-    if shape is None and isinstance(box.get("lo"), list) and isinstance(box.get("hi"), list):
-        shape = [int(h) - int(lo) for lo, h in zip(box["lo"], box["hi"], strict=False)]
-    if isinstance(shape, list | tuple) and len(shape) == 3:
-        return float(math.prod(int(n) for n in shape))
-    return None
-
-
-def training_regions(header: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per-region training records of a neural ``.neural`` header, normalised to
+def training_regions(header: Mapping[str, Any], path: str | os.PathLike = ""
+                     ) -> list[dict[str, Any]]:
+    """Per-region training records of a neural ``.neural`` header, as
     {region, voxels, epochs, loss, max_error, seconds, stopped, skipped, device}.
 
+    The records are read strictly (:class:`~neural_em.fields.records.RegionRecord`); a record
+    of another version or with other fields raises :class:`FieldFormatError` naming ``path``.
     ``seconds`` is what the library recorded for the region: with the batched trainer (all
     regions at once) the wall time until the region stopped, not a share of the total.
     """
-    training = header.get("training")
-    if isinstance(training, Mapping):
-        records = _pick(training, "regions", "per_region", "records", default=[])
-    elif isinstance(training, list):
-        records = training
-    else:
-        records = []
-    regions = header.get("regions") if isinstance(header.get("regions"), list) else []
+    from neural_em.fields.records import read_region_records
+
+    boxes = header.get("regions")
+    try:
+        if not isinstance(boxes, list):
+            raise FieldFormatError("the region boxes are missing")
+        records = read_region_records(header.get("training"), len(boxes))
+        voxels = [float(math.prod(int(h) - int(lo)
+                                  for lo, h in zip(box["lo"], box["hi"], strict=True)))
+                  for box in boxes]
+    except FieldFormatError as exc:
+        raise FieldFormatError(exc.message, path or None) from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FieldFormatError(f"region boxes must be objects with integer 'lo' and 'hi' "
+                               f"({exc})", path or None) from exc
     devices = header.get("devices")
     device = ",".join(map(str, devices)) if isinstance(devices, list) else devices
-    out = []
-    for i, rec in enumerate(records):
-        if not isinstance(rec, Mapping):
-            continue
-        voxels = _num(_pick(rec, "voxels", "n_voxels", "num_voxels"))
-        if voxels is None:
-            voxels = _box_voxels(rec) or (_box_voxels(regions[i]) if i < len(regions) else None)
-        stopped = _pick(rec, "stop", "stopped", "stop_reason", "stopped_by", "reason")
-        out.append({
-            "region": int(_pick(rec, "region", "index", "id", default=i)),
-            "voxels": voxels,
-            "epochs": _num(_pick(rec, "epochs", "n_epochs", "epoch")),
-            "loss": _num(_pick(rec, "best_loss", "loss", "final_loss")),
-            "max_error": _num(_pick(rec, "max_error", "max_abs_error")),
-            "seconds": _num(_pick(rec, "seconds", "time_s", "training_s", "train_s",
-                                  "training_time_s", "time")),
-            "stopped": stopped,
-            "skipped": bool(_pick(rec, "skipped", default=False)) or stopped == "empty",
-            "device": _pick(rec, "device", default=device),
-        })
-    return out
+    return [{
+        "region": i,
+        "voxels": voxels[i],
+        "epochs": float(rec.epochs),
+        "loss": finite_or_none(rec.loss),
+        "max_error": finite_or_none(rec.max_error),
+        "seconds": finite_or_none(rec.seconds),
+        "stopped": rec.stop,
+        "skipped": rec.skipped,
+        "device": device,
+    } for i, rec in enumerate(records)]
 
 
 # ====================================================================== per entry
@@ -209,16 +152,16 @@ def _graph_metrics(path: str | os.PathLike) -> dict[str, Any]:
     metrics = dict(raw.get("metrics", raw)) if isinstance(raw, Mapping) else {}
     out: dict[str, Any] = {}
     for key in ("recall", "coverage", "precision", "rmsd", "nodes", "ca", "nodes_per_ca"):
-        out[key] = _num(metrics.get(key))
+        out[key] = finite_or_none(metrics.get(key))
     atoms = metrics.get("atoms") or metrics.get("atomic") or metrics.get("atom")
     if isinstance(atoms, Mapping):
-        out["atoms"] = {k: _num(atoms.get(k)) for k in
+        out["atoms"] = {k: finite_or_none(atoms.get(k)) for k in
                         ("recall", "coverage", "precision", "rmsd", "reference", "atoms",
                          "n_atoms", "nodes")
                         if k in atoms}
     baseline = metrics.get("baseline") or metrics.get("local_maxima")
     if isinstance(baseline, Mapping):
-        out["baseline"] = {k: _num(baseline.get(k)) for k in
+        out["baseline"] = {k: finite_or_none(baseline.get(k)) for k in
                            ("recall", "coverage", "precision", "rmsd", "nodes", "nodes_per_ca")
                            if k in baseline}
     return out
@@ -247,12 +190,12 @@ def _graph_timings(path: str | os.PathLike) -> dict[str, float]:
     timings = attrs.get("timings") if isinstance(attrs, Mapping) else None
     if not isinstance(timings, Mapping):
         return {}
-    return {k: float(v) for k, v in timings.items() if _num(v) is not None}
+    return {k: float(v) for k, v in timings.items() if finite_or_none(v) is not None}
 
 
 def _interpolation(path: str | os.PathLike, methods: Sequence[str]) -> dict[str, Any]:
     raw = _read_json(path)
-    out: dict[str, Any] = {"device": raw.get("device"), "wall_s": _num(raw.get("wall_s")),
+    out: dict[str, Any] = {"device": raw.get("device"), "wall_s": finite_or_none(raw.get("wall_s")),
                            "simulator": raw.get("simulator", "neural_em"),
                            "control_nonzero": (raw.get("control") or {}).get("n_nonzero"),
                            "evaluated_points": raw.get("evaluated_points"),
@@ -270,11 +213,11 @@ def _interpolation(path: str | os.PathLike, methods: Sequence[str]) -> dict[str,
         scale = rec.get("common") or rec.get("normalised") or rec
         stats = scale.get("nonzero") or scale
         out["methods"][method] = {
-            "min": _num(stats.get("min")), "max": _num(stats.get("max")),
-            "mean": _num(stats.get("mean")), "mae": _num(stats.get("mean_abs")),
-            "rmse": _num(stats.get("rmse")), "max_abs": _num(stats.get("max_abs")),
-            "n": stats.get("n"), "build_s": _num(rec.get("build_s")),
-            "evaluate_s": _num(rec.get("evaluate_s")),
+            "min": finite_or_none(stats.get("min")), "max": finite_or_none(stats.get("max")),
+            "mean": finite_or_none(stats.get("mean")), "mae": finite_or_none(stats.get("mean_abs")),
+            "rmse": finite_or_none(stats.get("rmse")), "max_abs": finite_or_none(stats.get("max_abs")),
+            "n": stats.get("n"), "build_s": finite_or_none(rec.get("build_s")),
+            "evaluate_s": finite_or_none(rec.get("evaluate_s")),
         }
     return out
 
@@ -291,8 +234,8 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
         "key": key,
         "emdb_id": info.get("emdb_id"),
         "pdb_id": info.get("pdb_id"),
-        "resolution": _num(info.get("resolution")),
-        "contour": _num(info.get("contour")),
+        "resolution": finite_or_none(info.get("resolution")),
+        "contour": finite_or_none(info.get("contour")),
         "title": info.get("title", ""),
     }
     if info.get("source") == "local":
@@ -313,15 +256,14 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
     # ---- the neural field
     if "neural" in has:
         header = read_field_header(has["neural"])
-        regions = training_regions(header)
+        regions = training_regions(header, has["neural"])
         trained = [r for r in regions if not r["skipped"]]
         seconds = [r["seconds"] for r in trained if r["seconds"] is not None]
         losses = [r["loss"] for r in trained if r["loss"] is not None]
         crop = header.get("shape_xyz")
         record = _read_json(has["neural_record"]) if "neural_record" in has else {}
         bench = read_benchmark(has["neural_bench"]) if "neural_bench" in has else {}
-        training = header.get("training") if isinstance(header.get("training"), Mapping) else {}
-        total = _num(_pick(training, "total_s", "seconds", "total_seconds", "wall_s"))
+        total = finite_or_none(header["training"].get("seconds"))
         neural = {
             "preset": header.get("preset"),
             "crop_shape_xyz": crop,
@@ -337,11 +279,11 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
             "bytes": Path(has["neural"]).stat().st_size,
             "crop_mrc_bytes": (Path(has["neural_mrc"]).stat().st_size if "neural_mrc" in has
                                else (mrc_bytes(crop) if crop else None)),
-            "device": record.get("device") or _pick(training, "device", "devices") or (
+            "device": record.get("device") or (
                 ",".join(map(str, header["devices"])) if isinstance(header.get("devices"), list)
                 else None),
-            "fit_wall_s": _num(record.get("seconds")) or _num(bench.get("s")),
-            "max_rss_mb": _num(bench.get("max_rss")),
+            "fit_wall_s": finite_or_none(record.get("seconds")) or finite_or_none(bench.get("s")),
+            "max_rss_mb": finite_or_none(bench.get("max_rss")),
             "per_region": regions,
         }
         if neural["total_training_s"] is not None and trained:
@@ -355,7 +297,7 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
     if "spline" in has:
         bench = read_benchmark(has["spline_bench"]) if "spline_bench" in has else {}
         rec["spline"] = {"bytes": Path(has["spline"]).stat().st_size,
-                         "fit_s": _num(bench.get("s"))}
+                         "fit_s": finite_or_none(bench.get("s"))}
     else:
         rec["spline"] = {"status": NOT_RUN}
     # ---- graphs
@@ -372,8 +314,8 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
         timings = _graph_timings(has[f"graph_{field}"]) if f"graph_{field}" in has else {}
         bench = (read_benchmark(has[f"graph_{field}_bench"]) if f"graph_{field}_bench" in has
                  else {})
-        g["seconds"] = timings.get("total") or _num(bench.get("s"))
-        g["job_s"] = _num(bench.get("s"))
+        g["seconds"] = timings.get("total") or finite_or_none(bench.get("s"))
+        g["job_s"] = finite_or_none(bench.get("s"))
         g["timings"] = timings
         g["bytes"] = Path(has[f"graph_{field}"]).stat().st_size if f"graph_{field}" in has \
             else None
@@ -389,7 +331,7 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
     if deeptracer and "deeptracer_metrics" in has:
         dt = _graph_metrics(has["deeptracer_metrics"])
         bench = read_benchmark(has["deeptracer_bench"]) if "deeptracer_bench" in has else {}
-        dt["seconds"] = _num(bench.get("s"))
+        dt["seconds"] = finite_or_none(bench.get("s"))
         rec["deeptracer"] = dt
     else:
         rec["deeptracer"] = {"status": NOT_RUN}
@@ -398,13 +340,13 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
     for role, path in has.items():
         if role.endswith("_bench"):
             bench = read_benchmark(path)
-            rec["timings"][role[: -len("_bench")]] = {"s": _num(bench.get("s")),
-                                                       "max_rss_mb": _num(bench.get("max_rss"))}
+            rec["timings"][role[: -len("_bench")]] = {"s": finite_or_none(bench.get("s")),
+                                                       "max_rss_mb": finite_or_none(bench.get("max_rss"))}
     return rec
 
 
 def _median(values: Iterable[Any]) -> float | None:
-    nums = [v for v in (_num(x) for x in values) if v is not None]
+    nums = [v for v in (finite_or_none(x) for x in values) if v is not None]
     return statistics.median(nums) if nums else None
 
 
@@ -442,7 +384,7 @@ def collect_metrics(manifest: Mapping[str, Mapping[str, str]], *,
                     deeptracer: bool = False,
                     settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """All entries of a run: ``{"entries": {key: record}, "summary": {...}, "settings": ...}``."""
-    from neural_em import __version__
+    from neural_em._version import __version__
 
     entries = {}
     for key in sorted(manifest):
@@ -459,200 +401,6 @@ def collect_metrics(manifest: Mapping[str, Mapping[str, str]], *,
         "summary": summarise(list(entries.values())),
         "settings": dict(settings or {}),
     }
-
-
-# ====================================================================== tables
-def _pct(value: Any) -> float | None:
-    v = _num(value)
-    return None if v is None else 100.0 * v
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list | tuple):
-        return " ".join(str(v) for v in value)
-    return value
-
-
-def graph_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per entry: the study's residue-level columns, then this project's."""
-    rows = []
-    fields = metrics.get("graph_fields") or ["neural", "spline"]
-    main = "neural" if "neural" in fields else fields[0]
-    for e in metrics["entries"].values():
-        g = e["graph"].get(main, {})
-        s = e["graph"].get("spline", {})
-        n = e.get("neural", {})
-        dt = e.get("deeptracer", {})
-        dt_run = dt.get("status") != NOT_RUN
-        row = {
-            "EMDB ID": e["key"], "PDB ID": e["pdb_id"], "Resolution": e["resolution"],
-            "Num. C-a": g.get("ca"), "Num. nodes": g.get("nodes"),
-            "% C-a with Node": _pct(g.get("recall")), "% Node with C-a": _pct(g.get("precision")),
-            "Graph RMSD": g.get("rmsd"),
-            "DeepTracer % matching": _pct(dt.get("recall")) if dt_run else NOT_RUN,
-            "DeepTracer RMSD": dt.get("rmsd") if dt_run else NOT_RUN,
-            "Field": main,
-            "% C-a covered": _pct(g.get("coverage")), "Nodes per C-a": g.get("nodes_per_ca"),
-        }
-        spline_run = s.get("status") != NOT_RUN
-        for col, key, pct in (("Spline Num. nodes", "nodes", False),
-                              ("Spline % C-a with Node", "recall", True),
-                              ("Spline % Node with C-a", "precision", True),
-                              ("Spline Graph RMSD", "rmsd", False),
-                              ("Spline % C-a covered", "coverage", True),
-                              ("Spline Nodes per C-a", "nodes_per_ca", False)):
-            row[col] = (_pct(s.get(key)) if pct else s.get(key)) if spline_run else NOT_RUN
-        neural_run = n.get("status") != NOT_RUN
-        row.update({
-            "Voxel count": e["map"].get("voxels"),
-            "Fitted voxel count": n.get("crop_voxels"),
-            "Neural region count": n.get("regions"),
-            "Regions trained": n.get("regions_trained"),
-            "Total training time (s)": n.get("total_training_s"),
-            "Average region training time (s)": n.get("mean_region_training_s"),
-            "Average loss": n.get("mean_loss"),
-            "Fit wall time (s)": n.get("fit_wall_s"),
-            "Fit device": n.get("device") if neural_run else NOT_RUN,
-            "Preset": n.get("preset"),
-            "Neural save size (bytes)": n.get("bytes"),
-            "Native save size (bytes)": e["map"].get("mrc_bytes"),
-            "Crop MRC size (bytes)": n.get("crop_mrc_bytes"),
-            "Neural / crop MRC size": n.get("size_ratio_crop_mrc"),
-            "Spline save size (bytes)": e.get("spline", {}).get("bytes"),
-            "Spline fit time (s)": e.get("spline", {}).get("fit_s"),
-            "Graph creation time (s)": g.get("seconds"),
-            "Spline graph creation time (s)": s.get("seconds") if spline_run else NOT_RUN,
-        })
-        base = g.get("baseline") or s.get("baseline")
-        for col, key, pct in (("Baseline Num. nodes", "nodes", False),
-                              ("Baseline % C-a with Node", "recall", True),
-                              ("Baseline % Node with C-a", "precision", True),
-                              ("Baseline Graph RMSD", "rmsd", False)):
-            row[col] = ((_pct(base.get(key)) if pct else base.get(key)) if base
-                        else NOT_RUN)
-        rows.append(row)
-    return rows
-
-
-def atomic_rows(metrics: Mapping[str, Any], *, below_resolution_A: float = 2.0
-                ) -> list[dict[str, Any]]:
-    """The study's atom-level table (maps better than 2 Å), where the metrics have atoms."""
-    rows = []
-    for e in metrics["entries"].values():
-        if e["resolution"] is None or e["resolution"] >= below_resolution_A:
-            continue
-        for field in metrics.get("graph_fields") or []:
-            atoms = e["graph"].get(field, {}).get("atoms")
-            if not atoms:
-                continue
-            rows.append({
-                "EMDB ID": e["key"], "PDB ID": e["pdb_id"], "Resolution": e["resolution"],
-                "Num. atoms": _pick(atoms, "reference", "atoms", "n_atoms"),
-                "% Atom with node": _pct(atoms.get("recall")),
-                "% Node with atom": _pct(atoms.get("precision")),
-                "Graph Atomic RMSD": atoms.get("rmsd"),
-                "Field": field, "% Atom covered": _pct(atoms.get("coverage")),
-            })
-    return rows
-
-
-def interpolation_columns(methods: Sequence[str]) -> list[str]:
-    cols = list(PAPER_INTERP_COLUMNS)
-    cols.insert(0, "EMDB ID")
-    for m in INTERP_METHOD_ORDER + [m for m in methods if m not in INTERP_METHOD_ORDER]:
-        prefix = METHOD_PREFIX.get(m, m.capitalize())
-        if m not in ("trilinear", "neural"):
-            cols += [f"{prefix} Min. Error", f"{prefix} Max. Error", f"{prefix} MAE"]
-    for m in INTERP_METHOD_ORDER:
-        prefix = METHOD_PREFIX[m]
-        cols += [f"{prefix} Mean Error", f"{prefix} RMSE"]
-    cols += ["Neural device", "Neural fit time (s)", "Simulator", "Control non-zero voxels",
-             "Control voxels compared"]
-    return cols
-
-
-def interpolation_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for e in metrics["entries"].values():
-        it = e.get("interpolation", {})
-        if it.get("status") == NOT_RUN:
-            continue
-        row: dict[str, Any] = {"EMDB ID": e["key"], "PDB ID": e["pdb_id"],
-                               "Resolution": e["resolution"]}
-        for m in INTERP_METHOD_ORDER + sorted(set(it["methods"]) - set(INTERP_METHOD_ORDER)):
-            prefix = METHOD_PREFIX.get(m, m.capitalize())
-            rec = it["methods"].get(m, {"status": NOT_RUN})
-            run = rec.get("status") != NOT_RUN
-            for col, key in (("Min. Error", "min"), ("Max. Error", "max"), ("MAE", "mae"),
-                             ("Mean Error", "mean"), ("RMSE", "rmse")):
-                row[f"{prefix} {col}"] = rec.get(key) if run else NOT_RUN
-        neural = it["methods"].get("neural", {})
-        row["Neural device"] = it.get("device") if neural.get("status") != NOT_RUN else NOT_RUN
-        row["Neural fit time (s)"] = (neural.get("build_s") if neural.get("status") != NOT_RUN
-                                      else NOT_RUN)
-        row["Simulator"] = it.get("simulator")
-        row["Control non-zero voxels"] = it.get("control_nonzero")
-        row["Control voxels compared"] = it.get("evaluated_points")
-        rows.append(row)
-    return rows
-
-
-def training_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for e in metrics["entries"].values():
-        n = e.get("neural", {})
-        for r in n.get("per_region", []):
-            rows.append({"EMDB ID": e["key"], "Region": r["region"], "Voxels": r["voxels"],
-                         "Epochs": r["epochs"], "Loss": r["loss"], "Max error": r["max_error"],
-                         "Training time (s)": r["seconds"],
-                         "Stopped by": "skipped (no density)" if r["skipped"] else r["stopped"],
-                         "Device": r.get("device") or n.get("device")})
-    return rows
-
-
-def timing_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for e in metrics["entries"].values():
-        for step, t in sorted(e.get("timings", {}).items()):
-            rows.append({"EMDB ID": e["key"], "Step": step, "Seconds": t.get("s"),
-                         "Max RSS (MB)": t.get("max_rss_mb")})
-    return rows
-
-
-def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: _cell(row.get(c)) for c in columns})
-    return buffer.getvalue()
-
-
-def write_tables(metrics: Mapping[str, Any], paths: Mapping[str, str | os.PathLike]
-                 ) -> dict[str, Path]:
-    """Write the CSV tables named in ``paths`` (keys: graph, atomic, interpolation, training,
-    timings) atomically; returns what was written."""
-    methods = list(metrics.get("interpolation_methods") or [])
-    tables = {
-        "graph": (graph_rows, PAPER_GRAPH_COLUMNS + GRAPH_EXTRA_COLUMNS),
-        "atomic": (atomic_rows, PAPER_ATOMIC_COLUMNS + ATOMIC_EXTRA_COLUMNS),
-        "interpolation": (interpolation_rows, interpolation_columns(methods)),
-        "training": (training_rows, TRAINING_COLUMNS),
-        "timings": (timing_rows, TIMING_COLUMNS),
-    }
-    written = {}
-    for name, path in paths.items():
-        if name not in tables:
-            raise ValueError(f"unknown table {name!r} (known: {', '.join(tables)})")
-        make, columns = tables[name]
-        atomic_write_text(path, rows_to_csv(make(metrics), columns))
-        written[name] = Path(path)
-    return written
 
 
 def write_metrics(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:

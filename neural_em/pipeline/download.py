@@ -36,9 +36,9 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 import urllib.parse
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -159,82 +159,42 @@ def check_gzip_complete(path: str | os.PathLike) -> int:
     return total
 
 
-_MRC_MODES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
-
-
 def check_mrc_header(path: str | os.PathLike, *, max_voxels: int | None = None) -> dict[str, Any]:
     """Check an MRC/CCP4 map (plain or gzipped) without reading its data into memory.
 
-    Header: positive dimensions, a supported mode, an axis order that is a permutation of
-    1, 2, 3, a positive cell, a voxel count within ``max_voxels`` (default: no limit here). Size:
-    the file (or the whole decompressed stream, which also proves the gzip is complete) holds at
-    least the bytes the header promises. Returns ``{"shape_xyz", "voxel_size", "mode",
-    "voxels"}``; raises :class:`InputError` naming the file and the problem.
+    The header is read by the package's one MRC header reader
+    (:func:`neural_em.voxelmap.read_map_header`: positive dimensions, a supported mode, an axis
+    order that is a permutation of 1, 2, 3, a positive cell), which never reads the extended
+    header a hostile download may claim, and checked against a voxel count of ``max_voxels``
+    (default: no limit here). Size: the file (or the whole decompressed stream, which also
+    proves the gzip is complete) holds at least the bytes the header promises. Returns
+    ``{"shape_xyz", "voxel_size", "mode", "voxels"}``; raises :class:`InputError` naming the
+    file and the problem.
     """
-    import mrcfile
+    from neural_em.voxelmap import read_map_header
 
     path = Path(path)
     gz = is_gzip(path)
     # a gzip is checked whole first: a cut stream is the likeliest fault and deserves its name
     stream_size = check_gzip_complete(path) if gz else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
-                header = mrc.header.copy() if mrc.header is not None else None
-    except Exception as exc:  # mrcfile raises many kinds for broken files
-        raise InputError(f"not a readable MRC map ({type(exc).__name__}: {exc})", path) from exc
-    if header is None:
-        raise InputError("not a readable MRC map (no header)", path)
-    dims = [int(header.nx), int(header.ny), int(header.nz)]
-    if min(dims) < 1:
-        raise InputError(f"MRC dimensions must be positive, header says {dims}", path)
-    mode = int(header.mode)
-    if mode not in _MRC_MODES:
-        raise InputError(f"unsupported MRC mode {mode} (supported: 0, 1, 2, 6, 12)", path)
-    axes = [int(header.mapc), int(header.mapr), int(header.maps)]
-    if sorted(axes) != [1, 2, 3]:
-        raise InputError(f"MRC axis order {axes} is not a permutation of 1, 2, 3", path)
-    cell = np.array([float(header.cella.x), float(header.cella.y), float(header.cella.z)])
-    sampling = np.array([int(header.mx), int(header.my), int(header.mz)], dtype=float)
-    if not np.all(np.isfinite(cell)) or np.any(cell <= 0) or np.any(sampling <= 0):
-        raise InputError(f"MRC cell {cell.tolist()} over sampling {sampling.tolist()} gives no "
-                         "positive voxel size", path)
-    voxels = dims[0] * dims[1] * dims[2]
-    if max_voxels is not None and voxels > max_voxels:
-        raise InputError(f"map has {voxels} voxels, more than the limit of {max_voxels}", path)
-    expected = 1024 + int(header.nsymbt) + voxels * _MRC_MODES[mode]
-    size = stream_size if stream_size is not None else path.stat().st_size
-    if size < expected:
-        raise InputError(f"MRC data is truncated: header needs {expected} bytes, "
-                         f"{'stream' if gz else 'file'} has {size}", path)
-    shape_xyz = [0, 0, 0]
-    for k, axis in enumerate(axes):  # column/row/section -> x/y/z
-        shape_xyz[axis - 1] = dims[k]
-    return {"shape_xyz": shape_xyz, "voxel_size": (cell / sampling).tolist(), "mode": mode,
-            "voxels": voxels}
+    header = read_map_header(path, max_voxels=sys.maxsize if max_voxels is None else max_voxels)
+    if stream_size is not None and stream_size < header.file_bytes:
+        raise InputError(f"MRC data is truncated: header needs {header.file_bytes} bytes, "
+                         f"stream has {stream_size}", path)
+    return {"shape_xyz": list(header.shape_xyz), "voxel_size": header.voxel_size.tolist(),
+            "mode": header.mode, "voxels": header.voxels}
 
 
 def check_mmcif(path: str | os.PathLike) -> int:
-    """Parse an mmCIF model (plain or gzipped) with gemmi; return its atom count (> 0)."""
-    import gemmi
+    """Check an mmCIF model (plain or gzipped, read by content: temporary files have no
+    .cif(.gz) suffix) with the package's structure reader
+    (:func:`neural_em.models.read_structure`); return its atom count (> 0)."""
+    from neural_em.models import read_structure
 
     path = Path(path)
     if is_gzip(path):
         check_gzip_complete(path)
-    try:
-        # read by content, not by name: temporary files have no .cif(.gz) suffix
-        with _open_maybe_gzip(path) as handle:
-            text = handle.read().decode("utf-8", errors="replace")
-        block = gemmi.cif.read_string(text).sole_block()
-        structure = gemmi.make_structure_from_block(block)
-    except Exception as exc:
-        raise InputError(f"not a readable mmCIF model ({type(exc).__name__}: {exc})",
-                         path) from exc
-    n_atoms = structure[0].count_atom_sites() if len(structure) else 0
-    if n_atoms == 0:
-        raise InputError("mmCIF model has no atoms", path)
-    return n_atoms
+    return read_structure(path, by_content=True)[0].count_atom_sites()
 
 
 _FASTA_SEQUENCE = re.compile(r"[A-Za-z*\-]+")
@@ -555,7 +515,7 @@ def fetch(
     if own_session:
         import requests
 
-        from neural_em import __version__ as version
+        from neural_em._version import __version__ as version
 
         session = requests.Session()
         session.headers["User-Agent"] = f"neural-em/{version} (python-requests)"

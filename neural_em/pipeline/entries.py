@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from neural_em.errors import InputError
+from neural_em.voxelmap import MapHeader
 
 #: A local entry's name: used in file names under results/ and in the tables.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -87,8 +88,8 @@ def _local_file(label: str, what: str, value: Any, base_dir: Path) -> Path:
     return full.resolve()
 
 
-def check_map_file(label: str, path: Path) -> dict[str, Any]:
-    """The map's header summary (shape, voxel size, axis order) or an :class:`EntryError`."""
+def check_map_file(label: str, path: Path) -> MapHeader:
+    """The map's checked header (shape, voxel size, axis order) or an :class:`EntryError`."""
     from neural_em.voxelmap import read_map_header
 
     try:
