@@ -27,7 +27,6 @@ from neural_em.graph.export import (
     chain_name,
     load_graphml,
     load_npz,
-    load_npz_graph,
     npz_to_networkx,
 )
 from neural_em.voxelmap import write_map
@@ -276,7 +275,7 @@ def test_npz_round_trip(chain_field, tmp_path):
     np.testing.assert_array_equal(arrays["positions"], g.positions)
     assert list(arrays["feature_names"]) == ["density", "gradient_norm"]
     assert nx.utils.graphs_equal(npz_to_networkx(path), g.graph)
-    assert nx.utils.graphs_equal(load_npz_graph(path).graph, g.graph)
+    assert nx.utils.graphs_equal(DensityGraph.load_npz(path).graph, g.graph)
     with np.load(path, allow_pickle=False) as npz:  # plain arrays, no pickled objects
         assert all(npz[k].dtype != object for k in npz.files)
 

@@ -58,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from neural_em.models import read_model
 
     if args.graph.suffix == ".npz":
-        from neural_em.graph.export import load_npz_graph
-
-        graph = load_npz_graph(args.graph)
+        graph = DensityGraph.load_npz(args.graph)
     else:
         graph = DensityGraph.load(args.graph)
     model = read_model(args.model)

@@ -51,14 +51,9 @@ from scipy.spatial import cKDTree
 
 from neural_em.errors import InputError
 from neural_em.fields.base import DensityField, VolumeField
-from neural_em.graph.density_graph import (
-    GRAPH_FORMAT,
-    GRAPH_FORMAT_VERSION,
-    DensityGraph,
-    default_seed_threshold,
-    seed_points,
-    small_component_mask,
-)
+from neural_em.graph.density_graph import DensityGraph
+from neural_em.graph.export import GRAPH_FORMAT, GRAPH_FORMAT_VERSION
+from neural_em.graph.seeds import default_seed_threshold, seed_points, small_component_mask
 
 logger = logging.getLogger(__name__)
 

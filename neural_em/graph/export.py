@@ -15,7 +15,7 @@ import math
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gemmi
 import networkx as nx
@@ -23,9 +23,42 @@ import numpy as np
 
 from neural_em.atomic import atomic_path, atomic_write_text
 from neural_em.errors import InputError
-from neural_em.graph.density_graph import GRAPH_FORMAT, GRAPH_FORMAT_VERSION, DensityGraph
 
 logger = logging.getLogger(__name__)
+
+#: Format name and version written into every graph's attributes and files.
+GRAPH_FORMAT = "neural-em-density-graph"
+GRAPH_FORMAT_VERSION = 1
+
+
+class GraphLike(Protocol):
+    """What the writers need of a graph (:class:`~neural_em.graph.DensityGraph` has it):
+    this module sits below the graph class and never imports it."""
+
+    graph: nx.Graph
+
+    def __len__(self) -> int: ...
+
+    @property
+    def map_id(self) -> str: ...
+
+    @property
+    def node_ids(self) -> list[Any]: ...
+
+    @property
+    def positions(self) -> np.ndarray: ...
+
+    @property
+    def densities(self) -> np.ndarray: ...
+
+    @property
+    def gradient_norms(self) -> np.ndarray: ...
+
+    @property
+    def edge_index(self) -> np.ndarray: ...
+
+    @property
+    def edge_lengths(self) -> np.ndarray: ...
 
 #: Largest graph file read (bytes).
 MAX_GRAPH_BYTES = 4 * 1024**3
@@ -44,7 +77,7 @@ _NODE_NUMBERS = ("x", "y", "z", "density", "gradient_norm")
 
 
 # ---------------------------------------------------------------------------- JSON
-def to_node_link(graph: DensityGraph) -> dict[str, Any]:
+def to_node_link(graph: GraphLike) -> dict[str, Any]:
     """The graph as a node-link dict (networkx layout, key ``edges``), JSON-safe (NaN -> null)."""
     g = graph.graph
     nodes = []
@@ -79,7 +112,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def save_json(graph: DensityGraph, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def save_json(graph: GraphLike, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write node-link JSON atomically; loadable with :func:`load_json` or
     ``networkx.node_link_graph(data, edges="edges")``."""
     text = json.dumps(to_node_link(graph), allow_nan=False, separators=(",", ":"))
@@ -90,7 +123,7 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name} in JSON")
 
 
-def load_json(path: str | os.PathLike) -> DensityGraph:
+def load_json(path: str | os.PathLike) -> nx.Graph:
     """Read a node-link JSON graph, validating every field (no code is executed)."""
     path = Path(path)
     data = _read_bytes(path)
@@ -102,8 +135,9 @@ def load_json(path: str | os.PathLike) -> DensityGraph:
     return from_node_link(obj, path)
 
 
-def from_node_link(obj: Any, path: str | os.PathLike | None = None) -> DensityGraph:
-    """Validate a node-link dict and build the :class:`DensityGraph`."""
+def from_node_link(obj: Any, path: str | os.PathLike | None = None) -> nx.Graph:
+    """Validate a node-link dict and build its networkx graph (wrap it in a
+    :class:`~neural_em.graph.DensityGraph` for the views)."""
     if not isinstance(obj, dict):
         raise InputError("graph JSON must be an object with 'nodes' and 'edges'", path)
     if obj.get("directed", False) is not False or obj.get("multigraph", False) is not False:
@@ -177,7 +211,7 @@ def from_node_link(obj: Any, path: str | os.PathLike | None = None) -> DensityGr
                                  "boolean", path)
             record[key] = value
         g.add_edge(a, b, **record)
-    return DensityGraph(g)
+    return g
 
 
 def _is_int(v: Any) -> bool:
@@ -219,9 +253,9 @@ def chain_name(index: int) -> str:
     return name
 
 
-def trace_paths(graph: DensityGraph) -> list[list[int]]:
-    """The nodes of a graph as paths along its edges: node positions (in
-    :attr:`~DensityGraph.node_ids` order) of each path, consecutive nodes joined by an edge,
+def trace_paths(graph: GraphLike) -> list[list[int]]:
+    """The nodes of a graph as paths along its edges: node positions (in ``node_ids`` order)
+    of each path, consecutive nodes joined by an edge,
     every node in exactly one path. Paths start at ends (degree 1) and continue through
     degree-2 nodes by preference; at a branch point the other branches become paths of their
     own. Deterministic."""
@@ -250,11 +284,11 @@ def trace_paths(graph: DensityGraph) -> list[list[int]]:
     return paths
 
 
-def _is_trace(graph: DensityGraph) -> bool:
+def _is_trace(graph: GraphLike) -> bool:
     return graph.graph.graph.get("method") == "backbone"
 
 
-def mmcif_layout(graph: DensityGraph) -> list[list[int]]:
+def mmcif_layout(graph: GraphLike) -> list[list[int]]:
     """Node positions per mmCIF chain, in the order the atoms are written: the paths of
     :func:`trace_paths` for a backbone graph (one pseudo-chain each), otherwise all nodes in
     order, :data:`RESIDUES_PER_CHAIN` a chain."""
@@ -265,7 +299,7 @@ def mmcif_layout(graph: DensityGraph) -> list[list[int]]:
             for s in range(0, n, RESIDUES_PER_CHAIN)]
 
 
-def to_structure(graph: DensityGraph, *, include_bonds: bool = True) -> gemmi.Structure:
+def to_structure(graph: GraphLike, *, include_bonds: bool = True) -> gemmi.Structure:
     """A gemmi Structure, density in the B-factor.
 
     Study graphs: one pseudo-atom (residue ``UNL``, atom ``C``) per node, each node its own
@@ -342,7 +376,7 @@ def to_structure(graph: DensityGraph, *, include_bonds: bool = True) -> gemmi.St
     return st
 
 
-def save_mmcif(graph: DensityGraph, path: str | os.PathLike, *, include_bonds: bool = True,
+def save_mmcif(graph: GraphLike, path: str | os.PathLike, *, include_bonds: bool = True,
                overwrite: bool = False) -> Path:
     """Write the graph as mmCIF (gemmi) atomically; readable by gemmi, ChimeraX and PyMOL.
 
@@ -369,7 +403,7 @@ def save_mmcif(graph: DensityGraph, path: str | os.PathLike, *, include_bonds: b
 
 
 # ---------------------------------------------------------------------------- GraphML
-def save_graphml(graph: DensityGraph, path: str | os.PathLike, *, overwrite: bool = False
+def save_graphml(graph: GraphLike, path: str | os.PathLike, *, overwrite: bool = False
                  ) -> Path:
     """Write GraphML (networkx) atomically; list and null graph attributes become JSON text."""
     g = graph.graph.copy()
@@ -402,7 +436,7 @@ NPZ_ARRAYS = {
 }
 
 
-def save_npz(graph: DensityGraph, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def save_npz(graph: GraphLike, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write arrays for graph learning (compressed npz, no pickled objects):
 
     ``positions`` (n, 3) float64 Å; ``features`` (n, 2) float32 [density, gradient norm];
@@ -501,8 +535,3 @@ def npz_to_networkx(path: str | os.PathLike) -> nx.Graph:
     g.add_edges_from((ids[int(a)], ids[int(b)], {"length": float(d)})
                      for a, b, d in zip(ei[0], ei[1], length, strict=True))
     return g
-
-
-def load_npz_graph(path: str | os.PathLike) -> DensityGraph:
-    """A :class:`DensityGraph` from an npz file."""
-    return DensityGraph(npz_to_networkx(path))
