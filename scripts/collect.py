@@ -10,12 +10,14 @@ def run(smk: Any) -> None:
     metrics = collect_metrics(
         smk.params.manifest,
         graph_fields=list(smk.params.graph_fields),
+        graph_methods=list(smk.params.graph_methods),
         interpolation_methods=list(smk.params.interpolation_methods),
         deeptracer=bool(smk.params.deeptracer),
         settings={"config": dict(smk.params.config), "chimera": bool(smk.params.chimera)},
     )
     write_tables(metrics, {name: getattr(smk.output, name) for name in
-                           ("graph", "atomic", "interpolation", "training", "timings")})
+                           ("graph", "atomic", "interpolation", "training", "timings",
+                            "graph_methods")})
     write_metrics(metrics, smk.output.metrics)
 
 

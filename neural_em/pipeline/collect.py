@@ -33,11 +33,28 @@ from neural_em.errors import FieldFormatError, InputError
 logger = logging.getLogger(__name__)
 
 NOT_RUN = "not run"
+#: Graph methods (:mod:`neural_em.graph.methods`), the study's first.
+GRAPH_METHODS = ("study", "backbone")
+#: Where each method's graphs sit in an entry's record: ``graph`` holds the study method's
+#: (as it always has), ``graph_backbone`` the backbone method's; each maps field -> metrics.
+GRAPH_RECORD = {"study": "graph", "backbone": "graph_backbone"}
+#: Graph metrics read from a metrics JSON (``neural-em evaluate --json``).
+GRAPH_KEYS = ("recall", "coverage", "precision", "one_to_one_precision", "f1", "rmsd", "nodes",
+              "ca", "nodes_per_ca", "edges", "chain_recall", "edge_precision", "mean_degree")
+
+
+def graph_role(field: str, method: str) -> str:
+    """The manifest role of a graph file: ``graph_spline`` for the study method's graph of
+    the spline field, ``graph_spline_backbone`` for the backbone method's."""
+    return f"graph_{field}" if method == "study" else f"graph_{field}_{method}"
+
+
 #: Roles a manifest may name for an entry (all but entry_info are optional).
-ROLES = ("entry_info", "map", "model", "fasta", "neural", "neural_record", "neural_mrc", "neural_bench", "spline",
-         "spline_bench", "graph_neural", "graph_neural_metrics", "graph_neural_bench",
-         "graph_spline", "graph_spline_metrics", "graph_spline_bench", "interpolation",
-         "interpolation_bench", "deeptracer_metrics", "deeptracer_bench")
+ROLES = ("entry_info", "map", "model", "fasta", "neural", "neural_record", "neural_mrc",
+         "neural_bench", "spline", "spline_bench",
+         *(graph_role(f, m) + suffix for f in ("neural", "spline") for m in GRAPH_METHODS
+           for suffix in ("", "_metrics", "_bench")),
+         "interpolation", "interpolation_bench", "deeptracer_metrics", "deeptracer_bench")
 
 
 # ====================================================================== readers
@@ -151,7 +168,7 @@ def _graph_metrics(path: str | os.PathLike) -> dict[str, Any]:
     raw = _read_json(path)
     metrics = dict(raw.get("metrics", raw)) if isinstance(raw, Mapping) else {}
     out: dict[str, Any] = {}
-    for key in ("recall", "coverage", "precision", "rmsd", "nodes", "ca", "nodes_per_ca"):
+    for key in GRAPH_KEYS:
         out[key] = finite_or_none(metrics.get(key))
     atoms = metrics.get("atoms") or metrics.get("atomic") or metrics.get("atom")
     if isinstance(atoms, Mapping):
@@ -172,8 +189,7 @@ def _graph_without_model(path: str | os.PathLike) -> dict[str, Any]:
     raw = _read_json(path)
     nodes = raw.get("nodes") if isinstance(raw, Mapping) else None
     edges = raw.get("edges", raw.get("links")) if isinstance(raw, Mapping) else None
-    out: dict[str, Any] = {key: None for key in ("recall", "coverage", "precision", "rmsd",
-                                                 "ca", "nodes_per_ca")}
+    out: dict[str, Any] = {key: None for key in GRAPH_KEYS}
     out["nodes"] = len(nodes) if isinstance(nodes, list) else None
     out["edges"] = len(edges) if isinstance(edges, list) else None
     out["model"] = "absent"
@@ -222,7 +238,26 @@ def _interpolation(path: str | os.PathLike, methods: Sequence[str]) -> dict[str,
     return out
 
 
+def _graph_record(has: Mapping[str, str], role: str, wanted: bool, no_model: bool
+                  ) -> dict[str, Any]:
+    """The metrics, times and size of one graph (manifest ``role``), or not run."""
+    if wanted and f"{role}_metrics" not in has and no_model and role in has:
+        g = _graph_without_model(has[role])
+    elif not wanted or f"{role}_metrics" not in has:
+        return {"status": NOT_RUN}
+    else:
+        g = _graph_metrics(has[f"{role}_metrics"])
+    timings = _graph_timings(has[role]) if role in has else {}
+    bench = read_benchmark(has[f"{role}_bench"]) if f"{role}_bench" in has else {}
+    g["seconds"] = timings.get("total") or finite_or_none(bench.get("s"))
+    g["job_s"] = finite_or_none(bench.get("s"))
+    g["timings"] = timings
+    g["bytes"] = Path(has[role]).stat().st_size if role in has else None
+    return g
+
+
 def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[str] = (),
+                  graph_methods: Sequence[str] = ("study",),
                   interpolation_methods: Sequence[str] = (),
                   deeptracer: bool = False) -> dict[str, Any]:
     """Everything known about one entry, as a JSON-able dict."""
@@ -301,25 +336,13 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
     else:
         rec["spline"] = {"status": NOT_RUN}
     # ---- graphs
-    rec["graph"] = {}
-    for field in ("neural", "spline"):
-        role = f"graph_{field}_metrics"
-        if field in graph_fields and role not in has and no_model and f"graph_{field}" in has:
-            g = _graph_without_model(has[f"graph_{field}"])
-        elif field not in graph_fields or role not in has:
-            rec["graph"][field] = {"status": NOT_RUN}
+    for method in GRAPH_METHODS:
+        if method not in graph_methods:
             continue
-        else:
-            g = _graph_metrics(has[role])
-        timings = _graph_timings(has[f"graph_{field}"]) if f"graph_{field}" in has else {}
-        bench = (read_benchmark(has[f"graph_{field}_bench"]) if f"graph_{field}_bench" in has
-                 else {})
-        g["seconds"] = timings.get("total") or finite_or_none(bench.get("s"))
-        g["job_s"] = finite_or_none(bench.get("s"))
-        g["timings"] = timings
-        g["bytes"] = Path(has[f"graph_{field}"]).stat().st_size if f"graph_{field}" in has \
-            else None
-        rec["graph"][field] = g
+        rec[GRAPH_RECORD[method]] = {
+            field: _graph_record(has, graph_role(field, method), field in graph_fields,
+                                 no_model)
+            for field in ("neural", "spline")}
     # ---- interpolation
     if interpolation_methods and "interpolation" in has:
         rec["interpolation"] = _interpolation(has["interpolation"], interpolation_methods)
@@ -361,10 +384,16 @@ def summarise(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return cur
 
     out: dict[str, Any] = {"entries": len(entries)}
-    for field in ("neural", "spline"):
-        for m in ("recall", "coverage", "precision", "rmsd", "nodes_per_ca", "seconds"):
-            out[f"graph_{field}_{m}_median"] = _median(get(e, "graph", field, m)
-                                                       for e in entries)
+    for method, record in GRAPH_RECORD.items():
+        prefix = "graph" if method == "study" else f"graph_{method}"
+        for field in ("neural", "spline"):
+            for m in ("recall", "coverage", "precision", "one_to_one_precision", "f1", "rmsd",
+                      "nodes_per_ca", "chain_recall", "edge_precision", "mean_degree",
+                      "seconds"):
+                values = [get(e, record, field, m) for e in entries]
+                if method != "study" and all(v is None for v in values):
+                    continue
+                out[f"{prefix}_{field}_{m}_median"] = _median(values)
     out["training_s_median"] = _median(get(e, "neural", "total_training_s") for e in entries)
     out["region_training_s_median"] = _median(get(e, "neural", "mean_region_training_s")
                                               for e in entries)
@@ -380,6 +409,7 @@ def summarise(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def collect_metrics(manifest: Mapping[str, Mapping[str, str]], *,
                     graph_fields: Sequence[str] = ("neural", "spline"),
+                    graph_methods: Sequence[str] = ("study",),
                     interpolation_methods: Sequence[str] = (),
                     deeptracer: bool = False,
                     settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -389,12 +419,14 @@ def collect_metrics(manifest: Mapping[str, Mapping[str, str]], *,
     entries = {}
     for key in sorted(manifest):
         entries[key] = collect_entry(key, manifest[key], graph_fields=graph_fields,
+                                     graph_methods=graph_methods,
                                      interpolation_methods=interpolation_methods,
                                      deeptracer=deeptracer)
         logger.info("collected %s", key)
     return {
         "neural_em_version": __version__,
         "graph_fields": list(graph_fields),
+        "graph_methods": list(graph_methods),
         "interpolation_methods": list(interpolation_methods),
         "deeptracer": "run" if deeptracer else NOT_RUN,
         "entries": entries,

@@ -32,11 +32,12 @@ from neural_em.atomic import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-FIGURES = ("training_time", "file_size", "graph_metrics", "interpolation_error")
+FIGURES = ("training_time", "file_size", "graph_metrics", "graph_methods",
+           "interpolation_error")
 #: One colour per series, kept across figures.
 COLOURS = {"neural": "#d62728", "spline": "#1f77b4", "trilinear": "#2ca02c",
            "fourier": "#9467bd", "deeptracer": "#ff7f0e", "study": "#8c8c8c",
-           "study_dt": "#e5ae7a"}
+           "study_dt": "#e5ae7a", "backbone": "#17becf"}
 METHOD_LABELS = {"trilinear": "trilinear", "spline": "cubic spline", "fourier": "Fourier",
                  "neural": "neural"}
 
@@ -327,6 +328,50 @@ def fig_graph_metrics(entries: Sequence[Mapping[str, Any]], ref: Mapping[str, An
     return fig
 
 
+def fig_graph_methods(entries: Sequence[Mapping[str, Any]], plt: Any,
+                      methods: Sequence[str] = ("study", "backbone"),
+                      fields: Sequence[str] = ("neural", "spline")) -> Any:
+    """The graph methods per map: recall, one-to-one precision, F1, chain recall and edge
+    precision as bars (one group per map and field, one bar per method), nodes per C-alpha."""
+    from neural_em.pipeline.collect import GRAPH_RECORD
+
+    panels = [("recall", "C-α recall"), ("one_to_one_precision", "one-to-one precision"),
+              ("f1", "F1"), ("chain_recall", "chain recall"),
+              ("edge_precision", "edge precision"), ("nodes_per_ca", "nodes per C-α")]
+    groups = [(e, f) for e in entries for f in fields
+              if any(_f(_get(e, GRAPH_RECORD.get(m, ""), f, "recall")) is not None
+                     for m in methods)]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    width = 0.8 / max(1, len(methods))
+    for ax, (key, title) in zip(axes.ravel(), panels, strict=True):
+        drawn = False
+        for k, method in enumerate(methods):
+            xs, ys = [], []
+            for g, (e, f) in enumerate(groups):
+                y = _f(_get(e, GRAPH_RECORD.get(method, ""), f, key))
+                if y is not None:
+                    xs.append(g + (k - (len(methods) - 1) / 2) * width)
+                    ys.append(y)
+            if xs:
+                ax.bar(xs, ys, width=width, label=method, edgecolor="black", linewidth=0.5,
+                       color=COLOURS.get(method, "#8c8c8c"))
+                drawn = True
+        if not drawn:
+            _note_empty(ax)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([f"{e.get('key')}\n{f}" for e, f in groups], fontsize=7,
+                           rotation=30 if len(groups) > 6 else 0)
+        if key == "nodes_per_ca":
+            ax.axhline(1.0, color="black", linewidth=0.8, linestyle=":")
+        else:
+            ax.set_ylim(0, 1.05)
+        ax.set(title=title)
+        _legend(ax, loc="lower right")
+    fig.suptitle("Graph methods against the deposited model, per map and field", fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
 def fig_interpolation(entries: Sequence[Mapping[str, Any]], ref: Mapping[str, Any],
                       plt: Any) -> Any:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
@@ -404,6 +449,9 @@ def make_figures(metrics: Mapping[str, Any], outdir: str | os.PathLike, *,
         "file_size": lambda: fig_file_size(entries, ref, plt),
         "graph_metrics": lambda: fig_graph_metrics(
             entries, ref, plt, metrics.get("graph_fields") or ("neural", "spline")),
+        "graph_methods": lambda: fig_graph_methods(
+            entries, plt, metrics.get("graph_methods") or ("study",),
+            metrics.get("graph_fields") or ("neural", "spline")),
         "interpolation_error": lambda: fig_interpolation(entries, ref, plt),
     }
     paths: list[Path] = []

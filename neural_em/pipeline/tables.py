@@ -53,6 +53,11 @@ INTERP_METHOD_ORDER = ["trilinear", "neural", "spline", "fourier"]
 TRAINING_COLUMNS = ["EMDB ID", "Region", "Voxels", "Epochs", "Loss", "Max error",
                     "Training time (s)", "Stopped by", "Device"]
 TIMING_COLUMNS = ["EMDB ID", "Step", "Seconds", "Max RSS (MB)"]
+#: The graph methods side by side: one row per entry, method and field.
+GRAPH_METHOD_COLUMNS = ["EMDB ID", "Resolution", "Method", "Field", "Num. C-a", "Num. nodes",
+                        "Nodes per C-a", "Recall", "One-to-one precision", "F1",
+                        "Precision (any C-a)", "RMSD", "Edges", "Chain recall",
+                        "Edge precision", "Mean degree", "Graph time (s)"]
 
 
 def _pct(value: Any) -> float | None:
@@ -128,6 +133,33 @@ def graph_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
             row[col] = ((_pct(base.get(key)) if pct else base.get(key)) if base
                         else NOT_RUN)
         rows.append(row)
+    return rows
+
+
+def graph_method_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per entry, graph method and field: node and chain metrics side by side
+    (fractions, not percentages; empty where the map has no model)."""
+    from neural_em.pipeline.collect import GRAPH_RECORD
+
+    rows = []
+    methods = metrics.get("graph_methods") or ["study"]
+    fields = metrics.get("graph_fields") or ["neural", "spline"]
+    for e in metrics["entries"].values():
+        for method in methods:
+            for field in fields:
+                g = (e.get(GRAPH_RECORD.get(method, "")) or {}).get(field) or {}
+                if not g or g.get("status") == NOT_RUN:
+                    continue
+                rows.append({
+                    "EMDB ID": e["key"], "Resolution": e["resolution"], "Method": method,
+                    "Field": field, "Num. C-a": g.get("ca"), "Num. nodes": g.get("nodes"),
+                    "Nodes per C-a": g.get("nodes_per_ca"), "Recall": g.get("recall"),
+                    "One-to-one precision": g.get("one_to_one_precision"), "F1": g.get("f1"),
+                    "Precision (any C-a)": g.get("precision"), "RMSD": g.get("rmsd"),
+                    "Edges": g.get("edges"), "Chain recall": g.get("chain_recall"),
+                    "Edge precision": g.get("edge_precision"),
+                    "Mean degree": g.get("mean_degree"), "Graph time (s)": g.get("seconds"),
+                })
     return rows
 
 
@@ -236,13 +268,14 @@ TABLES: dict[str, tuple[Callable[[Mapping[str, Any]], list[dict[str, Any]]],
         list(m.get("interpolation_methods") or []))),
     "training": (training_rows, lambda m: list(TRAINING_COLUMNS)),
     "timings": (timing_rows, lambda m: list(TIMING_COLUMNS)),
+    "graph_methods": (graph_method_rows, lambda m: list(GRAPH_METHOD_COLUMNS)),
 }
 
 
 def write_tables(metrics: Mapping[str, Any], paths: Mapping[str, str | os.PathLike]
                  ) -> dict[str, Path]:
     """Write the CSV tables named in ``paths`` (keys: those of :data:`TABLES`: graph, atomic,
-    interpolation, training, timings) atomically; returns what was written."""
+    interpolation, training, timings, graph_methods) atomically; returns what was written."""
     written = {}
     for name, path in paths.items():
         if name not in TABLES:

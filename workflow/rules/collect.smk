@@ -2,13 +2,14 @@
 # this project's (spline baseline, coverage, nodes per C-alpha, times, devices, file sizes), and
 # the figures (PNG and SVG) beside the study's published results where reference_dir has them.
 
-FIGURES = ["training_time", "file_size", "graph_metrics", "interpolation_error"]
+FIGURES = ["training_time", "file_size", "graph_metrics", "graph_methods", "interpolation_error"]
 TABLES = {
     "graph": "results/graph_evaluation.csv",
     "atomic": "results/atomic_evaluation.csv",
     "interpolation": "results/interpolation_evaluation.csv",
     "training": "results/training_regions.csv",
     "timings": "results/timings.csv",
+    "graph_methods": "results/graph_methods.csv",
 }
 
 TABLE_TITLES = {
@@ -17,6 +18,7 @@ TABLE_TITLES = {
     "interpolation": "Interpolation errors against the 0.2 Å control (per model)",
     "training": "Neural map training per region",
     "timings": "Job times and peak memory",
+    "graph_methods": "Graph methods side by side (per map, method and field)",
 }
 
 
@@ -50,9 +52,13 @@ rule collect:
                         category="Data (CSV)", labels={"table": "training per region"}),
         timings=report(TABLES["timings"], caption="../report/timings_table.rst",
                        category="Data (CSV)", labels={"table": "timings"}),
+        graph_methods=report(TABLES["graph_methods"],
+                             caption="../report/graph_methods_table.rst",
+                             category="Data (CSV)", labels={"table": "graph methods"}),
     params:
         manifest=manifest(),
         graph_fields=GRAPH_FIELDS,
+        graph_methods=GRAPH_METHODS,
         interpolation_methods=INTERP_METHODS if INTERP_ON else [],
         deeptracer=bool(DEEPTRACER),
         chimera=bool(CHIMERA),

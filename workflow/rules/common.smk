@@ -96,7 +96,8 @@ def has_model(key):
 ENTRIES = (_entries_from_search() if section("dataset")["source"] == "search"
            else _entries_from_config())
 KEYS = sorted(ENTRIES)
-GRAPH_FIELDS = list(section("graph").get("fields") or ["neural", "spline"])
+GRAPH_FIELDS = list(section("graph")["fields"])
+GRAPH_METHODS = list(section("graph")["methods"])
 INTERP_ON = bool(section("interpolation").get("enabled", True))
 CHIMERA = section("interpolation").get("chimera") or os.environ.get("CHIMERA_PATH") or None
 DEEPTRACER = section("deeptracer").get("command") or None
@@ -110,6 +111,7 @@ wildcard_constraints:
     # exactly the configured keys (EMDB entries emd_N, local maps their names)
     entry="|".join(re.escape(k) for k in sorted(KEYS, key=len, reverse=True)),
     field="neural|spline",
+    method="study|backbone",
 
 
 def entry(wildcards):
@@ -166,14 +168,21 @@ NEURAL = "results/fits/{entry}/{entry}.neural"
 NEURAL_RECORD = "results/fits/{entry}/{entry}.fit.json"
 NEURAL_MRC = "results/fits/{entry}/{entry}_neural.mrc"
 SPLINE = "results/fits/{entry}/{entry}_spline.neural"
-GRAPH = "results/graphs/{entry}/{field}.graph.json"
-GRAPH_CIF = "results/graphs/{entry}/{field}.cif"
-GRAPH_METRICS = "results/graphs/{entry}/{field}.metrics.json"
+GRAPH = "results/graphs/{entry}/{field}.{method}.graph.json"
+GRAPH_CIF = "results/graphs/{entry}/{field}.{method}.cif"
+GRAPH_METRICS = "results/graphs/{entry}/{field}.{method}.metrics.json"
 INTERP = "results/interpolation/{entry}.json"
 CHIMERA_DIR = "results/interpolation/{entry}/chimera"
 DEEPTRACER_MODEL = "results/deeptracer/{entry}/model.cif"
 DEEPTRACER_METRICS = "results/deeptracer/{entry}/metrics.json"
 BENCH = "results/benchmarks"
+
+
+def graph_role(field, method):
+    """The manifest role of a graph: graph_spline (study method), graph_spline_backbone."""
+    from neural_em.pipeline.collect import graph_role as role
+
+    return role(field, method)
 
 
 def entry_files(key):
@@ -197,10 +206,12 @@ def entry_files(key):
         "spline_bench": f"{BENCH}/fit_spline/{key}.tsv",
     })
     for field in GRAPH_FIELDS:
-        files[f"graph_{field}"] = GRAPH.format(entry=key, field=field)
-        if has_model(key):  # without a model the graph is built, its metrics are absent
-            files[f"graph_{field}_metrics"] = GRAPH_METRICS.format(entry=key, field=field)
-        files[f"graph_{field}_bench"] = f"{BENCH}/graph/{key}_{field}.tsv"
+        for method in GRAPH_METHODS:
+            role, names = graph_role(field, method), dict(entry=key, field=field, method=method)
+            files[role] = GRAPH.format(**names)
+            if has_model(key):  # without a model the graph is built, its metrics are absent
+                files[f"{role}_metrics"] = GRAPH_METRICS.format(**names)
+            files[f"{role}_bench"] = f"{BENCH}/graph/{key}_{field}_{method}.tsv"
     if INTERP_ON and has_model(key):  # the experiment simulates maps from the model
         files["interpolation"] = INTERP.format(**fmt)
         files["interpolation_bench"] = f"{BENCH}/interpolation/{key}.tsv"

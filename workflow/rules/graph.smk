@@ -1,6 +1,8 @@
-# Density graphs (nodes at the locally densest points, edges up to adjacency_factor x resolution)
-# from the neural field and from the spline field of the same crop, written as JSON and mmCIF,
-# and their C-alpha metrics against the deposited model. A neural-field graph evaluates the
+# Density graphs of each method (graph.methods: the study's, nodes at the locally densest
+# points with edges up to adjacency_factor x resolution; the backbone graph, about one node
+# per residue with edges along the chain) from the neural field and from the spline field of
+# the same crop, written as JSON and mmCIF, and their C-alpha and chain metrics against the
+# deposited model. A neural-field graph evaluates the
 # networks millions of times (the study: a median 243 s on a GPU), so it is a GPU job (gpu=1,
 # inside a GPU slot, CPU where none exists); a spline-field graph takes seconds on a CPU.
 
@@ -26,16 +28,23 @@ def graph_launcher(wildcards):
 
 def graph_options(wildcards):
     res = resolution(wildcards)
-    opts = [f"--resolution {res}",
-            f"--adjacency {float(GRAPH_CFG.get('adjacency_factor', 2.0)) * res:.6g}",
-            f"--min-nodes {int(GRAPH_CFG.get('min_num_nodes', 10))}"]
+    opts = [f"--method {wildcards.method}", f"--resolution {res}"]
+    if wildcards.method == "study":
+        opts += [f"--adjacency {float(GRAPH_CFG['adjacency_factor']) * res:.6g}",
+                 f"--min-nodes {int(GRAPH_CFG['min_num_nodes'])}"]
+    else:
+        backbone = GRAPH_CFG["backbone"]
+        opts += [f"--node-spacing {float(backbone['node_spacing_A'])}",
+                 f"--prune {float(backbone['prune_A'])}",
+                 f"--min-nodes {int(backbone['min_num_nodes'])}"]
     if GRAPH_CFG.get("seed_threshold") is not None:
         opts.append(f"--seed-threshold {float(GRAPH_CFG['seed_threshold'])}")
     return " ".join(opts)
 
 
 rule graph:
-    """Density graph of one field ({field}: neural or spline) with its mmCIF."""
+    """Density graph of one field ({field}: neural or spline) by one method ({method}: study
+    or backbone) with its mmCIF."""
     input:
         graph_input,
     output:
@@ -47,9 +56,9 @@ rule graph:
     conda:
         "../../envs/graph.yaml"
     log:
-        "logs/graph/{entry}_{field}.log",
+        "logs/graph/{entry}_{field}_{method}.log",
     benchmark:
-        BENCH + "/graph/{entry}_{field}.tsv"
+        BENCH + "/graph/{entry}_{field}_{method}.tsv"
     threads: GRAPH_THREADS
     resources:
         mem_mb=GRAPH_MEM,
@@ -62,8 +71,9 @@ rule graph:
 
 
 rule evaluate_graph:
-    """C-alpha recall, coverage, precision, RMSD, nodes per C-alpha against the model, and
-    the same for the local-maximum baseline of the deposited map."""
+    """C-alpha recall, one-to-one precision, F1, coverage, precision, RMSD, nodes per C-alpha,
+    chain recall, edge precision and mean degree against the model, and the node metrics of
+    the local-maximum baseline of the deposited map."""
     input:
         graph=GRAPH,
         model=model_input,
@@ -75,7 +85,7 @@ rule evaluate_graph:
     conda:
         "../../envs/graph.yaml"
     log:
-        "logs/evaluate_graph/{entry}_{field}.log",
+        "logs/evaluate_graph/{entry}_{field}_{method}.log",
     threads: 1
     resources:
         mem_mb=2000,
