@@ -6,7 +6,8 @@ seconds of each step (wall and CPU), and the same with each ``--refine`` option.
 to ``--out`` and prints markdown tables. ``--neural`` also fits a fast neural field of
 EMD-3488 (where ``neural_em.fields.neural`` exists) and times its graph.
 
-    python benchmarks/bench_graph.py                      # all maps, refine none + ridge
+    python benchmarks/bench_graph.py                      # all maps, both methods, refine none + ridge
+    python benchmarks/bench_graph.py --methods backbone --refine none   # the backbone graph only
     python benchmarks/bench_graph.py --maps emd_3488 --neural
     python benchmarks/bench_graph.py --maps none --memory   # EMD-11007 peak memory only
 """
@@ -41,16 +42,22 @@ MAPS = [
 ]
 
 
+#: The real maps with models (the issue's targets are means over these).
+REAL_MAPS = ("emd_3488", "emd_6272", "emd_5778", "emd_21457")
+
+
 def _metrics(r: dict[str, Any]) -> dict[str, Any]:
-    keys = ("nodes", "ca", "recall", "coverage", "precision", "rmsd", "nodes_per_ca")
-    return {k: r[k] for k in keys}
+    keys = ("nodes", "ca", "recall", "coverage", "precision", "one_to_one_precision", "f1",
+            "rmsd", "nodes_per_ca", "chain_recall", "edge_precision", "mean_degree")
+    return {k: r.get(k) for k in keys}
 
 
 def run_map(entry: tuple, refine: str, *, threads: int | None, data: Path,
-            with_baseline: bool) -> dict[str, Any] | None:
+            with_baseline: bool, method: str = "study") -> dict[str, Any] | None:
     from neural_em.fields.spline import SplineDensityMap
     from neural_em.graph import DensityGraph
     from neural_em.graph.evaluate import evaluate_graph
+    from neural_em.graph.methods import build_graph
     from neural_em.models import read_model
     from neural_em.voxelmap import load_normalised
 
@@ -63,15 +70,18 @@ def run_map(entry: tuple, refine: str, *, threads: int | None, data: Path,
     wall0, cpu0 = time.perf_counter(), time.process_time()
     field = SplineDensityMap.from_voxel_map(map_path)
     field_s = time.perf_counter() - wall0
-    graph = DensityGraph.from_neural_density_map(
-        field, adjacency_threshold=2.0 * res, resolution_A=res, refine=refine,
-        threads=threads, source=str(map_path))
+    if method == "study":
+        graph = DensityGraph.from_neural_density_map(
+            field, adjacency_threshold=2.0 * res, resolution_A=res, refine=refine,
+            threads=threads, source=str(map_path))
+    else:
+        graph = build_graph(field, method=method, resolution_A=res, source=str(map_path))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     model = read_model(model_path)
     baseline = load_normalised(map_path) if with_baseline else None
     r = evaluate_graph(graph, model, baseline_map=baseline)
     out = {
-        "map": name, "resolution_A": res, "refine": refine, **_metrics(r),
+        "map": name, "resolution_A": res, "method": method, "refine": refine, **_metrics(r),
         "edges": graph.graph.number_of_edges(), "seconds_wall": wall, "seconds_cpu": cpu,
         "seconds_field": field_s, "steps": {k: v for k, v in graph.timings.items()},
         "stats": graph.stats, "reference": {"recall": ref_recall, "precision": ref_precision},
@@ -80,6 +90,32 @@ def run_map(entry: tuple, refine: str, *, threads: int | None, data: Path,
     if "baseline" in r:
         out["baseline"] = _metrics(r["baseline"])
     return out
+
+
+def run_neural_backbone(data: Path, preset: str, out_dir: Path) -> dict[str, Any] | None:
+    """A fast neural field of the whole EMD-3488 map saved as .neural, then the backbone graph
+    from that file (load + graph, the issue's "from a fitted .neural file")."""
+    if importlib.util.find_spec("neural_em.fields.neural") is None:
+        return None
+    from neural_em.fields import load_field
+    from neural_em.fields.neural import NeuralDensityMap
+    from neural_em.graph.evaluate import evaluate_graph
+    from neural_em.graph.methods import build_graph
+
+    name, map_rel, model_rel, res, *_ = MAPS[0]
+    path = out_dir / "emd_3488_fast.neural"
+    t0 = time.perf_counter()
+    if not path.is_file():
+        NeuralDensityMap.from_voxel_map(data / map_rel, devices=("cpu",), preset=preset).save(
+            path)
+    fit_s = time.perf_counter() - t0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    field = load_field(path)
+    graph = build_graph(field, method="backbone", resolution_A=res, source=str(path))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    r = evaluate_graph(graph, data / model_rel)
+    return {"map": name, "field": f"neural ({preset}) from {path.name}", "fit_seconds": fit_s,
+            **_metrics(r), "seconds_wall": wall, "seconds_cpu": cpu, "steps": graph.timings}
 
 
 def run_neural(data: Path, preset: str) -> dict[str, Any] | None:
@@ -139,6 +175,32 @@ def _f(v: Any, d: int = 3) -> str:
     return "–" if v is None else f"{v:.{d}f}"
 
 
+def print_methods(rows: list[dict[str, Any]]) -> None:
+    """The graph methods side by side, and their means over the real maps."""
+    plain = [r for r in rows if r["refine"] == "none"]
+    methods = list(dict.fromkeys(r["method"] for r in plain))
+    if not plain:
+        return
+    keys = ("nodes_per_ca", "recall", "one_to_one_precision", "f1", "rmsd", "chain_recall",
+            "edge_precision", "mean_degree")
+    print("\n### Graph methods (spline field)\n")
+    print("| map | method | nodes | nodes/CA | recall | 1:1 precision | F1 | RMSD Å | "
+          "chain recall | edge precision | mean degree | seconds wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in plain:
+        print(f"| {r['map']} | {r['method']} | {r['nodes']} | "
+              + " | ".join(_f(r[k], 2 if k in ("nodes_per_ca", "rmsd", "mean_degree") else 3)
+                           for k in keys)
+              + f" | {r['seconds_wall']:.1f} |")
+    for method in methods:
+        real = [r for r in plain if r["method"] == method and r["map"] in REAL_MAPS]
+        if real:
+            means = {k: sum(r[k] for r in real) / len(real) for k in keys}
+            print(f"| mean of {len(real)} real maps | {method} | – | "
+                  + " | ".join(_f(means[k], 2 if k in ("nodes_per_ca", "rmsd", "mean_degree")
+                                  else 3) for k in keys) + " | – |")
+
+
 def print_tables(rows: list[dict[str, Any]], neural: dict[str, Any] | None) -> None:
     print("\n### Spline field, study defaults (adjacency 2 × resolution)\n")
     print("| map | res Å | nodes | CA | recall (ref) | coverage | precision (ref) | RMSD Å | "
@@ -146,7 +208,7 @@ def print_tables(rows: list[dict[str, Any]], neural: dict[str, Any] | None) -> N
           "baseline nodes | baseline recall | baseline precision |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        if r["refine"] != "none":
+        if r["refine"] != "none" or r["method"] != "study":
             continue
         s, b = r["steps"], r.get("baseline", {})
         print(f"| {r['map']} | {r['resolution_A']} | {r['nodes']} | {r['ca']} | "
@@ -156,9 +218,10 @@ def print_tables(rows: list[dict[str, Any]], neural: dict[str, Any] | None) -> N
               f"{s['seeding']:.1f} / {s['walking']:.1f} / {s['clustering']:.2f} / "
               f"{s['edges']:.2f} | {b.get('nodes', '–')} | {_f(b.get('recall'))} | "
               f"{_f(b.get('precision'))} |")
+    print_methods(rows)
     refines = sorted({r["refine"] for r in rows} - {"none"})
     if refines:
-        base = {r["map"]: r for r in rows if r["refine"] == "none"}
+        base = {r["map"]: r for r in rows if r["refine"] == "none" and r["method"] == "study"}
         print("\n### Refinement trade-off (same field and parameters)\n")
         print("| map | refine | nodes | recall | precision | nodes/CA | RMSD Å | "
               "Δ recall | Δ precision | Δ nodes/CA | refine s |")
@@ -171,7 +234,7 @@ def print_tables(rows: list[dict[str, Any]], neural: dict[str, Any] | None) -> N
                   f"{_f(r['precision'])} | {_f(r['nodes_per_ca'], 2)} | {_f(r['rmsd'], 2)} | "
                   f"{r['recall'] - b['recall']:+.3f} | {r['precision'] - b['precision']:+.3f} | "
                   f"{r['nodes_per_ca'] - b['nodes_per_ca']:+.2f} | {r['steps']['refine']:.2f} |")
-    if neural:
+    if neural and "steps" in neural:
         s = neural["steps"]
         print("\n### Neural field (EMD-3488)\n")
         print(f"{neural['field']}: fit {neural['fit_seconds']:.1f} s; graph "
@@ -187,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "graph.json")
     parser.add_argument("--maps", nargs="*", default=None, help="subset of map names")
+    parser.add_argument("--methods", nargs="*", default=["study", "backbone"],
+                        help="graph methods (study, backbone)")
     parser.add_argument("--refine", nargs="*", default=["none", "ridge"],
-                        help="refinements to run ('none' is the study's method)")
+                        help="refinements of the study method ('none' is the study's method)")
     parser.add_argument("--threads", type=int, default=None,
                         help="parallel field evaluations (default: the library's)")
     parser.add_argument("--no-baseline", action="store_true")
@@ -206,15 +271,30 @@ def main(argv: list[str] | None = None) -> int:
     for entry in MAPS:
         if args.maps and entry[0] not in args.maps:
             continue
-        for refine in refines:
-            row = run_map(entry, refine, threads=args.threads, data=args.data,
-                          with_baseline=refine == "none" and not args.no_baseline)
+        runs = [(m, r) for m in args.methods for r in (refines if m == "study" else ["none"])]
+        for method, refine in runs:
+            row = run_map(entry, refine, threads=args.threads, data=args.data, method=method,
+                          with_baseline=(refine == "none" and method == "study"
+                                         and not args.no_baseline))
             if row is not None:
                 rows.append(row)
-                print(f"{row['map']} refine={refine}: {row['nodes']} nodes, recall "
-                      f"{row['recall']:.3f}, precision {row['precision']:.3f} in "
-                      f"{row['seconds_wall']:.1f} s", file=sys.stderr, flush=True)
-    neural = run_neural(args.data, args.preset) if args.neural else None
+                print(f"{row['map']} {method} refine={refine}: {row['nodes']} nodes, recall "
+                      f"{row['recall']:.3f}, 1:1 precision {row['one_to_one_precision']:.3f} "
+                      f"in {row['seconds_wall']:.1f} s", file=sys.stderr, flush=True)
+    neural = None
+    if args.neural:
+        neural = run_neural(args.data, args.preset) if "study" in args.methods else None
+        if "backbone" in args.methods:
+            backbone = run_neural_backbone(args.data, args.preset, args.out.parent)
+            if backbone is not None:
+                print(f"\n### Backbone graph from a fitted .neural file (EMD-3488)\n\n"
+                      f"{backbone['field']}: fit {backbone['fit_seconds']:.1f} s; load + graph "
+                      f"{backbone['seconds_wall']:.1f} s wall / {backbone['seconds_cpu']:.1f} s "
+                      f"CPU; {backbone['nodes']} nodes, recall {_f(backbone['recall'])}, 1:1 "
+                      f"precision {_f(backbone['one_to_one_precision'])}, chain recall "
+                      f"{_f(backbone['chain_recall'])}, edge precision "
+                      f"{_f(backbone['edge_precision'])}")
+                neural = {**(neural or {}), "backbone": backbone}
     memory = run_memory(args.data) if args.memory else None
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),

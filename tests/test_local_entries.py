@@ -278,8 +278,8 @@ def test_dry_run_mixes_emdb_and_local_entries(local_files, tmp_path):
     for rule in ("download_metadata", "download_map", "download_model", "download_fasta"):
         assert counts[rule] == 1, (rule, counts)  # only the EMDB entry downloads
     assert counts["entry_info"] == counts["fit_neural"] == counts["fit_spline"] == 3
-    assert counts["graph"] == 6
-    assert counts["evaluate_graph"] == 4 and counts["interpolation"] == 2  # chain_b: no model
+    assert counts["graph"] == 12  # 3 entries x 2 fields x 2 methods
+    assert counts["evaluate_graph"] == 8 and counts["interpolation"] == 2  # chain_b: no model
     blocks = job_blocks(proc.stdout)
     fits = {re.search(r"wildcards: entry=([\w-]+)", b).group(1): b
             for r, b in blocks if r == "fit_neural"}
@@ -315,7 +315,7 @@ def test_clone_without_shared_plans_the_paper_dataset(tmp_path):
     assert counts["fit_neural"] == 119, counts
     for rule in ("download_map", "entry_info", "fit_spline", "interpolation"):
         assert counts[rule] == 119, (rule, counts)
-    assert counts["graph"] == counts["evaluate_graph"] == 238
+    assert counts["graph"] == counts["evaluate_graph"] == 476  # 2 fields x 2 methods
     fits = [b for r, b in job_blocks(proc.stdout) if r == "fit_neural"]
     assert len(fits) == 119 and all(re.search(r"resources: .*\bgpu=1\b", b) for b in fits)
 
@@ -358,8 +358,8 @@ def test_local_entries_run_end_to_end():
     workdir = local_workdir()
     counts = job_counts(_RUN["stdout"])
     assert not any(rule.startswith("download") for rule in counts), counts
-    assert counts["fit_neural"] == counts["fit_spline"] == 2 and counts["graph"] == 4
-    assert counts["evaluate_graph"] == 2 and counts["interpolation"] == 1
+    assert counts["fit_neural"] == counts["fit_spline"] == 2 and counts["graph"] == 8
+    assert counts["evaluate_graph"] == 4 and counts["interpolation"] == 1
     results = workdir / "results"
     metrics = json.loads((results / "metrics.json").read_text())
     assert sorted(metrics["entries"]) == ["chain-a", "chain_b"]

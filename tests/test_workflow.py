@@ -156,14 +156,14 @@ def test_dry_run_paper_plans_the_study(tmp_path):
     for rule in ("download_map", "download_metadata", "download_model", "download_fasta",
                  "fit_spline", "interpolation", "resample_neural"):
         assert counts[rule] == n, (rule, counts)
-    assert counts["graph"] == counts["evaluate_graph"] == 2 * n
+    assert counts["graph"] == counts["evaluate_graph"] == 4 * n  # 2 fields x 2 methods
     fits = [b for r, b in job_blocks(proc.stdout) if r == "fit_neural"]
     assert len(fits) == n
     assert all(re.search(r"resources: .*\bgpu=1\b", b) for b in fits)
     assert all("runtime=1440" in b for b in fits)  # the paper config's GPU budget
     graphs = [b for r, b in job_blocks(proc.stdout) if r == "graph"]
     neural_graphs = [b for b in graphs if "field=neural" in b]
-    assert len(neural_graphs) == n and all(re.search(r"\bgpu=1\b", b) for b in neural_graphs)
+    assert len(neural_graphs) == 2 * n and all(re.search(r"\bgpu=1\b", b) for b in neural_graphs)
     assert not any(re.search(r"\bgpu=1\b", b) for r, b in job_blocks(proc.stdout)
                    if r in ("download_map", "collect", "fit_spline", "evaluate_graph")
                    or (r == "graph" and "field=spline" in b))
@@ -327,6 +327,16 @@ def test_smoke_run_outputs(smoke):
         assert 0.0 <= g["recall"] <= 1.0 and 0.0 <= g["precision"] <= 1.0
     # the spline graph of EMD-3488 is the method's reference case (recall 0.946, issue 3)
     assert entry["graph"]["spline"]["recall"] > 0.9
+    # the backbone graph beside it (measured on the demo crop: recall 0.963, one-to-one
+    # precision 0.775, chain recall 0.908, edge precision 0.689, 1.24 nodes per C-alpha)
+    backbone, study = entry["graph_backbone"]["spline"], entry["graph"]["spline"]
+    assert backbone["recall"] > 0.9 and backbone["one_to_one_precision"] > 0.7
+    assert backbone["one_to_one_precision"] > study["one_to_one_precision"] + 0.2
+    assert backbone["chain_recall"] > 0.8 and backbone["edge_precision"] > 0.6
+    assert backbone["edge_precision"] > 5 * study["edge_precision"]
+    rows = (results / "graph_methods.csv").read_text().splitlines()
+    assert len(rows) == 5 and {r.split(",")[2] for r in rows[1:]} == {"study", "backbone"}
+    assert (results / "figures" / "graph_methods.png").stat().st_size > 10_000
     methods = entry["interpolation"]["methods"]
     assert set(methods) == {"trilinear", "fourier", "spline", "neural"}
     assert methods["spline"]["mae"] < methods["trilinear"]["mae"]  # measured: 2-3x smaller
@@ -374,7 +384,7 @@ def test_deleting_one_output_reruns_only_its_dependents(smoke, output, expected)
 @pytest.mark.slow
 @pytest.mark.parametrize("output, producer", [
     ("results/interpolation/emd_3488.json", "interpolation"),
-    ("results/graphs/emd_3488/spline.metrics.json", "evaluate_graph"),
+    ("results/graphs/emd_3488/spline.study.metrics.json", "evaluate_graph"),
     ("results/fits/emd_3488/emd_3488_neural.mrc", "resample_neural"),
 ])
 def test_regenerated_intermediate_reruns_only_its_dependents(smoke, output, producer):

@@ -186,17 +186,22 @@ def ball_maximum(data: np.ndarray, radius_xyz: np.ndarray, centres: np.ndarray, 
 # ---------------------------------------------------------------------------- 3. forest
 def merge_points(points: np.ndarray, weights: np.ndarray, cell_A: float
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean position ``(k, 3)`` and mean weight ``(k,)`` of the points in each occupied cube
-    of side ``cell_A`` (ridge points projected from neighbouring grid points coincide)."""
+    """Mean position ``(k, 3)`` and mean weights (``(k,)``, or ``(k, m)`` for weights
+    ``(n, m)``) of the points in each occupied cube of side ``cell_A`` (ridge points
+    projected from neighbouring grid points coincide)."""
+    weights = np.asarray(weights, dtype=np.float64)
     if len(points) == 0:
-        return points.reshape(0, 3), weights.reshape(0)
+        return points.reshape(0, 3), weights.reshape((0, *weights.shape[1:]))
     key = np.floor(points / cell_A).astype(np.int64)
     _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
     k = len(counts)
     merged = np.stack([np.bincount(inverse, weights=points[:, d], minlength=k)
                        for d in range(3)], axis=1) / counts[:, None]
-    return merged, np.bincount(inverse, weights=weights, minlength=k) / counts
+    if weights.ndim == 1:
+        return merged, np.bincount(inverse, weights=weights, minlength=k) / counts
+    return merged, np.stack([np.bincount(inverse, weights=weights[:, j], minlength=k)
+                             for j in range(weights.shape[1])], axis=1) / counts[:, None]
 
 
 def ridge_forest(points: np.ndarray, link_A: float) -> scipy.sparse.csr_matrix:
@@ -387,7 +392,7 @@ def backbone_graph(field: DensityField, *, seed_threshold: float | None = None,
     timings: dict[str, float] = {}
     t_total = t0 = time.perf_counter()
 
-    points, _ = ridge_points(field, threshold=params.threshold_fraction * threshold,
+    points, ridge_values = ridge_points(field, threshold=params.threshold_fraction * threshold,
                              spacing_A=params.ridge_spacing_A,
                              capture_A=params.ridge_capture_A,
                              iterations=params.ridge_iterations)
@@ -400,14 +405,27 @@ def backbone_graph(field: DensityField, *, seed_threshold: float | None = None,
                                           radius_A=params.score_radius_A)
         keep = (score >= params.score_fraction * best) & (score >= params.score_floor * top)
         points, score = points[keep], score[keep]
+        strong_density = ridge_values[keep, 0] >= threshold
     else:
         score = np.zeros(0)
+        strong_density = np.zeros(0, dtype=bool)
     n_scored = len(points)
     timings["score"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    points, score = merge_points(points, score, params.merge_A)
-    neighbours = _neighbours(ridge_forest(points, params.link_A)) if len(points) else []
+    points, both = merge_points(points, np.stack([score, strong_density], axis=1),
+                                params.merge_A)
+    score, strong = both[:, 0], both[:, 1] > 0
+    forest = ridge_forest(points, params.link_A)
+    if params.threshold_fraction < 1.0 and len(points):
+        # Hysteresis: weak ridge points stay only in trees that reach the threshold.
+        _, tree = connected_components(forest, directed=False)
+        reached = np.zeros(tree.max() + 1, dtype=bool)
+        reached[tree[strong]] = True
+        keep = reached[tree]
+        points, score = points[keep], score[keep]
+        forest = ridge_forest(points, params.link_A)
+    neighbours = _neighbours(forest) if len(points) else []
     alive, adj = prune_stubs(points, neighbours, params.prune_A)
     timings["forest"] = time.perf_counter() - t0
 
