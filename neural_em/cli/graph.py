@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
                    "(default 2.9)")
     p.add_argument("--prune", type=positive_float, default=None, metavar="A",
                    help="backbone method: ridge branches shorter than this (Å) are side "
-                   "chains and pruned (default 3.5)")
+                   "chains and pruned (default 3.0)")
     p.add_argument("--contour", type=float, default=None, metavar="C",
                    help="crop a map input to this raw contour level (+5 Å) before fitting")
     p.add_argument("--refine", choices=("none", "ridge"), default=None,

@@ -17,7 +17,7 @@ No training; works with any :class:`~neural_em.fields.base.DensityField`. The me
 3. **Ridge forest.** Ridge points are merged on ``merge_A`` cells (0.3 Å), joined by the
    minimum spanning forest of the pairs closer than ``link_A`` (2.5 Å, which bridges the
    short breaks of a ridge), and side-chain stubs (terminal branches shorter than
-   ``prune_A``, 3.5 Å) are pruned.
+   ``prune_A``, 3 Å) are pruned.
 4. **Nodes at residue spacing.** Walking each tree from one of its ends, a node is placed at
    the first ridge point at least ``node_spacing_A`` (2.9 Å) in a straight line from the
    previous node on the same path (a path-length rule over-samples, because ridges wiggle).
@@ -72,7 +72,7 @@ class BackboneParameters:
     score_floor: float = 0.0
     merge_A: float = 0.3
     link_A: float = 2.5
-    prune_A: float = 3.5
+    prune_A: float = 3.0
     node_spacing_A: float = 2.9
     bridge_A: float = 4.6
     bridge_fraction: float = 0.5
