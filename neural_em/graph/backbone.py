@@ -60,7 +60,12 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class BackboneParameters:
-    """Parameters of the backbone method (lengths in Å; see the module docstring)."""
+    """Parameters of the backbone method (lengths in Å; see the module docstring).
+
+    ``threshold_fraction``: ridge points down to this fraction of the seed threshold, kept
+    where their tree reaches the threshold (hysteresis; 1: off); ``score_floor``: also drop
+    ridge points whose score is below this fraction of the box's highest score (0: off).
+    """
 
     threshold_fraction: float = 1.0
     ridge_spacing_A: float = 0.5
