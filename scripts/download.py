@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("neural_em.workflow.download")
+#: Named after the rule it runs for (download_map, download_model, ...) once run by Snakemake.
+log = logging.getLogger("download")
 
 
 def fetch_entry_file(kind: str, entry: dict[str, Any], dest: str, download: dict[str, Any],
@@ -47,6 +48,6 @@ smk = globals().get("snakemake")
 if smk is not None:
     from _rule import setup_logging
 
-    setup_logging(smk)
+    log = setup_logging(smk)
     fetch_entry_file(smk.params.kind, dict(smk.params.entry), smk.output[0],
                      dict(smk.params.download), smk.params.repo)
