@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from neural_em.interpolation import (
+    from neural_em.pipeline.interpolation import (
         CLASSICAL_METHODS,
         heldout_experiment,
         neural_available,

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(f"skipped: model {args.model} is absent (../shared/data not beside the repo)")
         return 0
-    from neural_em.interpolation import CLASSICAL_METHODS, interpolation_experiment
+    from neural_em.pipeline.interpolation import CLASSICAL_METHODS, interpolation_experiment
 
     started = time.time()
     out: dict = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),

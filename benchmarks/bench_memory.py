@@ -10,7 +10,7 @@ peak memory of reading, the spline fit, seeding, walking, clustering and edges.
     python benchmarks/bench_memory.py --steps         # and the per-step profile
 
 Numbers go to ``benchmarks/out/memory.json`` (and the test-report folder for
-``scripts/test_report.py``).
+``tools/test_report.py``).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def reconstruction(preset, seed: int) -> dict:
 
 
 def interpolation(preset, seed: int, points: int) -> dict:
-    from neural_em.interpolation import interpolation_experiment
+    from neural_em.pipeline.interpolation import interpolation_experiment
 
     r = interpolation_experiment(DATA / "simulated" / "3i2n" / "3i2n.pdb", resolution_A=3.0,
                                  methods=("neural", "spline"), fine_step_A=0.2,

@@ -7,7 +7,7 @@ Layers, each importing only those below it:
    :mod:`neural_em.simulate`, :mod:`neural_em.atomic`, :mod:`neural_em.errors`
 2. continuous fields: :mod:`neural_em.fields`
 3. graphs and evaluation: :mod:`neural_em.graph`
-4. the pipeline: :mod:`neural_em.pipeline` (workflow helpers), :mod:`neural_em.interpolation`
+4. the pipeline: :mod:`neural_em.pipeline` (workflow helpers and the interpolation experiment)
 5. command line: :mod:`neural_em.cli`
 
 ``tests/test_architecture.py`` holds the layers and checks them, and that no imports form a

@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("neural_em.workflow.download")
+#: Named after the rule it runs for (download_map, download_model, ...) once run by Snakemake.
+log = logging.getLogger("download")
 
 
 def fetch_entry_file(kind: str, entry: dict[str, Any], dest: str, download: dict[str, Any],
@@ -32,21 +33,20 @@ def fetch_entry_file(kind: str, entry: dict[str, Any], dest: str, download: dict
         url, check = dl.pdb_fasta_url(pdb, base=download["fasta_base"]), dl.check_fasta
     else:
         raise ValueError(f"unknown download kind {kind!r}")
-    mirror = download.get("mirror")
+    mirror = download["mirror"]
     if mirror is not None and not Path(mirror).is_absolute():
         mirror = str(Path(repo) / mirror)
     log.info("%s %s: %s (mirror: %s, offline: %s)", entry["emdb_id"], kind, url, mirror,
-             download.get("offline", False))
-    return dl.fetch(url, dest, timeout_s=float(download.get("timeout_s", 60)),
-                    retries=int(download.get("retries", 3)),
-                    backoff_s=float(download.get("backoff_s", 2)), validate=check,
-                    mirror_root=mirror, offline=bool(download.get("offline", False)))
+             download["offline"])
+    return dl.fetch(url, dest, timeout_s=float(download["timeout_s"]),
+                    retries=int(download["retries"]), backoff_s=float(download["backoff_s"]),
+                    validate=check, mirror_root=mirror, offline=bool(download["offline"]))
 
 
 smk = globals().get("snakemake")
 if smk is not None:
     from _rule import setup_logging
 
-    setup_logging(smk)
+    log = setup_logging(smk)
     fetch_entry_file(smk.params.kind, dict(smk.params.entry), smk.output[0],
                      dict(smk.params.download), smk.params.repo)

@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-log = logging.getLogger("neural_em.workflow.entry_info")
+log = logging.getLogger("entry_info")  # the rule's name
 
 
 def entry_info(entry: dict[str, Any], metadata_path: str, *, max_voxels: int) -> dict[str, Any]:

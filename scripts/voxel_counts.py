@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("neural_em.workflow.voxel_counts")
+log = logging.getLogger("voxel_counts")  # the rule's name
 
 
 def run(smk: Any) -> None:

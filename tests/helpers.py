@@ -58,7 +58,7 @@ def gaussian_blobs(centres_A, *, shape_xyz=(24, 22, 20), voxel_size=1.0, origin=
 
 
 def report_dir() -> Path:
-    """Folder for the counts the reliability tests leave for ``scripts/test_report.py``."""
+    """Folder for the counts the reliability tests leave for ``tools/test_report.py``."""
     import os
 
     return Path(os.environ.get("NEURAL_EM_TEST_REPORT_DIR",

@@ -25,8 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                 "neural_em.simulate")),
     ("fields", ("neural_em.fields",)),
     ("graphs and evaluation", ("neural_em.graph",)),
-    # neural_em.interpolation is the experiment code of the interpolation comparison
-    ("pipeline", ("neural_em.pipeline", "neural_em.interpolation")),
+    ("pipeline", ("neural_em.pipeline",)),
     # the package root re-exports the public API of every layer: nothing inside may import it
     ("cli", ("neural_em.cli", "neural_em")),
 ]

@@ -9,7 +9,7 @@ where that module exists) and ``graph`` (where it exists) exit with code 2 and p
 on stderr naming the file and the problem: no traceback, no hang, no memory beyond what the
 file holds. Odd but valid maps (NaN origin words, unknown machine stamp, trailing bytes, big-
 endian, gzip/bzip2) must work, and resample through a spline ``.neural`` file to a valid MRC.
-Counts go to ``$NEURAL_EM_TEST_REPORT_DIR/fuzz_maps.json`` for ``scripts/test_report.py``.
+Counts go to ``$NEURAL_EM_TEST_REPORT_DIR/fuzz_maps.json`` for ``tools/test_report.py``.
 """
 
 from __future__ import annotations

@@ -9,14 +9,17 @@ import pytest
 from helpers import gaussian_blobs, shared_file
 
 from neural_em.errors import InputError
-from neural_em.interpolation import (
+from neural_em.fields.classical import TrilinearDensityMap
+from neural_em.fields.spline import SplineDensityMap
+from neural_em.pipeline.interpolation import (
+    chimera_experiment,
     error_stats,
     heldout_experiment,
     interpolation_experiment,
     neural_available,
 )
 from neural_em.simulate import Atoms
-from neural_em.voxelmap import read_map
+from neural_em.voxelmap import VoxelMap, read_map, write_map
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +122,83 @@ def test_neural_smoke_in_heldout():
                            neural_kwargs={"preset": "fast", "max_epochs": 3, "seed": 0})
     assert r["methods"]["neural"]["all"]["n"] == 17**3 - 9**3
     assert np.isfinite(r["methods"]["neural"]["all"]["mean_abs"])
+
+
+# ---------------------------------------------------------------------- Chimera's maps
+CENTRES = [[4.0, 5.0, 6.0], [7.0, 6.5, 4.5], [6.0, 3.5, 7.5]]
+
+
+def chimera_like_maps(scale: float = 1.0) -> tuple[VoxelMap, VoxelMap, VoxelMap]:
+    """Stand-ins for Chimera's molmap at 1 Å and at 0.5 Å on an aligned grid (same origin, same
+    box) and its ``vop resample`` of the coarse map onto the fine grid (our trilinear field,
+    raw scale). ``scale`` multiplies every density (molmap's units are arbitrary)."""
+    coarse = gaussian_blobs(CENTRES, shape_xyz=(12, 12, 12), voxel_size=1.0, sigma_A=1.2,
+                            amplitudes=[scale] * 3)
+    fine = gaussian_blobs(CENTRES, shape_xyz=(23, 23, 23), voxel_size=0.5, sigma_A=1.2,
+                          amplitudes=[scale] * 3)
+    nc = coarse.normalised().normalisation
+    tri = TrilinearDensityMap(coarse.normalised()).get_densities(fine.grid_points())
+    trilinear = VoxelMap(data=nc.to_raw(tri).reshape(fine.data.shape).astype(np.float32),
+                         voxel_size=0.5, origin=0.0, map_id="trilinear")
+    return coarse, fine, trilinear
+
+
+def test_chimera_experiment_errors_on_the_controls_scale():
+    coarse, fine, trilinear = chimera_like_maps()
+    r = chimera_experiment(coarse, fine, trilinear, resolution_A=3.0,
+                           methods=["trilinear", "spline"])
+    assert r["simulator"] == "chimera" and r["evaluated_points"] == "all"
+    assert r["control"]["n_nonzero"] == int(np.count_nonzero(fine.data))
+    # By hand: predictions on the coarse map's raw scale, put on the control's normalised scale.
+    nc, nf = coarse.normalised().normalisation, fine.normalised().normalisation
+    control = fine.normalised().data.ravel()
+    nonzero = fine.data.ravel() > 0
+    spline = SplineDensityMap(coarse.normalised()).get_densities(fine.grid_points())
+    expected = {"trilinear": nf.to_normalised(trilinear.data.ravel()),
+                "spline": (nc.to_raw(spline.astype(np.float64)) - nf.clip_min)
+                / (nf.clip_max - nf.clip_min)}
+    for method, pred in expected.items():
+        got = r["methods"][method]["common"]
+        assert got["points_outside_field"] == 0
+        for name, mask in (("all", slice(None)), ("nonzero", nonzero)):
+            want = error_stats(pred[mask], control[mask])
+            assert got[name]["n"] == want["n"]
+            for key in ("mean", "mean_abs", "rmse", "min", "max"):
+                assert got[name][key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), (
+                    method, name, key)
+    m = r["methods"]
+    assert m["trilinear"]["source"] == "chimera" and m["spline"]["source"] == "neural_em"
+    # Smooth blobs on a 1 Å grid: the spline is closer to the 0.5 Å control than trilinear.
+    assert (m["spline"]["common"]["all"]["mean_abs"]
+            < 0.5 * m["trilinear"]["common"]["all"]["mean_abs"])
+
+
+def test_chimera_experiment_does_not_depend_on_the_density_unit():
+    """Molmap's densities have no unit: scaling every map by 10 changes no error."""
+    one = chimera_experiment(*chimera_like_maps(), resolution_A=3.0,
+                             methods=["trilinear", "spline"])
+    ten = chimera_experiment(*chimera_like_maps(10.0), resolution_A=3.0,
+                             methods=["trilinear", "spline"])
+    for method in ("trilinear", "spline"):
+        for name in ("all", "nonzero"):
+            a, b = one["methods"][method]["common"][name], ten["methods"][method]["common"][name]
+            assert b["mean_abs"] == pytest.approx(a["mean_abs"], rel=1e-4)
+            assert b["max_abs"] == pytest.approx(a["max_abs"], rel=1e-4)
+
+
+def test_chimera_experiment_control_as_its_own_prediction_and_files(tmp_path):
+    """The control given as Chimera's trilinear map has no error; maps are read from files; a
+    subset evaluates that many control voxels; a trilinear map on another grid is refused."""
+    coarse, fine, _ = chimera_like_maps()
+    paths = {}
+    for name, vmap in (("coarse", coarse), ("fine", fine)):
+        paths[name] = tmp_path / f"{name}.mrc"
+        write_map(paths[name], vmap)
+    r = chimera_experiment(paths["coarse"], paths["fine"], paths["fine"], resolution_A=3.0,
+                           methods=["trilinear"], max_eval_points=1000, seed=1)
+    assert r["evaluated_points"] == 1000
+    err = r["methods"]["trilinear"]["common"]
+    assert err["all"]["n"] == 1000 and err["all"]["max_abs"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="coarse.mrc: grid"):
+        chimera_experiment(paths["coarse"], paths["fine"], paths["coarse"], resolution_A=3.0,
+                           methods=["trilinear"])

@@ -105,7 +105,7 @@ def chromium() -> str:
         "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
     if path is None:
         message = ("chromium is not installed (Debian: apt-get install -y chromium; "
-                   "scripts/install_system_deps.sh installs it)")
+                   "tools/install_system_deps.sh installs it)")
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

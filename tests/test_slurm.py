@@ -1,9 +1,9 @@
-"""The slurm profile for real: a single-node SLURM on 127.0.0.1 (scripts/slurm_local.sh) runs a
+"""The slurm profile for real: a single-node SLURM on 127.0.0.1 (tools/slurm_local.sh) runs a
 small DAG through ``snakemake --profile config/profiles/slurm``; sacct must show every job
 COMPLETED, the GPU jobs with a (fake) GPU each, and the GPU jobs must have seen it.
 
 Needs root and Debian's slurm-wlm, slurmdbd, mariadb-server and munge
-(scripts/install_system_deps.sh). Skipped without them, except in CI (CI=true), where it fails.
+(tools/install_system_deps.sh). Skipped without them, except in CI (CI=true), where it fails.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "slurm_local.sh"
+SCRIPT = REPO / "tools" / "slurm_local.sh"
 PROFILE = REPO / "config" / "profiles" / "slurm"
 TOOLS = ("munged", "mungekey", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld",
          "slurmd", "sbatch", "sacct", "sacctmgr", "srun")
@@ -84,7 +84,7 @@ def _require_cluster_tools() -> None:
     problem = None
     if missing:
         problem = (f"SLURM test needs {', '.join(missing)} (install with "
-                   "scripts/install_system_deps.sh)")
+                   "tools/install_system_deps.sh)")
     elif os.geteuid() != 0:
         problem = "SLURM test needs root (the local cluster's daemons run as root)"
     if problem:
@@ -120,7 +120,7 @@ def cluster(tmp_path_factory):
     if DEFAULT_CONF.exists() or DEFAULT_CONF.is_symlink():
         # jobs' nested srun reads the default config (the jobstep plugin drops SLURM_CONF)
         message = (f"{DEFAULT_CONF} belongs to another cluster (stop it with "
-                   "scripts/slurm_local.sh stop, or remove the file)")
+                   "tools/slurm_local.sh stop, or remove the file)")
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)

@@ -6,6 +6,8 @@ their scripts in ``scripts/`` call them, and they are tested without Snakemake.
   sequences) with retries, integrity checks, atomic writes and a local mirror.
 - :mod:`neural_em.pipeline.gpu_slots`: one GPU per concurrent job (file-lock slots).
 - :mod:`neural_em.pipeline.collect`, :mod:`neural_em.pipeline.figures`: metrics tables, figures.
+- :mod:`neural_em.pipeline.interpolation`: the interpolation experiments (simulated control,
+  Chimera's maps, held-out voxels).
 
 Submodules are imported on demand (``from neural_em.pipeline import download``) so a rule pays
 only for what it uses.

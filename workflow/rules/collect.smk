@@ -22,14 +22,6 @@ TABLE_TITLES = {
 }
 
 
-def reference_files():
-    if REFERENCE_DIR is None:
-        return []
-    names = ["paper_graph_evaluation.json", "paper_graph_residue_comparison.csv",
-             "paper_interpolation_evaluation.csv"]
-    return [str(REFERENCE_DIR / n) for n in names if (REFERENCE_DIR / n).is_file()]
-
-
 localrules:
     collect,
     figures,
@@ -86,7 +78,7 @@ rule figures:
              for name in FIGURES],
         svg=[f"results/figures/{name}.svg" for name in FIGURES],
     params:
-        reference_dir=str(REFERENCE_DIR) if REFERENCE_DIR else None,
+        reference_dir=reference_dir,
         names=FIGURES,
     conda:
         "../../envs/collect.yaml"

@@ -1,5 +1,6 @@
 # Shared helpers: config access, the entry list (decided at parse time, so a dry run plans every
-# entry without any download), resources and the file layout under results/.
+# entry without any download), resources, the file layout under results/ and the functions the
+# rules call (params, inputs, options).
 
 import csv
 import json
@@ -16,17 +17,15 @@ def repo_path(value):
 
 
 def section(name):
-    return config.get(name) or {}
+    """A block of the config; validation filled in every default (config/schema.yaml holds
+    them, and only it)."""
+    return config[name]
 
 
-def rule_resources(name, default_mem_mb, default_runtime, default_threads=1):
+def rule_resources(name):
     """(threads, mem_mb, runtime in minutes) of a rule group, from the config's resources."""
-    if name == "download":
-        res = config.get("download_resources") or {}
-    else:
-        res = section(name).get("resources") or {}
-    return (int(res.get("threads", default_threads)), int(res.get("mem_mb", default_mem_mb)),
-            int(res.get("runtime", default_runtime)))
+    res = config["download_resources"] if name == "download" else section(name)["resources"]
+    return int(res["threads"]), int(res["mem_mb"]), int(res["runtime"])
 
 
 def _read_voxel_counts(path):
@@ -49,23 +48,23 @@ def _entries_from_config():
 
 def _entries_from_search():
     ds = section("dataset")
-    csv_path = repo_path(ds.get("search_csv"))
+    csv_path = repo_path(ds["search_csv"])
     if csv_path is None:
         raise ValueError("config dataset.search_csv: required when dataset.source is 'search'")
     if not csv_path.is_file():
         raise FileNotFoundError(f"config dataset.search_csv: {csv_path} does not exist")
     from neural_em.pipeline.dataset import select_entries  # lazily: only the search mode
 
-    counts_path = ds.get("voxel_counts")
+    counts_path = ds["voxel_counts"]
     frame = select_entries(
         csv_path,
-        per_bin=int(ds.get("per_bin", 5)),
-        bin_width_A=float(ds.get("bin_width_A", 0.1)),
-        seed=int(ds.get("seed", 0)),
-        max_voxels=int(ds.get("max_voxels", 512**3)),
+        per_bin=int(ds["per_bin"]),
+        bin_width_A=float(ds["bin_width_A"]),
+        seed=int(ds["seed"]),
+        max_voxels=int(ds["max_voxels"]),
         voxel_counts=_read_voxel_counts(counts_path) or None,
     )
-    limit = ds.get("limit")
+    limit = ds["limit"]
     if limit:
         frame = frame.iloc[: int(limit)]
     entries = {}
@@ -98,11 +97,11 @@ ENTRIES = (_entries_from_search() if section("dataset")["source"] == "search"
 KEYS = sorted(ENTRIES)
 GRAPH_FIELDS = list(section("graph")["fields"])
 GRAPH_METHODS = list(section("graph")["methods"])
-INTERP_ON = bool(section("interpolation").get("enabled", True))
-CHIMERA = section("interpolation").get("chimera") or os.environ.get("CHIMERA_PATH") or None
-DEEPTRACER = section("deeptracer").get("command") or None
+INTERP_ON = bool(section("interpolation")["enabled"])
+CHIMERA = section("interpolation")["chimera"] or os.environ.get("CHIMERA_PATH") or None
+DEEPTRACER = section("deeptracer")["command"] or None
 EMDB_KEYS = [k for k in KEYS if not is_local(k)]
-REFERENCE_DIR = repo_path(config.get("reference_dir"))
+REFERENCE_DIR = repo_path(config["reference_dir"])
 if REFERENCE_DIR is not None and not REFERENCE_DIR.is_dir():
     REFERENCE_DIR = None  # optional: the study's results are shown only where present
 
@@ -158,12 +157,11 @@ def info_value(key):
 
 # File layout (per entry key: emd_3488 for an EMDB entry, the name of a local map). A local
 # entry's map and model are read where they lie (never copied, never downloaded).
-DATA = "results/data/{entry}"
-MAP_GZ = DATA + "/{entry}.map.gz"
-METADATA = DATA + "/{entry}.metadata.json"
-MODEL = DATA + "/{entry}_model.cif.gz"
-FASTA = DATA + "/{entry}.fasta"
-ENTRY_INFO = DATA + "/{entry}.entry.json"
+MAP_GZ = "results/data/{entry}/{entry}.map.gz"
+METADATA = "results/data/{entry}/{entry}.metadata.json"
+MODEL = "results/data/{entry}/{entry}_model.cif.gz"
+FASTA = "results/data/{entry}/{entry}.fasta"
+ENTRY_INFO = "results/data/{entry}/{entry}.entry.json"
 NEURAL = "results/fits/{entry}/{entry}.neural"
 NEURAL_RECORD = "results/fits/{entry}/{entry}.fit.json"
 NEURAL_MRC = "results/fits/{entry}/{entry}_neural.mrc"
@@ -172,10 +170,18 @@ GRAPH = "results/graphs/{entry}/{field}.{method}.graph.json"
 GRAPH_CIF = "results/graphs/{entry}/{field}.{method}.cif"
 GRAPH_METRICS = "results/graphs/{entry}/{field}.{method}.metrics.json"
 INTERP = "results/interpolation/{entry}.json"
-CHIMERA_DIR = "results/interpolation/{entry}/chimera"
+CHIMERA_COARSE = "results/interpolation/{entry}/chimera/coarse.mrc"
+CHIMERA_FINE = "results/interpolation/{entry}/chimera/fine.mrc"
+CHIMERA_TRILINEAR = "results/interpolation/{entry}/chimera/trilinear.mrc"
+CHIMERA_COMMANDS = "results/interpolation/{entry}/chimera/molmap.cmd"
 DEEPTRACER_MODEL = "results/deeptracer/{entry}/model.cif"
 DEEPTRACER_METRICS = "results/deeptracer/{entry}/metrics.json"
-BENCH = "results/benchmarks"
+# Snakemake's benchmark files (time and memory of each job)
+BENCH_FIT_NEURAL = "results/benchmarks/fit_neural/{entry}.tsv"
+BENCH_FIT_SPLINE = "results/benchmarks/fit_spline/{entry}.tsv"
+BENCH_GRAPH = "results/benchmarks/graph/{entry}_{field}_{method}.tsv"
+BENCH_INTERP = "results/benchmarks/interpolation/{entry}.tsv"
+BENCH_DEEPTRACER = "results/benchmarks/deeptracer/{entry}.tsv"
 
 
 def graph_role(field, method):
@@ -201,9 +207,9 @@ def entry_files(key):
         "neural": NEURAL.format(**fmt),
         "neural_record": NEURAL_RECORD.format(**fmt),
         "neural_mrc": NEURAL_MRC.format(**fmt),
-        "neural_bench": f"{BENCH}/fit_neural/{key}.tsv",
+        "neural_bench": BENCH_FIT_NEURAL.format(**fmt),
         "spline": SPLINE.format(**fmt),
-        "spline_bench": f"{BENCH}/fit_spline/{key}.tsv",
+        "spline_bench": BENCH_FIT_SPLINE.format(**fmt),
     })
     for field in GRAPH_FIELDS:
         for method in GRAPH_METHODS:
@@ -211,13 +217,13 @@ def entry_files(key):
             files[role] = GRAPH.format(**names)
             if has_model(key):  # without a model the graph is built, its metrics are absent
                 files[f"{role}_metrics"] = GRAPH_METRICS.format(**names)
-            files[f"{role}_bench"] = f"{BENCH}/graph/{key}_{field}_{method}.tsv"
+            files[f"{role}_bench"] = BENCH_GRAPH.format(**names)
     if INTERP_ON and has_model(key):  # the experiment simulates maps from the model
         files["interpolation"] = INTERP.format(**fmt)
-        files["interpolation_bench"] = f"{BENCH}/interpolation/{key}.tsv"
+        files["interpolation_bench"] = BENCH_INTERP.format(**fmt)
     if DEEPTRACER and not local:  # DeepTracer needs the sequences (FASTA) of a PDB entry
         files["deeptracer_metrics"] = DEEPTRACER_METRICS.format(**fmt)
-        files["deeptracer_bench"] = f"{BENCH}/deeptracer/{key}.tsv"
+        files["deeptracer_bench"] = BENCH_DEEPTRACER.format(**fmt)
     return files
 
 
@@ -227,3 +233,119 @@ def manifest():
 
 def all_entry_files():
     return [path for key in KEYS for path in entry_files(key).values()]
+
+
+# ====================================================================== the rules' helpers
+# (Snakemake's lint keeps functions out of the files that hold rules.)
+# The programs the shell rules run around the command line (scripts/).
+GPU_SLOT = str(SCRIPTS / "with_gpu_slot.py")
+STDOUT_TO_FILE = str(SCRIPTS / "stdout_to_file.py")
+CHIMERA_MOLMAP = str(SCRIPTS / "chimera_molmap.py")
+
+
+# ---------------------------------------------------------------------- dataset
+def entry_info_input(wildcards):
+    """EMDB entries: the downloaded metadata; local maps: the map file (its header)."""
+    key = wildcards.entry
+    if is_local(key):
+        return {"map": ENTRIES[key]["map"]}
+    return {"metadata": METADATA.format(entry=key)}
+
+
+# ---------------------------------------------------------------------- fits
+FIT = section("fit")
+GPU = {"gpu": 1} if FIT["gpu"] else {}
+
+
+def fit_options(wildcards=None):
+    """Training options shared by the map fits and the interpolation experiment."""
+    opts = [f"--preset {FIT['preset']}", f"--seed {int(FIT['seed'])}",
+            f"--margin {float(FIT['margin_A'])}"]
+    if FIT["max_epochs"]:
+        opts.append(f"--max-epochs {int(FIT['max_epochs'])}")
+    if FIT["time_budget_s"]:
+        opts.append(f"--time-budget {float(FIT['time_budget_s'])}")
+    if FIT["float16"]:
+        opts.append("--float16")
+    return " ".join(opts)
+
+
+# ---------------------------------------------------------------------- interpolation
+INTERP_CFG = section("interpolation")
+INTERP_METHODS = list(INTERP_CFG["methods"])
+INTERP_GPU = GPU if "neural" in INTERP_METHODS else {}
+
+
+def neural_kwargs():
+    kwargs = {"preset": FIT["preset"], "seed": int(FIT["seed"])}
+    if FIT["max_epochs"]:
+        kwargs["max_epochs"] = int(FIT["max_epochs"])
+    if FIT["time_budget_s"]:
+        kwargs["time_budget_s"] = float(FIT["time_budget_s"])
+    return kwargs
+
+
+def interpolation_inputs(wildcards):
+    files = {"model": model_input(wildcards)}
+    if CHIMERA:
+        files.update(coarse=CHIMERA_COARSE.format(**wildcards),
+                     fine=CHIMERA_FINE.format(**wildcards),
+                     trilinear=CHIMERA_TRILINEAR.format(**wildcards))
+    return files
+
+
+# ---------------------------------------------------------------------- graphs
+GRAPH_CFG = section("graph")
+
+
+def graph_input(wildcards):
+    return NEURAL.format(**wildcards) if wildcards.field == "neural" else SPLINE.format(**wildcards)
+
+
+def graph_gpu(wildcards):
+    """The graph of a neural field evaluates its networks: a GPU job where fits are."""
+    return 1 if (wildcards.field == "neural" and GPU) else 0
+
+
+def graph_launcher(wildcards):
+    """Neural-field graphs run inside a GPU slot (which appends --device cuda|cpu)."""
+    if wildcards.field == "neural":
+        return f"python {GPU_SLOT} --"
+    return ""
+
+
+def graph_options(wildcards):
+    res = resolution(wildcards)
+    opts = [f"--method {wildcards.method}", f"--resolution {res}"]
+    if wildcards.method == "study":
+        opts += [f"--adjacency {float(GRAPH_CFG['adjacency_factor']) * res:.6g}",
+                 f"--min-nodes {int(GRAPH_CFG['min_num_nodes'])}"]
+    else:
+        backbone = GRAPH_CFG["backbone"]
+        opts += [f"--node-spacing {float(backbone['node_spacing_A'])}",
+                 f"--prune {float(backbone['prune_A'])}",
+                 f"--min-nodes {int(backbone['min_num_nodes'])}"]
+    if GRAPH_CFG["seed_threshold"] is not None:
+        opts.append(f"--seed-threshold {float(GRAPH_CFG['seed_threshold'])}")
+    return " ".join(opts)
+
+
+# ---------------------------------------------------------------------- DeepTracer
+def deeptracer_command(wildcards, input, output):
+    info = json.loads(Path(input.info).read_text())
+    return DEEPTRACER.format(map=input.map, fasta=input.fasta, output=output.model,
+                             resolution=info["resolution"], contour=info["contour"])
+
+
+# ---------------------------------------------------------------------- figures
+def reference_files():
+    if REFERENCE_DIR is None:
+        return []
+    names = ["paper_graph_evaluation.json", "paper_graph_residue_comparison.csv",
+             "paper_interpolation_evaluation.csv"]
+    return [str(REFERENCE_DIR / n) for n in names if (REFERENCE_DIR / n).is_file()]
+
+
+def reference_dir(wildcards, input):
+    """The folder of the study's results, from the figures' inputs (None where there are none)."""
+    return str(Path(input.reference[0]).parent) if input.reference else None

@@ -38,10 +38,10 @@ rule voxel_counts:
     input:
         expand(METADATA, entry=EMDB_KEYS),
     output:
-        section("dataset").get("voxel_counts") or "results/dataset/voxel_counts.csv",
+        section("dataset")["voxel_counts"] or "results/dataset/voxel_counts.csv",
     params:
         entry_keys=EMDB_KEYS,
-        max_voxels=int(section("dataset").get("max_voxels", 512**3)),
+        max_voxels=int(section("dataset")["max_voxels"]),
     conda:
         "../../envs/download.yaml"
     log:
@@ -54,14 +54,6 @@ rule voxel_counts:
         "../../scripts/voxel_counts.py"
 
 
-def entry_info_input(wildcards):
-    """EMDB entries: the downloaded metadata; local maps: the map file (its header)."""
-    key = wildcards.entry
-    if is_local(key):
-        return {"map": ENTRIES[key]["map"]}
-    return {"metadata": METADATA.format(entry=key)}
-
-
 rule entry_info:
     """One entry's facts for the later rules: resolution, contour, grid (config + EMDB, or the
     local map's header)."""
@@ -71,7 +63,7 @@ rule entry_info:
         ENTRY_INFO,
     params:
         entry=entry,
-        max_voxels=int(section("dataset").get("max_voxels", 512**3)),
+        max_voxels=int(section("dataset")["max_voxels"]),
     conda:
         "../../envs/download.yaml"
     log:

@@ -3,12 +3,7 @@
 # {resolution}, {contour}); without it the tables say "not run", never a number.
 
 if DEEPTRACER:
-    DT_THREADS, DT_MEM, DT_RUNTIME = rule_resources("deeptracer", 16000, 240, 2)
-
-    def deeptracer_command(wildcards, input, output):
-        info = json.loads(Path(input.info).read_text())
-        return DEEPTRACER.format(map=input.map, fasta=input.fasta, output=output.model,
-                                 resolution=info["resolution"], contour=info["contour"])
+    DT_THREADS, DT_MEM, DT_RUNTIME = rule_resources("deeptracer")
 
     rule deeptracer:
         """DeepTracer's model built from the map and the sequences."""
@@ -20,19 +15,20 @@ if DEEPTRACER:
             model=DEEPTRACER_MODEL,
         params:
             command=deeptracer_command,
+            gpu_slot=GPU_SLOT,
         conda:
             "../../envs/graph.yaml"
         log:
             "logs/deeptracer/{entry}.log",
         benchmark:
-            BENCH + "/deeptracer/{entry}.tsv"
+            BENCH_DEEPTRACER
         threads: DT_THREADS
         resources:
             mem_mb=DT_MEM,
             runtime=DT_RUNTIME,
             gpu=1,
         shell:
-            "python {SCRIPTS}/with_gpu_slot.py --no-device-flag -- {params.command} > {log} 2>&1"
+            "python {params.gpu_slot:q} --no-device-flag -- {params.command} > {log} 2>&1"
 
     rule evaluate_deeptracer:
         """DeepTracer's C-alpha atoms matched to the deposited model's (as the study did)."""

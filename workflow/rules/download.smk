@@ -3,7 +3,7 @@
 # and a local mirror laid out like the archives that is used before the network.
 # They run on the submitting host (localrules): cluster nodes often have no network.
 
-DL_THREADS, DL_MEM, DL_RUNTIME = rule_resources("download", 1000, 30)
+DL_THREADS, DL_MEM, DL_RUNTIME = rule_resources("download")
 
 
 localrules:

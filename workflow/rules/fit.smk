@@ -2,22 +2,7 @@
 # job: resources gpu=1, run inside the GPU slot allocator, CPU where no GPU exists), its
 # re-creation as an MRC map, and the cubic-spline field (the baseline, seconds on a CPU).
 
-FIT = section("fit")
-FIT_THREADS, FIT_MEM, FIT_RUNTIME = rule_resources("fit", 4000, 60, 2)
-GPU = {"gpu": 1} if FIT.get("gpu", True) else {}
-
-
-def fit_options(wildcards=None):
-    """Training options shared by the map fits and the interpolation experiment."""
-    opts = [f"--preset {FIT.get('preset', 'fast')}", f"--seed {int(FIT.get('seed', 0))}",
-            f"--margin {float(FIT.get('margin_A', 5.0))}"]
-    if FIT.get("max_epochs"):
-        opts.append(f"--max-epochs {int(FIT['max_epochs'])}")
-    if FIT.get("time_budget_s"):
-        opts.append(f"--time-budget {float(FIT['time_budget_s'])}")
-    if FIT.get("float16"):
-        opts.append("--float16")
-    return " ".join(opts)
+FIT_THREADS, FIT_MEM, FIT_RUNTIME = rule_resources("fit")
 
 
 rule fit_neural:
@@ -31,19 +16,20 @@ rule fit_neural:
     params:
         contour=contour_option,
         options=fit_options,
+        gpu_slot=GPU_SLOT,
     conda:
         "../../envs/fit.yaml"
     log:
         "logs/fit_neural/{entry}.log",
     benchmark:
-        BENCH + "/fit_neural/{entry}.tsv"
+        BENCH_FIT_NEURAL
     threads: FIT_THREADS
     resources:
         mem_mb=FIT_MEM,
         runtime=FIT_RUNTIME,
         **GPU,
     shell:
-        "OMP_NUM_THREADS={threads} python {SCRIPTS}/with_gpu_slot.py --record {output.record} -- "
+        "OMP_NUM_THREADS={threads} python {params.gpu_slot:q} --record {output.record} -- "
         "neural-em -q fit {input.map:q} -o {output.neural} --force {params.contour} "
         "{params.options} > {log} 2>&1"
 
@@ -76,13 +62,13 @@ rule fit_spline:
         SPLINE,
     params:
         contour=contour_option,
-        margin=float(FIT.get("margin_A", 5.0)),
+        margin=float(FIT["margin_A"]),
     conda:
         "../../envs/fit.yaml"
     log:
         "logs/fit_spline/{entry}.log",
     benchmark:
-        BENCH + "/fit_spline/{entry}.tsv"
+        BENCH_FIT_SPLINE
     threads: 1
     resources:
         mem_mb=FIT_MEM,

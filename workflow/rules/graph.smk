@@ -6,40 +6,7 @@
 # networks millions of times (the study: a median 243 s on a GPU), so it is a GPU job (gpu=1,
 # inside a GPU slot, CPU where none exists); a spline-field graph takes seconds on a CPU.
 
-GRAPH_CFG = section("graph")
-GRAPH_THREADS, GRAPH_MEM, GRAPH_RUNTIME = rule_resources("graph", 4000, 30, 1)
-
-
-def graph_input(wildcards):
-    return NEURAL.format(**wildcards) if wildcards.field == "neural" else SPLINE.format(**wildcards)
-
-
-def graph_gpu(wildcards):
-    """The graph of a neural field evaluates its networks: a GPU job where fits are."""
-    return 1 if (wildcards.field == "neural" and GPU) else 0
-
-
-def graph_launcher(wildcards):
-    """Neural-field graphs run inside a GPU slot (which appends --device cuda|cpu)."""
-    if wildcards.field == "neural":
-        return f"python {SCRIPTS}/with_gpu_slot.py --"
-    return ""
-
-
-def graph_options(wildcards):
-    res = resolution(wildcards)
-    opts = [f"--method {wildcards.method}", f"--resolution {res}"]
-    if wildcards.method == "study":
-        opts += [f"--adjacency {float(GRAPH_CFG['adjacency_factor']) * res:.6g}",
-                 f"--min-nodes {int(GRAPH_CFG['min_num_nodes'])}"]
-    else:
-        backbone = GRAPH_CFG["backbone"]
-        opts += [f"--node-spacing {float(backbone['node_spacing_A'])}",
-                 f"--prune {float(backbone['prune_A'])}",
-                 f"--min-nodes {int(backbone['min_num_nodes'])}"]
-    if GRAPH_CFG.get("seed_threshold") is not None:
-        opts.append(f"--seed-threshold {float(GRAPH_CFG['seed_threshold'])}")
-    return " ".join(opts)
+GRAPH_THREADS, GRAPH_MEM, GRAPH_RUNTIME = rule_resources("graph")
 
 
 rule graph:
@@ -58,7 +25,7 @@ rule graph:
     log:
         "logs/graph/{entry}_{field}_{method}.log",
     benchmark:
-        BENCH + "/graph/{entry}_{field}_{method}.tsv"
+        BENCH_GRAPH
     threads: GRAPH_THREADS
     resources:
         mem_mb=GRAPH_MEM,
@@ -82,6 +49,7 @@ rule evaluate_graph:
         GRAPH_METRICS,
     params:
         resolution=resolution,
+        stdout_to_file=STDOUT_TO_FILE,
     conda:
         "../../envs/graph.yaml"
     log:
@@ -91,6 +59,6 @@ rule evaluate_graph:
         mem_mb=2000,
         runtime=20,
     shell:
-        "python {SCRIPTS}/stdout_to_file.py {output} -- neural-em -q evaluate {input.graph} "
+        "python {params.stdout_to_file:q} {output} -- neural-em -q evaluate {input.graph} "
         "--model {input.model:q} --resolution {params.resolution} --map {input.map:q} --json "
         "2> {log}"

@@ -6,28 +6,7 @@
 # (or CHIMERA_PATH is set) Chimera's molmap and `vop resample` make the maps instead, as in the
 # study.
 
-INTERP_CFG = section("interpolation")
-INTERP_THREADS, INTERP_MEM, INTERP_RUNTIME = rule_resources("interpolation", 6000, 60, 2)
-INTERP_METHODS = list(INTERP_CFG.get("methods") or ["trilinear", "fourier", "spline", "neural"])
-INTERP_GPU = GPU if "neural" in INTERP_METHODS else {}
-
-
-def neural_kwargs():
-    kwargs = {"preset": FIT.get("preset", "fast"), "seed": int(FIT.get("seed", 0))}
-    if FIT.get("max_epochs"):
-        kwargs["max_epochs"] = int(FIT["max_epochs"])
-    if FIT.get("time_budget_s"):
-        kwargs["time_budget_s"] = float(FIT["time_budget_s"])
-    return kwargs
-
-
-def interpolation_inputs(wildcards):
-    files = {"model": model_input(wildcards)}
-    if CHIMERA:
-        base = CHIMERA_DIR.format(**wildcards)
-        files.update(coarse=f"{base}/coarse.mrc", fine=f"{base}/fine.mrc",
-                     trilinear=f"{base}/trilinear.mrc")
-    return files
+INTERP_THREADS, INTERP_MEM, INTERP_RUNTIME = rule_resources("interpolation")
 
 
 if CHIMERA:
@@ -37,14 +16,15 @@ if CHIMERA:
         input:
             model=model_input,
         output:
-            coarse=CHIMERA_DIR + "/coarse.mrc",
-            fine=CHIMERA_DIR + "/fine.mrc",
-            trilinear=CHIMERA_DIR + "/trilinear.mrc",
-            commands=CHIMERA_DIR + "/molmap.cmd",
+            coarse=CHIMERA_COARSE,
+            fine=CHIMERA_FINE,
+            trilinear=CHIMERA_TRILINEAR,
+            commands=CHIMERA_COMMANDS,
         params:
             chimera=CHIMERA,
             resolution=resolution,
-            fine_step=float(INTERP_CFG.get("fine_step_A", 0.2)),
+            fine_step=float(INTERP_CFG["fine_step_A"]),
+            chimera_molmap=CHIMERA_MOLMAP,
         conda:
             "../../envs/interpolation.yaml"
         log:
@@ -54,7 +34,7 @@ if CHIMERA:
             mem_mb=INTERP_MEM,
             runtime=INTERP_RUNTIME,
         shell:
-            "python {SCRIPTS}/chimera_molmap.py --model {input.model:q} "
+            "python {params.chimera_molmap:q} --model {input.model:q} "
             "--resolution {params.resolution} --fine-step {params.fine_step} "
             "--coarse {output.coarse} --fine {output.fine} --trilinear {output.trilinear} "
             "--commands {output.commands} --chimera {params.chimera:q} > {log} 2>&1"
@@ -69,8 +49,8 @@ rule interpolation:
     params:
         resolution=resolution,
         methods=INTERP_METHODS,
-        fine_step_A=float(INTERP_CFG.get("fine_step_A", 0.2)),
-        max_eval_points=INTERP_CFG.get("max_eval_points"),
+        fine_step_A=float(INTERP_CFG["fine_step_A"]),
+        max_eval_points=INTERP_CFG["max_eval_points"],
         neural_kwargs=neural_kwargs(),
         chimera=bool(CHIMERA),
     conda:
@@ -78,7 +58,7 @@ rule interpolation:
     log:
         "logs/interpolation/{entry}.log",
     benchmark:
-        BENCH + "/interpolation/{entry}.tsv"
+        BENCH_INTERP
     threads: INTERP_THREADS
     resources:
         mem_mb=INTERP_MEM,

@@ -2,10 +2,10 @@
 # Single-node SLURM on 127.0.0.1 for testing the slurm profile: munge, MariaDB, slurmdbd,
 # slurmctld and slurmd, all with their state, sockets, logs and pid files in one folder.
 #
-#   scripts/slurm_local.sh start    # start everything (idempotent: a running cluster is kept)
-#   scripts/slurm_local.sh status   # which daemons run; exit 0 only if all do
-#   scripts/slurm_local.sh stop     # stop ONLY the daemons this script started (by pid file)
-#   scripts/slurm_local.sh env      # print the export line the slurm commands need
+#   tools/slurm_local.sh start    # start everything (idempotent: a running cluster is kept)
+#   tools/slurm_local.sh status   # which daemons run; exit 0 only if all do
+#   tools/slurm_local.sh stop     # stop ONLY the daemons this script started (by pid file)
+#   tools/slurm_local.sh env      # print the export line the slurm commands need
 #
 # After start, point the slurm commands at the cluster with
 #   export SLURM_CONF=$NEURAL_EM_SLURM_DIR/etc/slurm.conf
@@ -19,7 +19,7 @@
 #   NEURAL_EM_SLURM_CLUSTER    cluster name          [neuralem]
 #
 # Needs root and Debian's slurm-wlm, slurmdbd, mariadb-server and munge packages
-# (scripts/install_system_deps.sh). Nothing is installed, enabled or started system-wide (no
+# (tools/install_system_deps.sh). Nothing is installed, enabled or started system-wide (no
 # systemd, no init scripts); everything lives in the state folder, except the one link below.
 #
 # The default config path: Snakemake's slurm jobstep plugin strips every SLURM_* variable
@@ -103,7 +103,7 @@ check_tools() {
         command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
     done
     if ((${#missing[@]})); then
-        die "missing ${missing[*]} (install with scripts/install_system_deps.sh)"
+        die "missing ${missing[*]} (install with tools/install_system_deps.sh)"
     fi
     [[ $(id -u) == 0 ]] || die "must run as root (the daemons run as root in this test setup)"
 }
@@ -121,7 +121,7 @@ write_configs() {
     done
 
     cat >"$ETC/slurm.conf" <<EOF
-# written by scripts/slurm_local.sh: single-node test cluster on 127.0.0.1
+# written by tools/slurm_local.sh: single-node test cluster on 127.0.0.1
 ClusterName=$CLUSTER
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$CTLD_PORT

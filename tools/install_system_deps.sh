@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # System packages the tests need (Debian 12), installed only where missing:
 #   slurm-wlm slurmdbd mariadb-server munge   the single-node SLURM of tests/test_slurm.py
-#                                             (scripts/slurm_local.sh)
+#                                             (tools/slurm_local.sh)
 #   chromium                                  headless browser that opens the Snakemake report
 #   fonts-dejavu-core                         a font for chromium's rendering
 #
-#   scripts/install_system_deps.sh            # idempotent; does nothing when all are installed
+#   tools/install_system_deps.sh            # idempotent; does nothing when all are installed
 #
 # Non-interactive (DEBIAN_FRONTEND=noninteractive). No service is started by the install: a
 # temporary policy-rc.d refuses it (the test starts its own daemons in a private folder), and is
@@ -33,7 +33,7 @@ fi
 POLICY=/usr/sbin/policy-rc.d
 own_policy=0
 if [[ ! -e $POLICY ]]; then
-    printf '#!/bin/sh\n# written by neural-em scripts/install_system_deps.sh\nexit 101\n' \
+    printf '#!/bin/sh\n# written by neural-em tools/install_system_deps.sh\nexit 101\n' \
         | "${SUDO[@]}" tee "$POLICY" >/dev/null
     "${SUDO[@]}" chmod 755 "$POLICY"
     own_policy=1

@@ -5,9 +5,9 @@ faults) write what they tried to JSON files in ``$NEURAL_EM_TEST_REPORT_DIR`` (d
 ``benchmarks/out/test_report/``); ``benchmarks/bench_memory.py`` writes the peak memory of the
 EMD-11007 graph there too. This script collects them and prints a markdown section.
 
-    python scripts/test_report.py                 # read what the last test run left
-    python scripts/test_report.py --run           # run those tests (and the benchmark) first
-    python scripts/test_report.py --run --quick   # without the slow tests and the benchmark
+    python tools/test_report.py                 # read what the last test run left
+    python tools/test_report.py --run           # run those tests (and the benchmark) first
+    python tools/test_report.py --run --quick   # without the slow tests and the benchmark
 """
 
 from __future__ import annotations
@@ -140,10 +140,10 @@ def render() -> str:
                      "never left under the final name"))
     lines = ["## Test report", ""]
     if not rows and not memory:
-        lines.append(f"No counts found in {report_dir()}: run `python scripts/test_report.py "
+        lines.append(f"No counts found in {report_dir()}: run `python tools/test_report.py "
                      "--run` (or the reliability tests) first.")
         return "\n".join(lines) + "\n"
-    lines += ["Produced by `python scripts/test_report.py --run` (the reliability tests and "
+    lines += ["Produced by `python tools/test_report.py --run` (the reliability tests and "
               "`benchmarks/bench_memory.py`); details and commands in docs/reliability.md.",
               "", "| What | Tried | Result |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
