@@ -246,7 +246,7 @@ def test_figures_are_drawn(metrics, tmp_path, with_reference):
 
 def test_figures_with_no_entries(tmp_path):
     paths = figures.make_figures({"entries": {}}, tmp_path)
-    assert len(paths) == 8
+    assert len(paths) == 2 * len(figures.FIGURES) == 10
 
 
 def test_summary_html(metrics, tmp_path):
@@ -255,7 +255,7 @@ def test_summary_html(metrics, tmp_path):
     tables.write_tables(metrics, {"graph": csvs["graph"]})
     out = figures.write_summary_html(metrics, pngs, csvs, tmp_path / "s.html")
     text = out.read_text()
-    assert text.count("data:image/png;base64,") == 4
+    assert text.count("data:image/png;base64,") == 5
     assert "% C-a with Node" in text and "not run" in text
 
 

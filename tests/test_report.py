@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 from test_workflow import REPO, smoke_args, smoke_workdir, snakemake
 
-FIGURES = ("training time", "file size", "graph metrics", "interpolation error")
-TABLES = ("graph", "atomic", "interpolation", "training", "timings")
+FIGURES = ("training time", "file size", "graph metrics", "graph methods",
+           "interpolation error")
+TABLES = ("graph", "atomic", "interpolation", "training", "timings", "graph_methods")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]

@@ -128,8 +128,8 @@ def test_wrong_value_is_refused(tmp_path):
 # ====================================================================== dry runs
 DEMO_JOBS = {"dataset": 1, "download_metadata": 1, "download_map": 1, "download_model": 1,
              "download_fasta": 1, "entry_info": 1, "fit_neural": 1, "resample_neural": 1,
-             "fit_spline": 1, "graph": 2, "evaluate_graph": 2, "interpolation": 1,
-             "collect": 1, "figures": 1, "table_html": 5, "summary": 1, "all": 1}
+             "fit_spline": 1, "graph": 4, "evaluate_graph": 4, "interpolation": 1,
+             "collect": 1, "figures": 1, "table_html": 6, "summary": 1, "all": 1}
 
 
 def test_dry_run_demo(tmp_path):
@@ -342,13 +342,14 @@ def test_smoke_run_outputs(smoke):
     assert methods["spline"]["mae"] < methods["trilinear"]["mae"]  # measured: 2-3x smaller
     assert entry["deeptracer"] == {"status": "not run"}
     assert entry["neural"]["device"] in ("cpu", "cuda")
-    for name in ("training_time", "file_size", "graph_metrics", "interpolation_error"):
+    for name in ("training_time", "file_size", "graph_metrics", "graph_methods",
+                 "interpolation_error"):
         for ext in ("png", "svg"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 10_000
     graph_csv = (results / "graph_evaluation.csv").read_text().splitlines()
     assert graph_csv[0].startswith("EMDB ID,PDB ID,Resolution,Num. C-a,Num. nodes")
     assert ",not run,not run," in graph_csv[1]
-    assert (results / "summary.html").read_text().count("data:image/png;base64,") == 4
+    assert (results / "summary.html").read_text().count("data:image/png;base64,") == 5
     # no temporary or partial file left beside the outputs
     leftovers = [p for p in results.rglob("*") if p.name.startswith(".") and p.is_file()]
     assert not leftovers, leftovers
@@ -360,7 +361,7 @@ def test_second_run_does_nothing(smoke):
     assert "Nothing to be done" in proc.stdout, proc.stdout[-3000:]
 
 
-DOWNSTREAM = {"collect": 1, "figures": 1, "table_html": 5, "summary": 1, "all": 1}
+DOWNSTREAM = {"collect": 1, "figures": 1, "table_html": 6, "summary": 1, "all": 1}
 
 
 @pytest.mark.slow

@@ -167,9 +167,9 @@ def _local_entry(label: str, item: Mapping[str, Any], base_dir: Path,
         "contour": contour,
         "title": str(item.get("title", "") or ""),
         "citation": str(item.get("citation", "") or ""),
-        "shape_xyz": header.get("shape_xyz"),
-        "voxel_size": header.get("voxel_size"),
-        "axis_order": header.get("axis_order"),
+        "shape_xyz": [int(n) for n in header.shape_xyz],
+        "voxel_size": [float(v) for v in header.voxel_size],
+        "axis_order": list(header.axes),
     }
 
 
