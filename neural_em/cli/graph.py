@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
         "neural-em graph emd_3488.mrc --resolution 3.2 -o emd_3488.graph.json "
         "--mmcif emd_3488.graph.cif")
     p.add_argument("input", type=Path, help="MRC/MAP/CCP4 map or .neural field file")
-    p.add_argument("--field", choices=("spline", "neural"), default="spline",
+    p.add_argument("--field", choices=("spline", "neural", "learned"), default="spline",
                    help="field fitted to a map input (ignored for a .neural input)")
     p.add_argument("--resolution", type=positive_float, default=None, metavar="R",
                    help="map resolution in Å; sets the adjacency to 2 x R unless --adjacency")
@@ -96,6 +96,19 @@ def run(args: argparse.Namespace) -> int:
         graph = DensityGraph.from_neural_density_map(
             field, devices=devices if field.kind == "neural" else None,
             source=str(args.input), **options)
+    elif args.field == "learned":
+        import time
+
+        from neural_em.fields.learned import LearnedDensityMap
+
+        t0 = time.perf_counter()
+        field = LearnedDensityMap.from_voxel_map(args.input, args.contour,
+                                                 max_voxels=args.max_voxels)
+        field.max_voxels = args.max_voxels
+        fit_s = time.perf_counter() - t0
+        graph = DensityGraph.from_neural_density_map(field, devices=None,
+                                                     source=str(args.input), **options)
+        graph.timings["field"] = fit_s
     else:
         graph = DensityGraph.from_voxel_density_map(
             args.input, args.field, contour=args.contour, devices=devices,

@@ -107,7 +107,7 @@ if REFERENCE_DIR is not None and not REFERENCE_DIR.is_dir():
 
 wildcard_constraints:
     entry="emd_[0-9]+",
-    field="neural|spline",
+    field="neural|spline|learned",
 
 
 def entry(wildcards):
@@ -139,6 +139,7 @@ NEURAL = "results/fits/{entry}/{entry}.neural"
 NEURAL_RECORD = "results/fits/{entry}/{entry}.fit.json"
 NEURAL_MRC = "results/fits/{entry}/{entry}_neural.mrc"
 SPLINE = "results/fits/{entry}/{entry}_spline.neural"
+LEARNED = "results/fits/{entry}/{entry}_learned.neural"
 GRAPH = "results/graphs/{entry}/{field}.graph.json"
 GRAPH_CIF = "results/graphs/{entry}/{field}.cif"
 GRAPH_METRICS = "results/graphs/{entry}/{field}.metrics.json"

@@ -91,3 +91,28 @@ rule fit_spline:
         "neural-em -q fit {input.map} --field spline -o {output} --force "
         "--contour {params.contour} "
         "--margin {params.margin} > {log} 2>&1"
+
+
+rule fit_learned:
+    """Learned field of the same crop (the packaged network refines the map 2x; no training)."""
+    input:
+        map=MAP_GZ,
+        info=ENTRY_INFO,
+    output:
+        LEARNED,
+    params:
+        contour=info_value("contour"),
+        margin=float(FIT.get("margin_A", 5.0)),
+    conda:
+        "../../envs/fit.yaml"
+    log:
+        "logs/fit_learned/{entry}.log",
+    benchmark:
+        BENCH + "/fit_learned/{entry}.tsv"
+    threads: 2
+    resources:
+        mem_mb=FIT_MEM,
+        runtime=30,
+    shell:
+        "OMP_NUM_THREADS={threads} neural-em -q fit {input.map} --field learned -o {output} "
+        "--force --contour {params.contour} --margin {params.margin} > {log} 2>&1"

@@ -9,7 +9,7 @@ GRAPH_THREADS, GRAPH_MEM, GRAPH_RUNTIME = rule_resources("graph", 4000, 30, 1)
 
 
 def graph_input(wildcards):
-    return NEURAL.format(**wildcards) if wildcards.field == "neural" else SPLINE.format(**wildcards)
+    return {"neural": NEURAL, "learned": LEARNED}.get(wildcards.field, SPLINE).format(**wildcards)
 
 
 def graph_gpu(wildcards):
