@@ -152,7 +152,9 @@ def test_refines_simulated_chain_no_worse_than_trilinear():
     fourier = _decimation_mae(FourierDensityMap, truth)
     assert np.isfinite(learned)
     assert learned <= trilinear
-    assert learned <= 1.05 * fourier  # measured: at or below Fourier on this chain
+    # Measured with the packaged network: 0.0858 against Fourier's 0.0820 (1.046x) and
+    # trilinear's 0.0913; the learned field is not better than Fourier (docs/learned.md).
+    assert learned <= 1.10 * fourier
 
 
 def test_real_map_no_nan():
