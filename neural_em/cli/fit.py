@@ -1,4 +1,4 @@
-"""``neural-em fit``: fit a continuous field (neural or spline) to a voxel map."""
+"""``neural-em fit``: fit a continuous field (neural, spline or learned) to a voxel map."""
 
 from __future__ import annotations
 
@@ -19,12 +19,17 @@ from neural_em.fields import SplineDensityMap
 
 def register(sub: Any) -> None:
     p = add_command(
-        sub, "fit", "Fit a neural (SIREN per region) or cubic-spline field to a map.",
+        sub, "fit", "Fit a neural (SIREN per region), cubic-spline or learned (a network "
+        "trained across maps refines the map 2x) field to a map.",
         "neural-em fit emd_3488.mrc --contour 0.7 -o emd_3488.neural --preset fast")
     p.add_argument("map", type=Path, help="MRC/MAP/CCP4 map (optionally .gz/.bz2)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .neural file")
-    p.add_argument("--field", choices=("neural", "spline"), default="neural",
-                   help="field kind: neural (trained) or spline (cubic B-spline, instant)")
+    p.add_argument("--field", choices=("neural", "spline", "learned"), default="neural",
+                   help="field kind: neural (trained), spline (cubic B-spline, instant) or "
+                   "learned (packaged network refines the map 2x, seconds)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="learned field: network weights (.safetensors with its .json "
+                   "beside it); default: the weights packaged with neural-em")
     p.add_argument("--preset", choices=("fast", "paper"), default="fast",
                    help="neural training preset: fast (batched, this project's) or paper "
                    "(the study's protocol)")
@@ -57,6 +62,17 @@ def run(args: argparse.Namespace) -> int:
         field.save(args.output, overwrite=args.force, float16=args.float16)
         print(f"wrote {args.output} (spline field, {field.shape_xyz} voxels, "
               f"{time.perf_counter() - start:.1f} s)")
+        return 0
+    if args.field == "learned":
+        from neural_em.fields.learned import LearnedDensityMap
+
+        field = LearnedDensityMap.from_voxel_map(args.map, contour=args.contour,
+                                                 margin_A=args.margin,
+                                                 max_voxels=args.max_voxels,
+                                                 weights=args.weights)
+        field.save(args.output, overwrite=args.force, float16=args.float16)
+        print(f"wrote {args.output} (learned field, {field.shape_xyz} voxels refined to "
+              f"{field.refined.shape_xyz}, {time.perf_counter() - start:.1f} s)")
         return 0
     from neural_em.fields.neural import NeuralDensityMap, fit_report
 

@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     p.add_argument("input", type=Path, help="MRC/MAP/CCP4 map or .neural field file")
     p.add_argument("--method", choices=("study", "backbone"), default="study",
                    help="graph method: the study's density graph, or the backbone graph")
-    p.add_argument("--field", choices=("spline", "neural"), default="spline",
+    p.add_argument("--field", choices=("spline", "neural", "learned"), default="spline",
                    help="field fitted to a map input (ignored for a .neural input)")
     p.add_argument("--resolution", type=positive_float, default=None, metavar="R",
                    help="map resolution in Å; sets the adjacency to 2 x R unless --adjacency")

@@ -4,6 +4,8 @@
 * :class:`NeuralDensityMap`: one SIREN per region of the map (the study's neural map).
 * :class:`~neural_em.fields.classical.TrilinearDensityMap`,
   :class:`~neural_em.fields.classical.FourierDensityMap`: classical baselines.
+* :class:`~neural_em.fields.learned.LearnedDensityMap`: the map refined 2x by a network
+  trained across maps, queried by a cubic B-spline.
 """
 
 from __future__ import annotations
@@ -41,5 +43,9 @@ def load_field(path: str | os.PathLike) -> DensityField:
 
         cls = TrilinearDensityMap if kind == "trilinear" else FourierDensityMap
         return cls.from_file_contents(header, tensors, path)
-    raise FieldFormatError(
-        f"unknown field kind {kind!r} (known: 'spline', 'neural', 'trilinear', 'fourier')", path)
+    if kind == "learned":
+        from neural_em.fields.learned import LearnedDensityMap
+
+        return LearnedDensityMap.from_file_contents(header, tensors, path)
+    raise FieldFormatError(f"unknown field kind {kind!r} (known: 'spline', 'neural', "
+                           "'trilinear', 'fourier', 'learned')", path)

@@ -71,7 +71,8 @@ def field_from_map(path: str | os.PathLike, kind: str = "spline", *,
                    contour: float | None = None, devices: Sequence[str] = ("cpu",),
                    preset: str = "fast", max_voxels: int | None = None,
                    field_options: dict[str, Any] | None = None) -> DensityField:
-    """Read a map and fit the field a graph is drawn from: ``"spline"`` or ``"neural"``.
+    """Read a map and fit the field a graph is drawn from: ``"spline"``, ``"neural"`` or
+    ``"learned"`` (the packaged network's 2x refinement, :mod:`neural_em.fields.learned`).
 
     ``contour``: raw density level to crop the map to (with a margin) before fitting;
     ``devices``/``preset``/``field_options``: passed to the neural fit. The field's
@@ -91,8 +92,13 @@ def field_from_map(path: str | os.PathLike, kind: str = "spline", *,
         fld = NeuralDensityMap.from_voxel_map(path, contour, devices=tuple(devices),
                                               preset=preset, max_voxels=max_voxels,
                                               **(field_options or {}))
+    elif kind == "learned":
+        from neural_em.fields.learned import LearnedDensityMap
+
+        fld = LearnedDensityMap.from_voxel_map(path, contour, max_voxels=max_voxels,
+                                               **(field_options or {}))
     else:
-        raise InputError(f"field must be 'spline' or 'neural', got {kind!r}")
+        raise InputError(f"field must be 'spline', 'neural' or 'learned', got {kind!r}")
     fld.max_voxels = max_voxels
     return fld
 

@@ -33,6 +33,8 @@ from neural_em.errors import FieldFormatError, InputError
 logger = logging.getLogger(__name__)
 
 NOT_RUN = "not run"
+#: Fields the pipeline draws graphs from.
+GRAPH_FIELDS = ("neural", "spline", "learned")
 #: Graph methods (:mod:`neural_em.graph.methods`), the study's first.
 GRAPH_METHODS = ("study", "backbone")
 #: Where each method's graphs sit in an entry's record: ``graph`` holds the study method's
@@ -52,7 +54,7 @@ def graph_role(field: str, method: str) -> str:
 #: Roles a manifest may name for an entry (all but entry_info are optional).
 ROLES = ("entry_info", "map", "model", "fasta", "neural", "neural_record", "neural_mrc",
          "neural_bench", "spline", "spline_bench",
-         *(graph_role(f, m) + suffix for f in ("neural", "spline") for m in GRAPH_METHODS
+         *(graph_role(f, m) + suffix for f in GRAPH_FIELDS for m in GRAPH_METHODS
            for suffix in ("", "_metrics", "_bench")),
          "interpolation", "interpolation_bench", "deeptracer_metrics", "deeptracer_bench")
 
@@ -342,7 +344,7 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
         rec[GRAPH_RECORD[method]] = {
             field: _graph_record(has, graph_role(field, method), field in graph_fields,
                                  no_model)
-            for field in ("neural", "spline")}
+            for field in GRAPH_FIELDS}
     # ---- interpolation
     if interpolation_methods and "interpolation" in has:
         rec["interpolation"] = _interpolation(has["interpolation"], interpolation_methods)
@@ -386,7 +388,7 @@ def summarise(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"entries": len(entries)}
     for method, record in GRAPH_RECORD.items():
         prefix = "graph" if method == "study" else f"graph_{method}"
-        for field in ("neural", "spline"):
+        for field in GRAPH_FIELDS:
             for m in ("recall", "coverage", "precision", "one_to_one_precision", "f1", "rmsd",
                       "nodes_per_ca", "chain_recall", "edge_precision", "mean_degree",
                       "seconds"):

@@ -37,9 +37,9 @@ FIGURES = ("training_time", "file_size", "graph_metrics", "graph_methods",
 #: One colour per series, kept across figures.
 COLOURS = {"neural": "#d62728", "spline": "#1f77b4", "trilinear": "#2ca02c",
            "fourier": "#9467bd", "deeptracer": "#ff7f0e", "study": "#8c8c8c",
-           "study_dt": "#e5ae7a", "backbone": "#17becf"}
+           "study_dt": "#e5ae7a", "backbone": "#17becf", "learned": "#8c564b"}
 METHOD_LABELS = {"trilinear": "trilinear", "spline": "cubic spline", "fourier": "Fourier",
-                 "neural": "neural"}
+                 "neural": "neural", "learned": "learned"}
 
 
 # ====================================================================== inputs

@@ -13,7 +13,8 @@ Two experiments, as library functions the pipeline and the benchmarks call:
   even voxels ``data[::2, ::2, ::2]`` (voxel size doubled) predicts every other voxel; errors
   at those held-out voxels.
 
-Methods: ``"trilinear"``, ``"fourier"``, ``"spline"`` (classical, instant) and ``"neural"``
+Methods: ``"trilinear"``, ``"fourier"``, ``"spline"`` (classical, instant), ``"learned"`` (a
+network trained across maps refines the map 2x, :mod:`neural_em.fields.learned`) and ``"neural"``
 (the study's neural map; ``"neural-fast"`` / ``"neural-paper"`` pick a preset). The neural
 field comes from :mod:`neural_em.fields.neural`, imported only when asked for; where it is
 missing the method is skipped with a note in the result's ``"skipped"``.
@@ -106,11 +107,13 @@ def neural_available() -> tuple[bool, str]:
 
 
 def build_field(method: str, vmap: VoxelMap, *, neural_kwargs: dict[str, Any] | None = None,
-                fourier_kwargs: dict[str, Any] | None = None) -> DensityField:
+                fourier_kwargs: dict[str, Any] | None = None,
+                learned_kwargs: dict[str, Any] | None = None) -> DensityField:
     """Build the field of ``method`` over ``vmap`` (kept on its normalisation if it has one).
 
     ``"neural-fast"``/``"neural-paper"`` set the preset; ``neural_kwargs`` go to
-    ``NeuralDensityMap.from_voxel_data`` (preset, max_epochs, time_budget_s, seed, devices).
+    ``NeuralDensityMap.from_voxel_data`` (preset, max_epochs, time_budget_s, seed, devices);
+    ``learned_kwargs`` go to ``LearnedDensityMap`` (weights, tile).
     """
     if method == "trilinear":
         return TrilinearDensityMap(vmap)
@@ -118,6 +121,10 @@ def build_field(method: str, vmap: VoxelMap, *, neural_kwargs: dict[str, Any] | 
         return SplineDensityMap(vmap)
     if method == "fourier":
         return FourierDensityMap(vmap, **(fourier_kwargs or {}))
+    if method == "learned":
+        from neural_em.fields.learned import LearnedDensityMap
+
+        return LearnedDensityMap(vmap, **(learned_kwargs or {}))
     if method == "neural" or method.startswith("neural-"):
         from neural_em.fields.neural import NeuralDensityMap
 
@@ -125,8 +132,8 @@ def build_field(method: str, vmap: VoxelMap, *, neural_kwargs: dict[str, Any] | 
         if method != "neural":
             kwargs["preset"] = method.split("-", 1)[1]
         return NeuralDensityMap.from_voxel_data(vmap, **kwargs)
-    raise InputError(f"unknown interpolation method {method!r} "
-                     f"(known: trilinear, fourier, spline, neural, neural-fast, neural-paper)")
+    raise InputError(f"unknown interpolation method {method!r} (known: trilinear, fourier, "
+                     "spline, learned, neural, neural-fast, neural-paper)")
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:
@@ -134,10 +141,10 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
         methods = [methods]
     out = []
     for m in methods:
-        if m not in CLASSICAL_METHODS and m != "neural" and m not in ("neural-fast",
-                                                                     "neural-paper"):
+        if m not in CLASSICAL_METHODS and m not in ("neural", "neural-fast", "neural-paper",
+                                                    "learned"):
             raise InputError(f"unknown interpolation method {m!r} (known: trilinear, fourier, "
-                             "spline, neural, neural-fast, neural-paper)")
+                             "spline, learned, neural, neural-fast, neural-paper)")
         if m not in out:
             out.append(m)
     if not out:

@@ -109,7 +109,7 @@ if REFERENCE_DIR is not None and not REFERENCE_DIR.is_dir():
 wildcard_constraints:
     # exactly the configured keys (EMDB entries emd_N, local maps their names)
     entry="|".join(re.escape(k) for k in sorted(KEYS, key=len, reverse=True)),
-    field="neural|spline",
+    field="neural|spline|learned",
     method="study|backbone",
 
 
@@ -166,6 +166,7 @@ NEURAL = "results/fits/{entry}/{entry}.neural"
 NEURAL_RECORD = "results/fits/{entry}/{entry}.fit.json"
 NEURAL_MRC = "results/fits/{entry}/{entry}_neural.mrc"
 SPLINE = "results/fits/{entry}/{entry}_spline.neural"
+LEARNED = "results/fits/{entry}/{entry}_learned.neural"
 GRAPH = "results/graphs/{entry}/{field}.{method}.graph.json"
 GRAPH_CIF = "results/graphs/{entry}/{field}.{method}.cif"
 GRAPH_METRICS = "results/graphs/{entry}/{field}.{method}.metrics.json"
@@ -179,6 +180,7 @@ DEEPTRACER_METRICS = "results/deeptracer/{entry}/metrics.json"
 # Snakemake's benchmark files (time and memory of each job)
 BENCH_FIT_NEURAL = "results/benchmarks/fit_neural/{entry}.tsv"
 BENCH_FIT_SPLINE = "results/benchmarks/fit_spline/{entry}.tsv"
+BENCH_FIT_LEARNED = "results/benchmarks/fit_learned/{entry}.tsv"
 BENCH_GRAPH = "results/benchmarks/graph/{entry}_{field}_{method}.tsv"
 BENCH_INTERP = "results/benchmarks/interpolation/{entry}.tsv"
 BENCH_DEEPTRACER = "results/benchmarks/deeptracer/{entry}.tsv"
@@ -299,7 +301,9 @@ GRAPH_CFG = section("graph")
 
 
 def graph_input(wildcards):
-    return NEURAL.format(**wildcards) if wildcards.field == "neural" else SPLINE.format(**wildcards)
+    """The fitted field file a graph is drawn from."""
+    return {"neural": NEURAL, "learned": LEARNED, "spline": SPLINE}[wildcards.field].format(
+        **wildcards)
 
 
 def graph_gpu(wildcards):

@@ -77,3 +77,28 @@ rule fit_spline:
         "neural-em -q fit {input.map:q} --field spline -o {output} --force "
         "{params.contour} "
         "--margin {params.margin} > {log} 2>&1"
+
+
+rule fit_learned:
+    """Learned field of the same crop (the packaged network refines the map 2x; no training)."""
+    input:
+        map=map_input,
+        info=ENTRY_INFO,
+    output:
+        LEARNED,
+    params:
+        contour=contour_option,
+        margin=float(FIT["margin_A"]),
+    conda:
+        "../../envs/fit.yaml"
+    log:
+        "logs/fit_learned/{entry}.log",
+    benchmark:
+        BENCH_FIT_LEARNED
+    threads: 2
+    resources:
+        mem_mb=FIT_MEM,
+        runtime=30,
+    shell:
+        "OMP_NUM_THREADS={threads} neural-em -q fit {input.map:q} --field learned -o {output} "
+        "--force {params.contour} --margin {params.margin} > {log} 2>&1"
