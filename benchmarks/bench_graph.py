@@ -34,8 +34,7 @@ MAPS = [
     ("emd_3488", "emd_3488/emd_3488.mrc", "emd_3488/5ni1.cif", 3.2, 0.946, 0.719),
     ("emd_6272", "emd_6272/emd_6272_zone.mrc", "emd_6272/3j9s.pdb", 2.6, 0.957, 0.682),
     ("emd_5778", "emd_5778/emd_5778_chainA.mrc", "emd_5778/3j5p.pdb", 3.28, 0.601, 0.589),
-    ("emd_21457", "emd_21457/emd_21457_seg.mrc", "emd_21457/6vyb_Ndom.pdb", 3.2, 0.626,
-     0.672),
+    ("emd_21457", "emd_21457/emd_21457_seg.mrc", "emd_21457/6vyb_Ndom.pdb", 3.2, 0.626, 0.672),
     ("3i2n", "simulated/3i2n/3i2n_sim3A.mrc", "simulated/3i2n/3i2n.pdb", 3.0, 1.0, 0.748),
     ("3qc7", "simulated/3qc7/3qc7_sim3A.mrc", "simulated/3qc7/3qc7.pdb", 3.0, 1.0, 0.713),
     ("6g61", "simulated/6g61/6g61_sim3A.mrc", "simulated/6g61/6g61.pdb", 3.0, 1.0, 0.676),
@@ -47,13 +46,32 @@ REAL_MAPS = ("emd_3488", "emd_6272", "emd_5778", "emd_21457")
 
 
 def _metrics(r: dict[str, Any]) -> dict[str, Any]:
-    keys = ("nodes", "ca", "recall", "coverage", "precision", "one_to_one_precision", "f1",
-            "rmsd", "nodes_per_ca", "chain_recall", "edge_precision", "mean_degree")
+    keys = (
+        "nodes",
+        "ca",
+        "recall",
+        "coverage",
+        "precision",
+        "one_to_one_precision",
+        "f1",
+        "rmsd",
+        "nodes_per_ca",
+        "chain_recall",
+        "edge_precision",
+        "mean_degree",
+    )
     return {k: r.get(k) for k in keys}
 
 
-def run_map(entry: tuple, refine: str, *, threads: int | None, data: Path,
-            with_baseline: bool, method: str = "study") -> dict[str, Any] | None:
+def run_map(
+    entry: tuple,
+    refine: str,
+    *,
+    threads: int | None,
+    data: Path,
+    with_baseline: bool,
+    method: str = "study",
+) -> dict[str, Any] | None:
     from neural_em.fields.spline import SplineDensityMap
     from neural_em.graph import DensityGraph
     from neural_em.graph.evaluate import evaluate_graph
@@ -64,16 +82,23 @@ def run_map(entry: tuple, refine: str, *, threads: int | None, data: Path,
     name, map_rel, model_rel, res, ref_recall, ref_precision = entry
     map_path, model_path = data / map_rel, data / model_rel
     if not map_path.is_file() or not model_path.is_file():
-        print(f"skipping {name}: {map_path if not map_path.is_file() else model_path} absent",
-              file=sys.stderr)
+        print(
+            f"skipping {name}: {map_path if not map_path.is_file() else model_path} absent",
+            file=sys.stderr,
+        )
         return None
     wall0, cpu0 = time.perf_counter(), time.process_time()
     field = SplineDensityMap.from_voxel_map(map_path)
     field_s = time.perf_counter() - wall0
     if method == "study":
         graph = DensityGraph.from_neural_density_map(
-            field, adjacency_threshold=2.0 * res, resolution_A=res, refine=refine,
-            threads=threads, source=str(map_path))
+            field,
+            adjacency_threshold=2.0 * res,
+            resolution_A=res,
+            refine=refine,
+            threads=threads,
+            source=str(map_path),
+        )
     else:
         graph = build_graph(field, method=method, resolution_A=res, source=str(map_path))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -81,11 +106,20 @@ def run_map(entry: tuple, refine: str, *, threads: int | None, data: Path,
     baseline = load_normalised(map_path) if with_baseline else None
     r = evaluate_graph(graph, model, baseline_map=baseline)
     out = {
-        "map": name, "resolution_A": res, "method": method, "refine": refine, **_metrics(r),
-        "edges": graph.graph.number_of_edges(), "seconds_wall": wall, "seconds_cpu": cpu,
-        "seconds_field": field_s, "steps": {k: v for k, v in graph.timings.items()},
-        "stats": graph.stats, "reference": {"recall": ref_recall, "precision": ref_precision},
-        "diff_recall": r["recall"] - ref_recall, "diff_precision": r["precision"] - ref_precision,
+        "map": name,
+        "resolution_A": res,
+        "method": method,
+        "refine": refine,
+        **_metrics(r),
+        "edges": graph.graph.number_of_edges(),
+        "seconds_wall": wall,
+        "seconds_cpu": cpu,
+        "seconds_field": field_s,
+        "steps": {k: v for k, v in graph.timings.items()},
+        "stats": graph.stats,
+        "reference": {"recall": ref_recall, "precision": ref_precision},
+        "diff_recall": r["recall"] - ref_recall,
+        "diff_precision": r["precision"] - ref_precision,
     }
     if "baseline" in r:
         out["baseline"] = _metrics(r["baseline"])
@@ -106,16 +140,22 @@ def run_neural_backbone(data: Path, preset: str, out_dir: Path) -> dict[str, Any
     path = out_dir / "emd_3488_fast.neural"
     t0 = time.perf_counter()
     if not path.is_file():
-        NeuralDensityMap.from_voxel_map(data / map_rel, devices=("cpu",), preset=preset).save(
-            path)
+        NeuralDensityMap.from_voxel_map(data / map_rel, devices=("cpu",), preset=preset).save(path)
     fit_s = time.perf_counter() - t0
     wall0, cpu0 = time.perf_counter(), time.process_time()
     field = load_field(path)
     graph = build_graph(field, method="backbone", resolution_A=res, source=str(path))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     r = evaluate_graph(graph, data / model_rel)
-    return {"map": name, "field": f"neural ({preset}) from {path.name}", "fit_seconds": fit_s,
-            **_metrics(r), "seconds_wall": wall, "seconds_cpu": cpu, "steps": graph.timings}
+    return {
+        "map": name,
+        "field": f"neural ({preset}) from {path.name}",
+        "fit_seconds": fit_s,
+        **_metrics(r),
+        "seconds_wall": wall,
+        "seconds_cpu": cpu,
+        "steps": graph.timings,
+    }
 
 
 def run_neural(data: Path, preset: str) -> dict[str, Any] | None:
@@ -131,14 +171,22 @@ def run_neural(data: Path, preset: str) -> dict[str, Any] | None:
     field = NeuralDensityMap.from_voxel_map(data / map_rel, devices=("cpu",), preset=preset)
     fit_s = time.perf_counter() - t0
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    graph = DensityGraph.from_neural_density_map(field, adjacency_threshold=2.0 * res,
-                                                 resolution_A=res, source=str(data / map_rel))
+    graph = DensityGraph.from_neural_density_map(
+        field, adjacency_threshold=2.0 * res, resolution_A=res, source=str(data / map_rel)
+    )
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     r = evaluate_graph(graph, data / model_rel)
-    return {"map": name, "field": f"neural ({preset})", "fit_seconds": fit_s, **_metrics(r),
-            "seconds_wall": wall, "seconds_cpu": cpu, "steps": graph.timings,
-            "stats": graph.stats,
-            "reference": {"recall": ref_recall, "precision": ref_precision}}
+    return {
+        "map": name,
+        "field": f"neural ({preset})",
+        "fit_seconds": fit_s,
+        **_metrics(r),
+        "seconds_wall": wall,
+        "seconds_cpu": cpu,
+        "steps": graph.timings,
+        "stats": graph.stats,
+        "reference": {"recall": ref_recall, "precision": ref_precision},
+    }
 
 
 _MEMORY_SNIPPET = """
@@ -161,8 +209,12 @@ def run_memory(data: Path) -> dict[str, Any] | None:
         print(f"skipping --memory: {path} absent", file=sys.stderr)
         return None
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run([sys.executable, "-c", _MEMORY_SNIPPET, str(path)], check=True,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SNIPPET, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["peak_rss_MB"] = peak_kb / 1024
@@ -181,87 +233,132 @@ def print_methods(rows: list[dict[str, Any]]) -> None:
     methods = list(dict.fromkeys(r["method"] for r in plain))
     if not plain:
         return
-    keys = ("nodes_per_ca", "recall", "one_to_one_precision", "f1", "rmsd", "chain_recall",
-            "edge_precision", "mean_degree")
+    keys = (
+        "nodes_per_ca",
+        "recall",
+        "one_to_one_precision",
+        "f1",
+        "rmsd",
+        "chain_recall",
+        "edge_precision",
+        "mean_degree",
+    )
     print("\n### Graph methods (spline field)\n")
-    print("| map | method | nodes | nodes/CA | recall | 1:1 precision | F1 | RMSD Å | "
-          "chain recall | edge precision | mean degree | seconds wall |")
+    print(
+        "| map | method | nodes | nodes/CA | recall | 1:1 precision | F1 | RMSD Å | "
+        "chain recall | edge precision | mean degree | seconds wall |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in plain:
-        print(f"| {r['map']} | {r['method']} | {r['nodes']} | "
-              + " | ".join(_f(r[k], 2 if k in ("nodes_per_ca", "rmsd", "mean_degree") else 3)
-                           for k in keys)
-              + f" | {r['seconds_wall']:.1f} |")
+        print(
+            f"| {r['map']} | {r['method']} | {r['nodes']} | "
+            + " | ".join(
+                _f(r[k], 2 if k in ("nodes_per_ca", "rmsd", "mean_degree") else 3) for k in keys
+            )
+            + f" | {r['seconds_wall']:.1f} |"
+        )
     for method in methods:
         real = [r for r in plain if r["method"] == method and r["map"] in REAL_MAPS]
         if real:
             means = {k: sum(r[k] for r in real) / len(real) for k in keys}
-            print(f"| mean of {len(real)} real maps | {method} | – | "
-                  + " | ".join(_f(means[k], 2 if k in ("nodes_per_ca", "rmsd", "mean_degree")
-                                  else 3) for k in keys) + " | – |")
+            print(
+                f"| mean of {len(real)} real maps | {method} | – | "
+                + " | ".join(
+                    _f(means[k], 2 if k in ("nodes_per_ca", "rmsd", "mean_degree") else 3)
+                    for k in keys
+                )
+                + " | – |"
+            )
 
 
 def print_tables(rows: list[dict[str, Any]], neural: dict[str, Any] | None) -> None:
     print("\n### Spline field, study defaults (adjacency 2 × resolution)\n")
-    print("| map | res Å | nodes | CA | recall (ref) | coverage | precision (ref) | RMSD Å | "
-          "nodes/CA | seconds wall / CPU | seeding / walking / clustering / edges s | "
-          "baseline nodes | baseline recall | baseline precision |")
+    print(
+        "| map | res Å | nodes | CA | recall (ref) | coverage | precision (ref) | RMSD Å | "
+        "nodes/CA | seconds wall / CPU | seeding / walking / clustering / edges s | "
+        "baseline nodes | baseline recall | baseline precision |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["refine"] != "none" or r["method"] != "study":
             continue
         s, b = r["steps"], r.get("baseline", {})
-        print(f"| {r['map']} | {r['resolution_A']} | {r['nodes']} | {r['ca']} | "
-              f"{_f(r['recall'])} ({r['reference']['recall']:.3f}) | {_f(r['coverage'])} | "
-              f"{_f(r['precision'])} ({r['reference']['precision']:.3f}) | {_f(r['rmsd'], 2)} | "
-              f"{_f(r['nodes_per_ca'], 2)} | {r['seconds_wall']:.1f} / {r['seconds_cpu']:.1f} | "
-              f"{s['seeding']:.1f} / {s['walking']:.1f} / {s['clustering']:.2f} / "
-              f"{s['edges']:.2f} | {b.get('nodes', '–')} | {_f(b.get('recall'))} | "
-              f"{_f(b.get('precision'))} |")
+        print(
+            f"| {r['map']} | {r['resolution_A']} | {r['nodes']} | {r['ca']} | "
+            f"{_f(r['recall'])} ({r['reference']['recall']:.3f}) | {_f(r['coverage'])} | "
+            f"{_f(r['precision'])} ({r['reference']['precision']:.3f}) | {_f(r['rmsd'], 2)} | "
+            f"{_f(r['nodes_per_ca'], 2)} | {r['seconds_wall']:.1f} / {r['seconds_cpu']:.1f} | "
+            f"{s['seeding']:.1f} / {s['walking']:.1f} / {s['clustering']:.2f} / "
+            f"{s['edges']:.2f} | {b.get('nodes', '–')} | {_f(b.get('recall'))} | "
+            f"{_f(b.get('precision'))} |"
+        )
     print_methods(rows)
     refines = sorted({r["refine"] for r in rows} - {"none"})
     if refines:
         base = {r["map"]: r for r in rows if r["refine"] == "none" and r["method"] == "study"}
         print("\n### Refinement trade-off (same field and parameters)\n")
-        print("| map | refine | nodes | recall | precision | nodes/CA | RMSD Å | "
-              "Δ recall | Δ precision | Δ nodes/CA | refine s |")
+        print(
+            "| map | refine | nodes | recall | precision | nodes/CA | RMSD Å | "
+            "Δ recall | Δ precision | Δ nodes/CA | refine s |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["refine"] == "none" or r["map"] not in base:
                 continue
             b = base[r["map"]]
-            print(f"| {r['map']} | {r['refine']} | {r['nodes']} | {_f(r['recall'])} | "
-                  f"{_f(r['precision'])} | {_f(r['nodes_per_ca'], 2)} | {_f(r['rmsd'], 2)} | "
-                  f"{r['recall'] - b['recall']:+.3f} | {r['precision'] - b['precision']:+.3f} | "
-                  f"{r['nodes_per_ca'] - b['nodes_per_ca']:+.2f} | {r['steps']['refine']:.2f} |")
+            print(
+                f"| {r['map']} | {r['refine']} | {r['nodes']} | {_f(r['recall'])} | "
+                f"{_f(r['precision'])} | {_f(r['nodes_per_ca'], 2)} | {_f(r['rmsd'], 2)} | "
+                f"{r['recall'] - b['recall']:+.3f} | {r['precision'] - b['precision']:+.3f} | "
+                f"{r['nodes_per_ca'] - b['nodes_per_ca']:+.2f} | {r['steps']['refine']:.2f} |"
+            )
     if neural and "steps" in neural:
         s = neural["steps"]
         print("\n### Neural field (EMD-3488)\n")
-        print(f"{neural['field']}: fit {neural['fit_seconds']:.1f} s; graph "
-              f"{neural['seconds_wall']:.1f} s wall / {neural['seconds_cpu']:.1f} s CPU (seeding "
-              f"{s['seeding']:.1f}, walking {s['walking']:.1f}); {neural['nodes']} nodes, recall "
-              f"{_f(neural['recall'])}, precision {_f(neural['precision'])}, RMSD "
-              f"{_f(neural['rmsd'], 2)}")
+        print(
+            f"{neural['field']}: fit {neural['fit_seconds']:.1f} s; graph "
+            f"{neural['seconds_wall']:.1f} s wall / {neural['seconds_cpu']:.1f} s CPU (seeding "
+            f"{s['seeding']:.1f}, walking {s['walking']:.1f}); {neural['nodes']} nodes, recall "
+            f"{_f(neural['recall'])}, precision {_f(neural['precision'])}, RMSD "
+            f"{_f(neural['rmsd'], 2)}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "graph.json")
     parser.add_argument("--maps", nargs="*", default=None, help="subset of map names")
-    parser.add_argument("--methods", nargs="*", default=["study", "backbone"],
-                        help="graph methods (study, backbone)")
-    parser.add_argument("--refine", nargs="*", default=["none", "ridge"],
-                        help="refinements of the study method ('none' is the study's method)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="parallel field evaluations (default: the library's)")
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        default=["study", "backbone"],
+        help="graph methods (study, backbone)",
+    )
+    parser.add_argument(
+        "--refine",
+        nargs="*",
+        default=["none", "ridge"],
+        help="refinements of the study method ('none' is the study's method)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="parallel field evaluations (default: the library's)",
+    )
     parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--neural", action="store_true",
-                        help="also a graph from a neural field of EMD-3488")
+    parser.add_argument(
+        "--neural", action="store_true", help="also a graph from a neural field of EMD-3488"
+    )
     parser.add_argument("--preset", default="fast", help="neural preset with --neural")
-    parser.add_argument("--memory", action="store_true",
-                        help="also the peak memory of the EMD-11007 graph (child process)")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also the peak memory of the EMD-11007 graph (child process)",
+    )
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"no data folder {args.data}", file=sys.stderr)
@@ -273,35 +370,51 @@ def main(argv: list[str] | None = None) -> int:
             continue
         runs = [(m, r) for m in args.methods for r in (refines if m == "study" else ["none"])]
         for method, refine in runs:
-            row = run_map(entry, refine, threads=args.threads, data=args.data, method=method,
-                          with_baseline=(refine == "none" and method == "study"
-                                         and not args.no_baseline))
+            row = run_map(
+                entry,
+                refine,
+                threads=args.threads,
+                data=args.data,
+                method=method,
+                with_baseline=(refine == "none" and method == "study" and not args.no_baseline),
+            )
             if row is not None:
                 rows.append(row)
-                print(f"{row['map']} {method} refine={refine}: {row['nodes']} nodes, recall "
-                      f"{row['recall']:.3f}, 1:1 precision {row['one_to_one_precision']:.3f} "
-                      f"in {row['seconds_wall']:.1f} s", file=sys.stderr, flush=True)
+                print(
+                    f"{row['map']} {method} refine={refine}: {row['nodes']} nodes, recall "
+                    f"{row['recall']:.3f}, 1:1 precision {row['one_to_one_precision']:.3f} "
+                    f"in {row['seconds_wall']:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     neural = None
     if args.neural:
         neural = run_neural(args.data, args.preset) if "study" in args.methods else None
         if "backbone" in args.methods:
             backbone = run_neural_backbone(args.data, args.preset, args.out.parent)
             if backbone is not None:
-                print(f"\n### Backbone graph from a fitted .neural file (EMD-3488)\n\n"
-                      f"{backbone['field']}: fit {backbone['fit_seconds']:.1f} s; load + graph "
-                      f"{backbone['seconds_wall']:.1f} s wall / {backbone['seconds_cpu']:.1f} s "
-                      f"CPU; {backbone['nodes']} nodes, recall {_f(backbone['recall'])}, 1:1 "
-                      f"precision {_f(backbone['one_to_one_precision'])}, chain recall "
-                      f"{_f(backbone['chain_recall'])}, edge precision "
-                      f"{_f(backbone['edge_precision'])}")
+                print(
+                    f"\n### Backbone graph from a fitted .neural file (EMD-3488)\n\n"
+                    f"{backbone['field']}: fit {backbone['fit_seconds']:.1f} s; load + graph "
+                    f"{backbone['seconds_wall']:.1f} s wall / {backbone['seconds_cpu']:.1f} s "
+                    f"CPU; {backbone['nodes']} nodes, recall {_f(backbone['recall'])}, 1:1 "
+                    f"precision {_f(backbone['one_to_one_precision'])}, chain recall "
+                    f"{_f(backbone['chain_recall'])}, edge precision "
+                    f"{_f(backbone['edge_precision'])}"
+                )
                 neural = {**(neural or {}), "backbone": backbone}
     memory = run_memory(args.data) if args.memory else None
     result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "load_average_at_end": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_end": os.getloadavg(),
+        },
         "maxrss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "maps": rows, "neural": neural, "memory": memory,
+        "maps": rows,
+        "neural": neural,
+        "memory": memory,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from neural_em.atomic import atomic_write_text
@@ -309,9 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print_tables(rows, neural)
     if memory:
-        print(f"\nEMD-11007 spline graph: {memory['nodes']} nodes from "
-              f"{memory['stats']['seeds']} seeds in {memory['seconds_wall']:.1f} s, peak memory "
-              f"{memory['peak_rss_MB']:.0f} MB")
+        print(
+            f"\nEMD-11007 spline graph: {memory['nodes']} nodes from "
+            f"{memory['stats']['seeds']} seeds in {memory['seconds_wall']:.1f} s, peak memory "
+            f"{memory['peak_rss_MB']:.0f} MB"
+        )
     print(f"\nwritten {args.out}", file=sys.stderr)
     return 0
 

@@ -21,8 +21,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-MAPS = ("emd_3488/emd_3488.mrc", "emd_6272/emd_6272_zone.mrc", "emd_5778/emd_5778_chainA.mrc",
-        "emd_21457/emd_21457_seg.mrc")
+MAPS = (
+    "emd_3488/emd_3488.mrc",
+    "emd_6272/emd_6272_zone.mrc",
+    "emd_5778/emd_5778_chainA.mrc",
+    "emd_21457/emd_21457_seg.mrc",
+)
 
 
 def _fmt(v: float | None) -> str:
@@ -30,15 +34,28 @@ def _fmt(v: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--maps", nargs="+", default=list(MAPS),
-                   help="maps relative to ../shared/data (or absolute paths)")
-    p.add_argument("--density-threshold", type=float, default=0.2,
-                   help="normalised density from which a held-out voxel counts as dense")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--maps",
+        nargs="+",
+        default=list(MAPS),
+        help="maps relative to ../shared/data (or absolute paths)",
+    )
+    p.add_argument(
+        "--density-threshold",
+        type=float,
+        default=0.2,
+        help="normalised density from which a held-out voxel counts as dense",
+    )
     p.add_argument("--no-neural", action="store_true", help="classical methods only")
-    p.add_argument("--neural-time-budget", type=float, default=None,
-                   help="time budget (s) of the fast preset (default: the preset's)")
+    p.add_argument(
+        "--neural-time-budget",
+        type=float,
+        default=None,
+        help="time budget (s) of the fast preset (default: the preset's)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
@@ -65,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     results = {}
-    rows = ["| map | method | MAE all | MAE non-zero | MAE dense | RMSE dense | max abs "
-            "| build s | evaluate s |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| map | method | MAE all | MAE non-zero | MAE dense | RMSE dense | max abs "
+        "| build s | evaluate s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for rel in args.maps:
         path = Path(rel) if Path(rel).is_absolute() else DATA / rel
         if not path.is_file():
@@ -74,14 +94,21 @@ def main(argv: list[str] | None = None) -> int:
             print(msg)
             notes.append(msg)
             continue
-        r = heldout_experiment(read_map(path), methods=methods, neural_kwargs=neural_kwargs,
-                               density_threshold=args.density_threshold, seed=args.seed)
+        r = heldout_experiment(
+            read_map(path),
+            methods=methods,
+            neural_kwargs=neural_kwargs,
+            density_threshold=args.density_threshold,
+            seed=args.seed,
+        )
         results[rel] = r
         for name, e in r["methods"].items():
-            rows.append(f"| {r['map_id']} | {name} | {_fmt(e['all']['mean_abs'])} "
-                        f"| {_fmt(e['nonzero']['mean_abs'])} | {_fmt(e['dense']['mean_abs'])} "
-                        f"| {_fmt(e['dense']['rmse'])} | {_fmt(e['all']['max_abs'])} "
-                        f"| {e['build_s']:.1f} | {e['evaluate_s']:.1f} |")
+            rows.append(
+                f"| {r['map_id']} | {name} | {_fmt(e['all']['mean_abs'])} "
+                f"| {_fmt(e['nonzero']['mean_abs'])} | {_fmt(e['dense']['mean_abs'])} "
+                f"| {_fmt(e['dense']['rmse'])} | {_fmt(e['all']['max_abs'])} "
+                f"| {e['build_s']:.1f} | {e['evaluate_s']:.1f} |"
+            )
         for name, why in r["skipped"].items():
             rows.append(f"| {r['map_id']} | {name} | skipped: {why} |" + " |" * 6)
     if not results:
@@ -93,9 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         from neural_em.atomic import atomic_write_text
 
-        out = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
-               "methods": methods, "density_threshold": args.density_threshold,
-               "notes": notes, "wall_s": time.time() - started, "maps": results}
+        out = {
+            "command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
+            "methods": methods,
+            "density_threshold": args.density_threshold,
+            "notes": notes,
+            "wall_s": time.time() - started,
+            "maps": results,
+        }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(out, indent=2, allow_nan=False) + "\n")
         print(f"\nwrote {args.out}")

@@ -39,11 +39,14 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 
 def table(result: dict, title: str) -> str:
-    rows = [f"**{title}** (evaluated points: {result['evaluated_points']})", "",
-            "| method | MAE non-zero | max abs non-zero | RMSE non-zero | mean (signed) non-zero "
-            "| MAE all | max abs all | MAE dense (>= 0.2) | MAE non-zero, separate norm. "
-            "| build s | evaluate s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        f"**{title}** (evaluated points: {result['evaluated_points']})",
+        "",
+        "| method | MAE non-zero | max abs non-zero | RMSE non-zero | mean (signed) non-zero "
+        "| MAE all | max abs all | MAE dense (>= 0.2) | MAE non-zero, separate norm. "
+        "| build s | evaluate s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, e in result["methods"].items():
         c, s = e["common"], e["separate"]
         rows.append(
@@ -51,7 +54,8 @@ def table(result: dict, title: str) -> str:
             f"| {_fmt(c['nonzero']['rmse'])} | {_fmt(c['nonzero']['mean'], 2)} "
             f"| {_fmt(c['all']['mean_abs'])} | {_fmt(c['all']['max_abs'])} "
             f"| {_fmt(c['dense']['mean_abs'])} | {_fmt(s['nonzero']['mean_abs'])} "
-            f"| {e['build_s']:.1f} | {e['evaluate_s']:.1f} |")
+            f"| {e['build_s']:.1f} | {e['evaluate_s']:.1f} |"
+        )
     for name, why in result["skipped"].items():
         rows.append(f"| {name} | skipped: {why} |" + " |" * 9)
     return "\n".join(rows)
@@ -70,30 +74,50 @@ def paper_reference() -> dict | None:
     def median(column: str) -> float:
         return float(statistics.median(float(r[column]) for r in rows))
 
-    return {"maps": len(rows),
-            "median_linear_mae": median("Linear MAE"),
-            "median_neural_mae": median("Neural MAE"),
-            "median_neural_max_error": median("Neural Max. Error"),
-            "note": "the study's trilinear grid was misaligned (origin from x for all axes)"}
+    return {
+        "maps": len(rows),
+        "median_linear_mae": median("Linear MAE"),
+        "median_neural_mae": median("Neural MAE"),
+        "median_neural_max_error": median("Neural Max. Error"),
+        "note": "the study's trilinear grid was misaligned (origin from x for all axes)",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="PDB/mmCIF model")
     p.add_argument("--resolution", type=float, default=3.0, help="simulation resolution, Å")
     p.add_argument("--fine-step", type=float, default=0.2, help="control grid spacing, Å")
-    p.add_argument("--subset-points", type=int, default=1_000_000,
-                   help="control points (seeded random subset) for the pass with neural fields")
-    p.add_argument("--paper-time-budget", type=float, default=120.0,
-                   help="time budget (s) of the paper preset's training, per region batch")
-    p.add_argument("--paper-max-epochs", type=int, default=None,
-                   help="epoch cap of the paper preset (default: the preset's)")
-    p.add_argument("--fast-time-budget", type=float, default=None,
-                   help="time budget (s) of the fast preset (default: the preset's)")
+    p.add_argument(
+        "--subset-points",
+        type=int,
+        default=1_000_000,
+        help="control points (seeded random subset) for the pass with neural fields",
+    )
+    p.add_argument(
+        "--paper-time-budget",
+        type=float,
+        default=120.0,
+        help="time budget (s) of the paper preset's training, per region batch",
+    )
+    p.add_argument(
+        "--paper-max-epochs",
+        type=int,
+        default=None,
+        help="epoch cap of the paper preset (default: the preset's)",
+    )
+    p.add_argument(
+        "--fast-time-budget",
+        type=float,
+        default=None,
+        help="time budget (s) of the fast preset (default: the preset's)",
+    )
     p.add_argument("--no-neural", action="store_true", help="classical methods only")
-    p.add_argument("--skip-full", action="store_true",
-                   help="skip the all-points pass of the classical methods")
+    p.add_argument(
+        "--skip-full", action="store_true", help="skip the all-points pass of the classical methods"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
@@ -105,17 +129,24 @@ def main(argv: list[str] | None = None) -> int:
     from neural_em.pipeline.interpolation import CLASSICAL_METHODS, interpolation_experiment
 
     started = time.time()
-    out: dict = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
-                 "model": str(args.model), "resolution_A": args.resolution,
-                 "fine_step_A": args.fine_step, "paper_reference": paper_reference()}
+    out: dict = {
+        "command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
+        "model": str(args.model),
+        "resolution_A": args.resolution,
+        "fine_step_A": args.fine_step,
+        "paper_reference": paper_reference(),
+    }
     text = []
     if not args.skip_full:
-        full = interpolation_experiment(args.model, resolution_A=args.resolution,
-                                        methods=CLASSICAL_METHODS, fine_step_A=args.fine_step)
+        full = interpolation_experiment(
+            args.model,
+            resolution_A=args.resolution,
+            methods=CLASSICAL_METHODS,
+            fine_step_A=args.fine_step,
+        )
         out["all_points"] = full
         text.append(table(full, "Classical methods, every control point"))
-    methods = list(CLASSICAL_METHODS) + ([] if args.no_neural else ["neural-fast",
-                                                                    "neural-paper"])
+    methods = list(CLASSICAL_METHODS) + ([] if args.no_neural else ["neural-fast", "neural-paper"])
     results: dict = {}
     skipped: dict = {}
     subset = None
@@ -127,11 +158,15 @@ def main(argv: list[str] | None = None) -> int:
                 kwargs["max_epochs"] = args.paper_max_epochs
         elif method == "neural-fast" and args.fast_time_budget is not None:
             kwargs["time_budget_s"] = args.fast_time_budget
-        r = interpolation_experiment(args.model, resolution_A=args.resolution,
-                                     methods=(method,), fine_step_A=args.fine_step,
-                                     max_eval_points=args.subset_points, seed=args.seed,
-                                     neural_kwargs=kwargs if method.startswith("neural")
-                                     else None)
+        r = interpolation_experiment(
+            args.model,
+            resolution_A=args.resolution,
+            methods=(method,),
+            fine_step_A=args.fine_step,
+            max_eval_points=args.subset_points,
+            seed=args.seed,
+            neural_kwargs=kwargs if method.startswith("neural") else None,
+        )
         results.update(r["methods"])
         skipped.update(r["skipped"])
         if method in r["methods"]:
@@ -145,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n\n".join(text))
     if out["paper_reference"]:
         ref = out["paper_reference"]
-        print(f"\nStudy (115 maps, medians): neural MAE {ref['median_neural_mae']:.4g}, "
-              f"misaligned trilinear MAE {ref['median_linear_mae']:.4g}")
+        print(
+            f"\nStudy (115 maps, medians): neural MAE {ref['median_neural_mae']:.4g}, "
+            f"misaligned trilinear MAE {ref['median_linear_mae']:.4g}"
+        )
     if args.out:
         from neural_em.atomic import atomic_write_text
 

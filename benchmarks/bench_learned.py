@@ -53,15 +53,17 @@ FOLDS = {
 SIMULATED = {"sim_3i2n", "sim_3qc7", "sim_6g61"}
 
 
-def decimation_test(vmap, fields: dict, *, edge: int, threshold: float, max_points: int,
-                    seed: int) -> dict:
+def decimation_test(
+    vmap, fields: dict, *, edge: int, threshold: float, max_points: int, seed: int
+) -> dict:
     """MAE etc. of each field builder (name -> callable(coarse) -> field) at held-out voxels."""
     if vmap.normalisation is None:
         vmap = vmap.normalised()
     odd = [n if n % 2 else n - 1 for n in vmap.shape_xyz]
     full = vmap.subbox((0, 0, 0), odd)
-    coarse = dataclasses.replace(full, data=full.data[::2, ::2, ::2].copy(),
-                                 voxel_size=full.voxel_size * 2.0)
+    coarse = dataclasses.replace(
+        full, data=full.data[::2, ::2, ::2].copy(), voxel_size=full.voxel_size * 2.0
+    )
     truth = full.data
     mask = np.zeros(truth.shape, bool)
     mask[edge:-edge, edge:-edge, edge:-edge] = True
@@ -73,8 +75,12 @@ def decimation_test(vmap, fields: dict, *, edge: int, threshold: float, max_poin
     zyx = np.stack(np.unravel_index(idx, truth.shape), axis=1)
     pts = full.origin + zyx[:, ::-1] * full.voxel_size
     t = truth.ravel()[idx].astype(np.float64)
-    out = {"n_points": int(len(idx)), "shape_xyz": list(full.shape_xyz),
-           "voxel_size": full.voxel_size.tolist(), "methods": {}}
+    out = {
+        "n_points": int(len(idx)),
+        "shape_xyz": list(full.shape_xyz),
+        "voxel_size": full.voxel_size.tolist(),
+        "methods": {},
+    }
     for name, build in fields.items():
         t0 = time.perf_counter()
         fld = build(coarse)
@@ -82,9 +88,13 @@ def decimation_test(vmap, fields: dict, *, edge: int, threshold: float, max_poin
         pred = fld.get_densities(pts).astype(np.float64)
         err = pred - t
         out["methods"][name] = {
-            "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt(np.mean(err**2))),
-            "max_abs": float(np.abs(err).max()), "nan": int(np.isnan(pred).sum()),
-            "build_s": round(t1 - t0, 2), "eval_s": round(time.perf_counter() - t1, 2)}
+            "mae": float(np.abs(err).mean()),
+            "rmse": float(np.sqrt(np.mean(err**2))),
+            "max_abs": float(np.abs(err).max()),
+            "nan": int(np.isnan(pred).sum()),
+            "build_s": round(t1 - t0, 2),
+            "eval_s": round(time.perf_counter() - t1, 2),
+        }
     return out
 
 
@@ -101,18 +111,27 @@ def _check_fold(weights: Path, name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--folds-dir", type=Path, default=REPO / "benchmarks" / "out" / "learned")
-    p.add_argument("--train-minutes", type=float, default=None,
-                   help="train missing fold networks here for this many minutes each")
+    p.add_argument(
+        "--train-minutes",
+        type=float,
+        default=None,
+        help="train missing fold networks here for this many minutes each",
+    )
     p.add_argument("--maps", nargs="+", default=None, help="map names (default: all)")
     p.add_argument("--edge", type=int, default=4, help="voxels excluded at the box edge")
     p.add_argument("--threshold", type=float, default=0.1, help="truth above this counts")
     p.add_argument("--max-points", type=int, default=300_000)
     p.add_argument("--neural", action="store_true", help="also the fast neural field (slow)")
-    p.add_argument("--time-threads", type=int, default=2,
-                   help="torch threads for the 100^3 inference timing (0: skip it)")
+    p.add_argument(
+        "--time-threads",
+        type=int,
+        default=2,
+        help="torch threads for the 100^3 inference timing (0: skip it)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads for the test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
@@ -132,9 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     for fold, members in FOLDS.items():
         w = args.folds_dir / f"fold_{fold}.safetensors"
         if not w.is_file() and args.train_minutes and any(n in names for n in members):
-            cmd = [sys.executable, "-m", "neural_em.fields.learned_train", "--data-dir",
-                   str(DATA), "--out", str(w), "--minutes", str(args.train_minutes),
-                   "--threads", "1"] + [a for n in members for a in ("--exclude", n)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "neural_em.fields.learned_train",
+                "--data-dir",
+                str(DATA),
+                "--out",
+                str(w),
+                "--minutes",
+                str(args.train_minutes),
+                "--threads",
+                "1",
+            ] + [a for n in members for a in ("--exclude", n)]
             print("training:", " ".join(cmd), file=sys.stderr)
             subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     torch.set_num_threads(args.threads)
@@ -167,17 +196,32 @@ def main(argv: list[str] | None = None) -> int:
             from neural_em.fields.neural import NeuralDensityMap
 
             builders["neural-fast"] = lambda c: NeuralDensityMap.from_voxel_data(
-                c, preset="fast", seed=args.seed)
-        r = decimation_test(vmap, builders, edge=args.edge, threshold=args.threshold,
-                            max_points=args.max_points, seed=args.seed)
-        r.update(fold=fold, simulated=name in SIMULATED, train_steps=rec.get("steps"),
-                 train_s=rec.get("train_s"))
+                c, preset="fast", seed=args.seed
+            )
+        r = decimation_test(
+            vmap,
+            builders,
+            edge=args.edge,
+            threshold=args.threshold,
+            max_points=args.max_points,
+            seed=args.seed,
+        )
+        r.update(
+            fold=fold,
+            simulated=name in SIMULATED,
+            train_steps=rec.get("steps"),
+            train_s=rec.get("train_s"),
+        )
         m = r["methods"]
         r["learned_over_fourier"] = m["learned"]["mae"] / m["fourier"]["mae"]
         r["learned_over_spline"] = m["learned"]["mae"] / m["spline"]["mae"]
         results[name] = r
-        print(f"{name}: " + ", ".join(f"{k} {v['mae']:.5f}" for k, v in m.items())
-              + f"  learned/Fourier {r['learned_over_fourier']:.3f}", file=sys.stderr)
+        print(
+            f"{name}: "
+            + ", ".join(f"{k} {v['mae']:.5f}" for k, v in m.items())
+            + f"  learned/Fourier {r['learned_over_fourier']:.3f}",
+            file=sys.stderr,
+        )
     timing = None
     if args.time_threads:
         torch.set_num_threads(args.time_threads)
@@ -186,19 +230,27 @@ def main(argv: list[str] | None = None) -> int:
             vm = read_map(path).normalised()
             t0 = time.perf_counter()
             LearnedDensityMap(vm)
-            timing = {"map": "emd_3488", "shape_xyz": list(vm.shape_xyz),
-                      "threads": args.time_threads, "seconds": round(time.perf_counter() - t0, 2),
-                      "loadavg_before": os.getloadavg()}
-    cols = ["learned", "fourier", "spline", "trilinear"] + (["neural-fast"] if args.neural
-                                                           else [])
-    lines = ["| map | fold | " + " | ".join(f"MAE {c}" for c in cols)
-             + " | learned / Fourier | learned / spline |",
-             "|---|---|" + "---|" * (len(cols) + 2)]
+            timing = {
+                "map": "emd_3488",
+                "shape_xyz": list(vm.shape_xyz),
+                "threads": args.time_threads,
+                "seconds": round(time.perf_counter() - t0, 2),
+                "loadavg_before": os.getloadavg(),
+            }
+    cols = ["learned", "fourier", "spline", "trilinear"] + (["neural-fast"] if args.neural else [])
+    lines = [
+        "| map | fold | "
+        + " | ".join(f"MAE {c}" for c in cols)
+        + " | learned / Fourier | learned / spline |",
+        "|---|---|" + "---|" * (len(cols) + 2),
+    ]
     for name, r in results.items():
         lab = name + (" (simulated)" if r["simulated"] else "")
-        lines.append(f"| {lab} | {r['fold']} | "
-                     + " | ".join(f"{r['methods'][c]['mae']:.5f}" for c in cols)
-                     + f" | {r['learned_over_fourier']:.3f} | {r['learned_over_spline']:.3f} |")
+        lines.append(
+            f"| {lab} | {r['fold']} | "
+            + " | ".join(f"{r['methods'][c]['mae']:.5f}" for c in cols)
+            + f" | {r['learned_over_fourier']:.3f} | {r['learned_over_spline']:.3f} |"
+        )
     summary = {}
     for subset, keep in (("real", lambda r: not r["simulated"]), ("all", lambda r: True)):
         rs = [r for r in results.values() if keep(r)]
@@ -216,8 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     print(json.dumps(summary, indent=1))
     if timing:
-        print(f"learned field on the {timing['shape_xyz']} map with {timing['threads']} "
-              f"threads: {timing['seconds']} s")
+        print(
+            f"learned field on the {timing['shape_xyz']} map with {timing['threads']} "
+            f"threads: {timing['seconds']} s"
+        )
     for n in notes:
         print("note:", n)
     if args.figure and results:
@@ -229,14 +283,25 @@ def main(argv: list[str] | None = None) -> int:
         fig, ax = plt.subplots(figsize=(9, 4))
         labels = list(results)
         x = np.arange(len(labels))
-        colours = {"learned": "#d62728", "spline": "#1f77b4", "trilinear": "#2ca02c",
-                   "neural-fast": "#ff7f0e"}
+        colours = {
+            "learned": "#d62728",
+            "spline": "#1f77b4",
+            "trilinear": "#2ca02c",
+            "neural-fast": "#ff7f0e",
+        }
         others = [c for c in cols if c != "fourier"]
         width = 0.8 / len(others)
         for i, c in enumerate(others):
-            ax.bar(x + (i - (len(others) - 1) / 2) * width,
-                   [results[n]["methods"][c]["mae"] / results[n]["methods"]["fourier"]["mae"]
-                    for n in labels], width, label=c, color=colours.get(c))
+            ax.bar(
+                x + (i - (len(others) - 1) / 2) * width,
+                [
+                    results[n]["methods"][c]["mae"] / results[n]["methods"]["fourier"]["mae"]
+                    for n in labels
+                ],
+                width,
+                label=c,
+                color=colours.get(c),
+            )
         ax.axhline(1.0, color="#9467bd", lw=1, label="Fourier")
         ax.axhline(0.9, color="k", lw=0.8, ls="--", label="target (0.9 x Fourier)")
         ax.set_xticks(x, [n.replace("sim_", "sim ") for n in labels], rotation=20)
@@ -251,11 +316,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         from neural_em.atomic import atomic_write_text
 
-        rec = {"command": " ".join(["benchmarks/bench_learned.py"] + (argv or sys.argv[1:])),
-               "cpu_count": os.cpu_count(), "loadavg_start": load0,
-               "loadavg_end": os.getloadavg(), "wall_s": round(time.time() - started, 1),
-               "notes": notes, "summary": summary, "timing_100": timing, "table": lines,
-               "maps": results}
+        rec = {
+            "command": " ".join(["benchmarks/bench_learned.py"] + (argv or sys.argv[1:])),
+            "cpu_count": os.cpu_count(),
+            "loadavg_start": load0,
+            "loadavg_end": os.getloadavg(),
+            "wall_s": round(time.time() - started, 1),
+            "notes": notes,
+            "summary": summary,
+            "timing_100": timing,
+            "table": lines,
+            "maps": results,
+        }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(rec, indent=1) + "\n", overwrite=True)
         print(f"wrote {args.out}")

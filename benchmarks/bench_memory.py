@@ -35,8 +35,21 @@ def measure_cli(map_path: Path, resolution: float, extra: list[str]) -> dict:
     """Run the graph command in a child process; peak RSS and wall time."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "g.graph.json"
-        argv = [sys.executable, "-m", "neural_em.cli.main", "-q", "graph", str(map_path),
-                "--field", "spline", "--resolution", str(resolution), "-o", str(out), *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "neural_em.cli.main",
+            "-q",
+            "graph",
+            str(map_path),
+            "--field",
+            "spline",
+            "--resolution",
+            str(resolution),
+            "-o",
+            str(out),
+            *extra,
+        ]
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         start = time.perf_counter()
         proc = subprocess.run(argv, capture_output=True, text=True)
@@ -45,12 +58,22 @@ def measure_cli(map_path: Path, resolution: float, extra: list[str]) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"graph failed ({proc.returncode}): {proc.stderr.strip()}")
         if peak_kb <= before:
-            print("warning: an earlier child had a higher peak; the figure is an upper bound",
-                  file=sys.stderr)
+            print(
+                "warning: an earlier child had a higher peak; the figure is an upper bound",
+                file=sys.stderr,
+            )
         graph = json.loads(out.read_text())
     return {
-        "command": " ".join(["neural-em", *argv[3:5], os.path.relpath(map_path, REPO),
-                             *argv[6:-2], "-o", "G.graph.json"]),
+        "command": " ".join(
+            [
+                "neural-em",
+                *argv[3:5],
+                os.path.relpath(map_path, REPO),
+                *argv[6:-2],
+                "-o",
+                "G.graph.json",
+            ]
+        ),
         "peak_rss_bytes": peak_kb * 1024,
         "peak_rss_gb": round(peak_kb * 1024 / 1e9, 3),
         "wall_s": round(wall, 2),
@@ -114,8 +137,11 @@ print(json.dumps({"steps": steps, "seeds": int(len(seeds)), "nodes_before_prunin
 
 
 def measure_steps(map_path: Path, resolution: float) -> dict:
-    proc = subprocess.run([sys.executable, "-c", STEP_PROFILE, str(map_path), str(resolution)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", STEP_PROFILE, str(map_path), str(resolution)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -135,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         "map": str(args.map),
         "resolution_A": args.resolution,
         "target_gb": TARGET_GB,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "note": "shared, loaded 2-core machine"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "note": "shared, loaded 2-core machine",
+        },
         "graph": measure_cli(args.map, args.resolution, []),
     }
     result["under_target"] = result["graph"]["peak_rss_gb"] < TARGET_GB
@@ -144,9 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         result["steps"] = measure_steps(args.map, args.resolution)
     text = json.dumps(result, indent=2)
     print(text)
-    for out in (args.out, Path(os.environ.get(
-            "NEURAL_EM_TEST_REPORT_DIR", REPO / "benchmarks" / "out" / "test_report"))
-            / "memory.json"):
+    for out in (
+        args.out,
+        Path(
+            os.environ.get("NEURAL_EM_TEST_REPORT_DIR", REPO / "benchmarks" / "out" / "test_report")
+        )
+        / "memory.json",
+    ):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(text + "\n")

@@ -45,8 +45,9 @@ def _children_cpu() -> float:
 def _cli(*args: str) -> tuple[float, float, str]:
     """Run ``neural-em ARGS``; returns (wall s, CPU s, stdout)."""
     cpu0, t0 = _children_cpu(), time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "neural_em.cli.main", "-q", *args],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "neural_em.cli.main", "-q", *args], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise SystemExit(f"neural-em {' '.join(args)} failed:\n{proc.stderr}")
     return time.perf_counter() - t0, _children_cpu() - cpu0, proc.stdout
@@ -59,8 +60,7 @@ def reconstruction(work: Path) -> dict:
     from neural_em.voxelmap import load_normalised, read_map
 
     ref = load_normalised(MAP, contour=CONTOUR)
-    out = {"map": str(MAP.name), "contour": CONTOUR, "box_xyz": list(ref.shape_xyz),
-           "commands": []}
+    out = {"map": str(MAP.name), "contour": CONTOUR, "box_xyz": list(ref.shape_xyz), "commands": []}
     f32 = work / "emd_3488_fast.neural"
     cmd = ["fit", str(MAP), "--contour", str(CONTOUR), "--preset", "fast", "-o", str(f32)]
     wall, cpu, stdout = _cli(*cmd)
@@ -77,13 +77,21 @@ def reconstruction(work: Path) -> dict:
         rec = read_map(mrc)
         assert rec.data.shape == ref.data.shape
         err = np.abs(rec.data.astype(np.float64) - ref.data)
-        out[name] = {"mean_abs_error": float(err.mean()), "max_abs_error": float(err.max()),
-                     "voxels_over_0.05": int((err > 0.05).sum()),
-                     "file_bytes": path.stat().st_size, "mrc_bytes": mrc.stat().st_size,
-                     "size_ratio": path.stat().st_size / mrc.stat().st_size,
-                     "resample_wall_s": round(wall, 1)}
-    out["targets"] = {"mean_abs_error": 0.005, "max_abs_error": 0.05, "fit_s": 300,
-                      "size_ratio": 0.5}
+        out[name] = {
+            "mean_abs_error": float(err.mean()),
+            "max_abs_error": float(err.max()),
+            "voxels_over_0.05": int((err > 0.05).sum()),
+            "file_bytes": path.stat().st_size,
+            "mrc_bytes": mrc.stat().st_size,
+            "size_ratio": path.stat().st_size / mrc.stat().st_size,
+            "resample_wall_s": round(wall, 1),
+        }
+    out["targets"] = {
+        "mean_abs_error": 0.005,
+        "max_abs_error": 0.05,
+        "fit_s": 300,
+        "size_ratio": 0.5,
+    }
     return out
 
 
@@ -93,8 +101,16 @@ def densest_box(data, edge: int = 32) -> tuple[int, int, int]:
 
     c = np.pad(data.astype(np.float64).cumsum(0).cumsum(1).cumsum(2), ((1, 0),) * 3)
     e = edge
-    s = (c[e:, e:, e:] - c[:-e, e:, e:] - c[e:, :-e, e:] - c[e:, e:, :-e] + c[:-e, :-e, e:]
-         + c[:-e, e:, :-e] + c[e:, :-e, :-e] - c[:-e, :-e, :-e])
+    s = (
+        c[e:, e:, e:]
+        - c[:-e, e:, e:]
+        - c[e:, :-e, e:]
+        - c[e:, e:, :-e]
+        + c[:-e, :-e, e:]
+        + c[:-e, e:, :-e]
+        + c[e:, :-e, :-e]
+        - c[:-e, :-e, :-e]
+    )
     z, y, x = np.unravel_index(np.argmax(s), s.shape)
     return int(x), int(y), int(z)
 
@@ -112,7 +128,8 @@ def speed(paper_limit_s: float) -> dict:
     # The paper preset runs without its patience rule here, which would stop it before it
     # reaches the target (measured: at MSE 3.2e-4): the comparison is the time to the target.
     paper = training.dataclasses.replace(
-        training.get_preset("paper", time_budget_s=paper_limit_s), patience_epochs=None)
+        training.get_preset("paper", time_budget_s=paper_limit_s), patience_epochs=None
+    )
     runs = {"fast": dict(preset=fast), "paper": dict(preset=paper)}
     for name, kw in runs.items():
         cpu0 = time.process_time()
@@ -127,7 +144,8 @@ def speed(paper_limit_s: float) -> dict:
             "seconds_to_target": None if reached is None else round(reached[1], 2),
             "cpu_seconds_to_target": None if reached is None else round(reached[4] - cpu0, 2),
             "epochs_to_target": None if reached is None else int(reached[2]),
-            "final_loss": hist[-1][3], "total_s": round(total, 1),
+            "final_loss": hist[-1][3],
+            "total_s": round(total, 1),
             "stop_counts": field.metadata["training"]["stop_counts"],
         }
     f, p = out["fast"], out["paper"]
@@ -136,8 +154,9 @@ def speed(paper_limit_s: float) -> dict:
         out["ratio_cpu"] = p["cpu_seconds_to_target"] / f["cpu_seconds_to_target"]
     elif f["seconds_to_target"]:
         out["ratio_wall_at_least"] = p["total_s"] / f["seconds_to_target"]
-        out["note"] = (f"paper did not reach the target within {paper_limit_s} s; the ratio "
-                       "is a lower bound")
+        out["note"] = (
+            f"paper did not reach the target within {paper_limit_s} s; the ratio is a lower bound"
+        )
     return out
 
 
@@ -147,16 +166,24 @@ def paper_size(work: Path) -> dict:
     field = NeuralDensityMap.from_voxel_map(MAP, CONTOUR, preset="paper", max_epochs=1)
     path = field.save(work / "emd_3488_paper.neural")
     mrc = field.save_as_voxel_map(work / "emd_3488_paper.mrc")
-    return {"regions": len(field.trained), "parameters": field.n_parameters,
-            "file_bytes": path.stat().st_size, "mrc_bytes": mrc.stat().st_size,
-            "size_ratio": path.stat().st_size / mrc.stat().st_size}
+    return {
+        "regions": len(field.trained),
+        "parameters": field.n_parameters,
+        "file_bytes": path.stat().st_size,
+        "mrc_bytes": mrc.stat().st_size,
+        "size_ratio": path.stat().st_size / mrc.stat().st_size,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "neural.json")
-    p.add_argument("--paper-limit-s", type=float, default=900.0,
-                   help="time budget of the paper preset in the speed comparison")
+    p.add_argument(
+        "--paper-limit-s",
+        type=float,
+        default=900.0,
+        help="time budget of the paper preset in the speed comparison",
+    )
     p.add_argument("--skip", nargs="*", default=[], choices=["reconstruction", "speed", "size"])
     args = p.parse_args(argv)
     if not MAP.exists():
@@ -165,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(),
-                    "load_average_before": list(os.getloadavg())},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_before": list(os.getloadavg()),
+        }
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -183,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             if "reconstruction" in result:
                 for name in ("float32", "float16"):
                     r = result["reconstruction"][name]
-                    result["size"][f"fast_{name}"] = {k: r[k] for k in (
-                        "file_bytes", "mrc_bytes", "size_ratio")}
+                    result["size"][f"fast_{name}"] = {
+                        k: r[k] for k in ("file_bytes", "mrc_bytes", "size_ratio")
+                    }
             print(json.dumps(result["size"], indent=1), flush=True)
     result["machine"]["load_average_after"] = list(os.getloadavg())
     from neural_em.atomic import atomic_write_text

@@ -49,10 +49,14 @@ MAPS = (
 #: EMD-3488 cropped at contour 0.1): bytes, mean and max absolute error, MRC bytes.
 NEURAL_RECORD = {
     "neural fast float16": {"bytes": 651_800, "mean_abs": 0.00170, "max_abs": 0.0452},
-    "neural fast float32": {"bytes": round(0.94 * 1_380_724), "mean_abs": 0.00169, "max_abs": 0.0438},
+    "neural fast float32": {
+        "bytes": round(0.94 * 1_380_724),
+        "mean_abs": 0.00169,
+        "max_abs": 0.0438,
+    },
     "mrc_bytes": 1_380_724,
     "note": "recorded in docs/neural.md (bench_neural.py on EMD-3488, contour 0.1 crop); "
-            "the float32 file size is the recorded 0.94x the MRC (bytes not recorded)",
+    "the float32 file size is the recorded 0.94x the MRC (bytes not recorded)",
 }
 
 
@@ -87,8 +91,12 @@ def measure_map(vmap, tolerances: list[float], notes: list[str]) -> dict[str, di
         raw = (tmp / "m32.mrc").read_bytes()
         t = time.perf_counter()
         gz = gzip.compress(raw, compresslevel=6)
-        out["gzip MRC"] = {"bytes": len(gz), "mean_abs": 0.0, "max_abs": 0.0,
-                           "compress_s": time.perf_counter() - t}
+        out["gzip MRC"] = {
+            "bytes": len(gz),
+            "mean_abs": 0.0,
+            "max_abs": 0.0,
+            "compress_s": time.perf_counter() - t,
+        }
     try:
         import zfpy
     except ImportError:
@@ -99,8 +107,14 @@ def measure_map(vmap, tolerances: list[float], notes: list[str]) -> dict[str, di
             comp = zfpy.compress_numpy(ref, tolerance=tol)
             dt = time.perf_counter() - t
             mean, mx = _errors(zfpy.decompress_numpy(comp), ref)
-            out[f"ZFP tol {tol:g}"] = {"bytes": len(comp), "mean_abs": mean, "max_abs": mx,
-                                       "compress_s": dt, "bound": tol, "method": "ZFP"}
+            out[f"ZFP tol {tol:g}"] = {
+                "bytes": len(comp),
+                "mean_abs": mean,
+                "max_abs": mx,
+                "compress_s": dt,
+                "bound": tol,
+                "method": "ZFP",
+            }
     try:
         from pysz import sz, szConfig, szErrorBoundMode
     except ImportError:
@@ -115,9 +129,14 @@ def measure_map(vmap, tolerances: list[float], notes: list[str]) -> dict[str, di
             dt = time.perf_counter() - t
             back, _ = sz.decompress(comp, np.float32, ref.shape)
             mean, mx = _errors(back, ref)
-            out[f"SZ3 abs {tol:g}"] = {"bytes": int(comp.nbytes), "mean_abs": mean,
-                                       "max_abs": mx, "compress_s": dt, "bound": tol,
-                                       "method": "SZ3"}
+            out[f"SZ3 abs {tol:g}"] = {
+                "bytes": int(comp.nbytes),
+                "mean_abs": mean,
+                "max_abs": mx,
+                "compress_s": dt,
+                "bound": tol,
+                "method": "SZ3",
+            }
     for v in out.values():
         v["ratio_to_mrc"] = v["bytes"] / n32
         v["bits_per_voxel"] = 8.0 * v["bytes"] / ref.size
@@ -136,8 +155,11 @@ def fit_neural_point(path: Path, contour: float, tmp: Path) -> dict[str, dict]:
     out = {}
     for f16 in (True, False):
         p = field.save(tmp / f"f{int(f16)}.neural", float16=f16)
-        out[f"neural fast float{16 if f16 else 32}"] = {"bytes": p.stat().st_size,
-                                                       "mean_abs": mean, "max_abs": mx}
+        out[f"neural fast float{16 if f16 else 32}"] = {
+            "bytes": p.stat().st_size,
+            "mean_abs": mean,
+            "max_abs": mx,
+        }
     return out
 
 
@@ -149,23 +171,43 @@ def figure(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     styles = {"ZFP": ("#1f77b4", "o"), "SZ3": ("#d62728", "s")}
-    for ax, key, label in ((axes[0], "mean_abs", "mean abs error"),
-                           (axes[1], "max_abs", "max abs error")):
+    for ax, key, label in (
+        (axes[0], "mean_abs", "mean abs error"),
+        (axes[1], "max_abs", "max abs error"),
+    ):
         for map_label, rows in results.items():
             for method, (col, mk) in styles.items():
-                pts = sorted((r["ratio_to_mrc"], r[key]) for r in rows.values()
-                             if r.get("method") == method)
+                pts = sorted(
+                    (r["ratio_to_mrc"], r[key]) for r in rows.values() if r.get("method") == method
+                )
                 if pts:
-                    ax.plot(*zip(*pts, strict=True), color=col, marker=mk, alpha=0.55, lw=1,
-                            label=method if map_label == next(iter(results)) else None)
+                    ax.plot(
+                        *zip(*pts, strict=True),
+                        color=col,
+                        marker=mk,
+                        alpha=0.55,
+                        lw=1,
+                        label=method if map_label == next(iter(results)) else None,
+                    )
             f16 = rows.get("float16 MRC")
             if f16:
-                ax.plot(f16["ratio_to_mrc"], f16[key], "^", color="#2ca02c",
-                        label="float16 MRC" if map_label == next(iter(results)) else None)
+                ax.plot(
+                    f16["ratio_to_mrc"],
+                    f16[key],
+                    "^",
+                    color="#2ca02c",
+                    label="float16 MRC" if map_label == next(iter(results)) else None,
+                )
             for name, r in rows.items():
                 if name.startswith("neural"):
-                    ax.plot(r["ratio_to_mrc"], r[key], "D", color="#9467bd", ms=8,
-                            label=name + " (EMD-3488 crop)")
+                    ax.plot(
+                        r["ratio_to_mrc"],
+                        r[key],
+                        "D",
+                        color="#9467bd",
+                        ms=8,
+                        label=name + " (EMD-3488 crop)",
+                    )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("size / float32 MRC (gzip of the MRC: lossless, shown in the table)")
@@ -184,12 +226,21 @@ def _fmt(v: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--tolerances", type=float, nargs="+", default=[1e-2, 3e-3, 1e-3, 1e-4],
-                   help="ZFP tolerances and SZ3 absolute error bounds (normalised density)")
-    p.add_argument("--fit-neural", action="store_true",
-                   help="fit the fast .neural file here instead of the recorded measurement")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--tolerances",
+        type=float,
+        nargs="+",
+        default=[1e-2, 3e-3, 1e-3, 1e-4],
+        help="ZFP tolerances and SZ3 absolute error bounds (normalised density)",
+    )
+    p.add_argument(
+        "--fit-neural",
+        action="store_true",
+        help="fit the fast .neural file here instead of the recorded measurement",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON results")
     p.add_argument("--figure", type=Path, default=None, help="rate-distortion PNG")
     args = p.parse_args(argv)
@@ -212,13 +263,14 @@ def main(argv: list[str] | None = None) -> int:
                     neural = fit_neural_point(path, contour, Path(tmpd))
                 notes.append("neural fast: fitted in this run")
             else:
-                neural = {k: dict(v) for k, v in NEURAL_RECORD.items()
-                          if k.startswith("neural")}
+                neural = {k: dict(v) for k, v in NEURAL_RECORD.items() if k.startswith("neural")}
                 notes.append("neural fast: " + NEURAL_RECORD["note"])
                 mrc = rows["float32 MRC"]["bytes"]
                 if abs(mrc - NEURAL_RECORD["mrc_bytes"]) > 4096:
-                    notes.append(f"note: this crop's MRC is {mrc} bytes, the record's "
-                                 f"{NEURAL_RECORD['mrc_bytes']}")
+                    notes.append(
+                        f"note: this crop's MRC is {mrc} bytes, the record's "
+                        f"{NEURAL_RECORD['mrc_bytes']}"
+                    )
             for v in neural.values():
                 v["ratio_to_mrc"] = v["bytes"] / rows["float32 MRC"]["bytes"]
                 v["bits_per_voxel"] = 8.0 * v["bytes"] / vmap.data.size
@@ -227,22 +279,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measured {label}", file=sys.stderr)
     notes = list(dict.fromkeys(notes))
     methods = list(dict.fromkeys(m for rows in results.values() for m in rows))
-    lines = ["| method | size / float32 MRC (median over maps) | bits/voxel | mean abs error "
-             "(median) | max abs error (worst map) |", "|---|---|---|---|---|"]
+    lines = [
+        "| method | size / float32 MRC (median over maps) | bits/voxel | mean abs error "
+        "(median) | max abs error (worst map) |",
+        "|---|---|---|---|---|",
+    ]
     for m in methods:
         rs = [rows[m] for rows in results.values() if m in rows]
-        lines.append(f"| {m}{' (1 map)' if len(rs) == 1 else ''} "
-                     f"| {np.median([r['ratio_to_mrc'] for r in rs]):.3f} "
-                     f"| {np.median([r['bits_per_voxel'] for r in rs]):.2f} "
-                     f"| {_fmt(float(np.median([r['mean_abs'] for r in rs])))} "
-                     f"| {_fmt(max(r['max_abs'] for r in rs))} |")
+        lines.append(
+            f"| {m}{' (1 map)' if len(rs) == 1 else ''} "
+            f"| {np.median([r['ratio_to_mrc'] for r in rs]):.3f} "
+            f"| {np.median([r['bits_per_voxel'] for r in rs]):.2f} "
+            f"| {_fmt(float(np.median([r['mean_abs'] for r in rs])))} "
+            f"| {_fmt(max(r['max_abs'] for r in rs))} |"
+        )
     print("\n".join(lines))
     print()
     per_map = ["| map | method | bytes | / MRC | mean abs | max abs |", "|---|---|---|---|---|---|"]
     for label, rows in results.items():
         for m, r in rows.items():
-            per_map.append(f"| {label} | {m} | {r['bytes']} | {r['ratio_to_mrc']:.4f} "
-                           f"| {_fmt(r['mean_abs'])} | {_fmt(r['max_abs'])} |")
+            per_map.append(
+                f"| {label} | {m} | {r['bytes']} | {r['ratio_to_mrc']:.4f} "
+                f"| {_fmt(r['mean_abs'])} | {_fmt(r['max_abs'])} |"
+            )
     print("\n".join(per_map))
     for n in notes:
         print(f"note: {n}")
@@ -253,14 +312,22 @@ def main(argv: list[str] | None = None) -> int:
         from neural_em.atomic import atomic_write_text
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        rec = {"command": " ".join(["benchmarks/bench_storage.py"] + (argv or sys.argv[1:])),
-               "notes": notes, "wall_s": time.time() - started, "summary": lines,
-               "maps": results}
-        atomic_write_text(args.out, json.dumps(rec, indent=1, allow_nan=False) + "\n",
-                          overwrite=True)
+        rec = {
+            "command": " ".join(["benchmarks/bench_storage.py"] + (argv or sys.argv[1:])),
+            "notes": notes,
+            "wall_s": time.time() - started,
+            "summary": lines,
+            "maps": results,
+        }
+        atomic_write_text(
+            args.out, json.dumps(rec, indent=1, allow_nan=False) + "\n", overwrite=True
+        )
         print(f"wrote {args.out}")
-    return 0 if all(math.isfinite(r["mean_abs"]) for rows in results.values()
-                    for r in rows.values()) else 1
+    return (
+        0
+        if all(math.isfinite(r["mean_abs"]) for rows in results.values() for r in rows.values())
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ def _preset(overrides: list[str]):
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or key not in fields:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of "
-                             f"{', '.join(sorted(fields))}")
+            raise SystemExit(
+                f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}"
+            )
         changes[key] = json.loads(value)
     return dataclasses.replace(training.PRESETS["fast"], **changes), changes
 
@@ -52,41 +53,63 @@ def reconstruction(preset, seed: int) -> dict:
     field = NeuralDensityMap.from_voxel_data(ref, preset=preset, seed=seed)
     fit_s = time.perf_counter() - t0
     err = np.abs(field.to_voxel_density_map().data.astype(np.float64) - ref.data)
-    return {"mean_abs_error": float(err.mean()), "max_abs_error": float(err.max()),
-            "voxels_over_0.05": int((err > 0.05).sum()), "fit_s": round(fit_s, 1),
-            "fit_report": fit_report(field)}
+    return {
+        "mean_abs_error": float(err.mean()),
+        "max_abs_error": float(err.max()),
+        "voxels_over_0.05": int((err > 0.05).sum()),
+        "fit_s": round(fit_s, 1),
+        "fit_report": fit_report(field),
+    }
 
 
 def interpolation(preset, seed: int, points: int) -> dict:
     from neural_em.pipeline.interpolation import interpolation_experiment
 
-    r = interpolation_experiment(DATA / "simulated" / "3i2n" / "3i2n.pdb", resolution_A=3.0,
-                                 methods=("neural", "spline"), fine_step_A=0.2,
-                                 max_eval_points=points, seed=0,
-                                 neural_kwargs={"preset": preset, "seed": seed})
+    r = interpolation_experiment(
+        DATA / "simulated" / "3i2n" / "3i2n.pdb",
+        resolution_A=3.0,
+        methods=("neural", "spline"),
+        fine_step_A=0.2,
+        max_eval_points=points,
+        seed=0,
+        neural_kwargs={"preset": preset, "seed": seed},
+    )
     out = {}
     for method, m in r["methods"].items():
         c = m["common"]["nonzero"]
-        out[method] = {"mean_abs_error": c["mean_abs"], "max_abs_error": c["max_abs"],
-                       "build_s": round(m["build_s"], 1)}
+        out[method] = {
+            "mean_abs_error": c["mean_abs"],
+            "max_abs_error": c["max_abs"],
+            "build_s": round(m["build_s"], 1),
+        }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=["reconstruction", "interpolation"])
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of the fast preset (JSON value)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the fast preset (JSON value)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--points", type=int, default=300_000,
-                   help="control points compared (interpolation)")
+    p.add_argument(
+        "--points", type=int, default=300_000, help="control points compared (interpolation)"
+    )
     args = p.parse_args(argv)
     if not DATA.is_dir():
         print(f"skipped: {DATA} is absent (the shared data folder beside the repository)")
         return 0
     preset, changes = _preset(args.set)
-    result = {"task": args.task, "changes": changes, "seed": args.seed,
-              "load_average_before": list(os.getloadavg())}
+    result = {
+        "task": args.task,
+        "changes": changes,
+        "seed": args.seed,
+        "load_average_before": list(os.getloadavg()),
+    }
     if args.task == "reconstruction":
         result.update(reconstruction(preset, args.seed))
     else:

@@ -74,8 +74,7 @@ def read_structure(path: str | os.PathLike, *, by_content: bool = False) -> gemm
     if len(st) == 0 or st[0].count_atom_sites() == 0:
         raise InputError("model file holds no atoms", path)
     coords_ok = all(
-        np.isfinite([a.pos.x, a.pos.y, a.pos.z]).all()
-        for ch in st[0] for res in ch for a in res
+        np.isfinite([a.pos.x, a.pos.y, a.pos.z]).all() for ch in st[0] for res in ch for a in res
     )
     if not coords_ok:
         raise InputError("model holds non-finite coordinates", path)
@@ -129,8 +128,7 @@ def ca_from_structure(st: gemmi.Structure) -> tuple[np.ndarray, list[str]]:
     return np.array(coords, dtype=np.float64).reshape(-1, 3), labels
 
 
-def heavy_atoms_from_structure(st: gemmi.Structure, *, include_waters: bool = False
-                               ) -> np.ndarray:
+def heavy_atoms_from_structure(st: gemmi.Structure, *, include_waters: bool = False) -> np.ndarray:
     """Non-hydrogen atoms ``(m, 3)`` Å of the first model (first alternate location)."""
     coords: list[list[float]] = []
     for chain in st[0]:
@@ -145,8 +143,9 @@ def heavy_atoms_from_structure(st: gemmi.Structure, *, include_waters: bool = Fa
     return np.array(coords, dtype=np.float64).reshape(-1, 3)
 
 
-def read_model(path: str | os.PathLike, *, require_ca: bool = True,
-               include_waters: bool = False) -> AtomicModel:
+def read_model(
+    path: str | os.PathLike, *, require_ca: bool = True, include_waters: bool = False
+) -> AtomicModel:
     """Read C-alpha and heavy-atom coordinates of a PDB/mmCIF model.
 
     Raises :class:`InputError` for unreadable files and, with ``require_ca``, for models

@@ -79,19 +79,24 @@ class GridSpec:
 
     def axes(self) -> list[np.ndarray]:
         """World coordinates (Å) of the grid along x, y, z."""
-        return [self.origin[a] + self.voxel_size[a] * np.arange(self.shape_xyz[a])
-                for a in range(3)]
+        return [
+            self.origin[a] + self.voxel_size[a] * np.arange(self.shape_xyz[a]) for a in range(3)
+        ]
 
     @property
     def n_voxels(self) -> int:
         return int(np.prod(self.shape_xyz))
 
 
-def read_atoms(model: str | os.PathLike | gemmi.Structure, *,
-               elements: Sequence[str] | None = STUDY_ELEMENTS,
-               atom_names: Sequence[str] | None = None,
-               include_waters: bool = False, altlocs: str = "first",
-               model_index: int = 0) -> Atoms:
+def read_atoms(
+    model: str | os.PathLike | gemmi.Structure,
+    *,
+    elements: Sequence[str] | None = STUDY_ELEMENTS,
+    atom_names: Sequence[str] | None = None,
+    include_waters: bool = False,
+    altlocs: str = "first",
+    model_index: int = 0,
+) -> Atoms:
     """Heavy atoms of a PDB/mmCIF model (or a ``gemmi.Structure``), hydrogens skipped.
 
     ``elements`` keeps atoms of those elements (None: every heavy atom); ``atom_names`` (if
@@ -110,8 +115,9 @@ def read_atoms(model: str | os.PathLike | gemmi.Structure, *,
         source = str(Path(model))
         st = read_structure(model)  # the one structure reader: size, parse and content checks
     if len(st) <= model_index:
-        raise InputError(f"model has {len(st)} models, no model number {model_index}",
-                         source or None)
+        raise InputError(
+            f"model has {len(st)} models, no model number {model_index}", source or None
+        )
     if altlocs == "first":
         st.remove_alternative_conformations()
     elif altlocs != "all":
@@ -139,18 +145,29 @@ def read_atoms(model: str | os.PathLike | gemmi.Structure, *,
                 el.append(atom.element.name)
                 names.append(atom.name)
     if not xyz:
-        what = (f"atom names {sorted(want_names)}" if want_names is not None else
-                f"elements {sorted(want_el)}" if want_el is not None else "heavy atoms")
+        what = (
+            f"atom names {sorted(want_names)}"
+            if want_names is not None
+            else f"elements {sorted(want_el)}"
+            if want_el is not None
+            else "heavy atoms"
+        )
         raise InputError(f"no atoms selected ({what}) in the model", source or None)
     arr = np.asarray(xyz, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise InputError("model holds non-finite atom coordinates", source or None)
-    return Atoms(xyz=arr, atomic_number=np.asarray(z, dtype=np.int64), element=tuple(el),
-                 name=tuple(names), source=source)
+    return Atoms(
+        xyz=arr,
+        atomic_number=np.asarray(z, dtype=np.int64),
+        element=tuple(el),
+        name=tuple(names),
+        source=source,
+    )
 
 
-def bounding_grid(xyz: np.ndarray, *, voxel_size_A: Any, edge_padding_A: float,
-                  grid: str = "aligned") -> GridSpec:
+def bounding_grid(
+    xyz: np.ndarray, *, voxel_size_A: Any, edge_padding_A: float, grid: str = "aligned"
+) -> GridSpec:
     """The grid holding every atom ``xyz (n, 3)`` plus ``edge_padding_A`` on each side."""
     vs = np.broadcast_to(np.asarray(voxel_size_A, dtype=np.float64), (3,)).copy()
     lo = xyz.min(axis=0) - edge_padding_A
@@ -169,8 +186,9 @@ def bounding_grid(xyz: np.ndarray, *, voxel_size_A: Any, edge_padding_A: float,
     return GridSpec(origin=origin, voxel_size=vs, shape_xyz=tuple(int(n) for n in shape))
 
 
-def aligned_fine_grid(coarse: VoxelMap | GridSpec, step_A: float = 0.2, *,
-                      snap_step: bool = False) -> GridSpec:
+def aligned_fine_grid(
+    coarse: VoxelMap | GridSpec, step_A: float = 0.2, *, snap_step: bool = False
+) -> GridSpec:
     """A fine grid (spacing about ``step_A``) whose points include the coarse grid's points.
 
     Same origin as ``coarse``. Where the coarse spacing is an integer multiple ``R`` of
@@ -199,13 +217,22 @@ def aligned_fine_grid(coarse: VoxelMap | GridSpec, step_A: float = 0.2, *,
             fine_vs[a] = step
             shape[a] = int(np.floor((n[a] - 1) * vs[a] / step + 1e-9)) + 1
     ratio_out = tuple(float(v) for v in vs / fine_vs)
-    return GridSpec(origin=np.asarray(coarse.origin, dtype=np.float64).copy(),
-                    voxel_size=fine_vs, shape_xyz=tuple(int(v) for v in shape),
-                    ratio=ratio_out)
+    return GridSpec(
+        origin=np.asarray(coarse.origin, dtype=np.float64).copy(),
+        voxel_size=fine_vs,
+        shape_xyz=tuple(int(v) for v in shape),
+        ratio=ratio_out,
+    )
 
 
-def gaussian_sum(xyz: np.ndarray, weights: np.ndarray, *, sigma_A: float, grid: GridSpec,
-                 cutoff_sigmas: float = 5.0) -> np.ndarray:
+def gaussian_sum(
+    xyz: np.ndarray,
+    weights: np.ndarray,
+    *,
+    sigma_A: float,
+    grid: GridSpec,
+    cutoff_sigmas: float = 5.0,
+) -> np.ndarray:
     """Sum of Gaussians ``w * exp(-d^2 / (2 sigma^2))`` on ``grid``: ``(nz, ny, nx)`` float32.
 
     Each atom touches only the voxels within ``cutoff_sigmas * sigma_A`` of it along every
@@ -221,25 +248,36 @@ def gaussian_sum(xyz: np.ndarray, weights: np.ndarray, *, sigma_A: float, grid: 
     lo = np.maximum(np.ceil(centres - reach - 1e-9), 0).astype(np.int64)
     hi = np.minimum(np.floor(centres + reach + 1e-9), np.array([nx, ny, nz]) - 1).astype(np.int64)
     ok = np.all(hi >= lo, axis=1)
-    for c, w, a, b in zip(centres[ok], np.asarray(weights, dtype=np.float64)[ok], lo[ok],
-                          hi[ok], strict=True):
+    for c, w, a, b in zip(
+        centres[ok], np.asarray(weights, dtype=np.float64)[ok], lo[ok], hi[ok], strict=True
+    ):
         gx = np.exp(-0.5 * ((np.arange(a[0], b[0] + 1) - c[0]) / sd[0]) ** 2) * w
         gy = np.exp(-0.5 * ((np.arange(a[1], b[1] + 1) - c[1]) / sd[1]) ** 2)
         gz = np.exp(-0.5 * ((np.arange(a[2], b[2] + 1) - c[2]) / sd[2]) ** 2)
-        out[a[2]:b[2] + 1, a[1]:b[1] + 1, a[0]:b[0] + 1] += (
-            gz[:, None, None] * np.multiply.outer(gy, gx)[None]).astype(np.float32)
+        out[a[2] : b[2] + 1, a[1] : b[1] + 1, a[0] : b[0] + 1] += (
+            gz[:, None, None] * np.multiply.outer(gy, gx)[None]
+        ).astype(np.float32)
     return out
 
 
-def simulate_map(model: str | os.PathLike | gemmi.Structure | Atoms, *, resolution_A: float,
-                 voxel_size_A: Any = None,
-                 elements: Sequence[str] | None = STUDY_ELEMENTS,
-                 atom_names: Sequence[str] | None = None,
-                 sigma_factor: float = STUDY_SIGMA_FACTOR, cutoff_sigmas: float = 5.0,
-                 edge_padding_A: float | None = None, origin: Any = None,
-                 shape_xyz: Sequence[int] | None = None, amplitude: str = "atomic_number",
-                 grid: str = "aligned", include_waters: bool = False,
-                 altlocs: str = "first", map_id: str | None = None) -> VoxelMap:
+def simulate_map(
+    model: str | os.PathLike | gemmi.Structure | Atoms,
+    *,
+    resolution_A: float,
+    voxel_size_A: Any = None,
+    elements: Sequence[str] | None = STUDY_ELEMENTS,
+    atom_names: Sequence[str] | None = None,
+    sigma_factor: float = STUDY_SIGMA_FACTOR,
+    cutoff_sigmas: float = 5.0,
+    edge_padding_A: float | None = None,
+    origin: Any = None,
+    shape_xyz: Sequence[int] | None = None,
+    amplitude: str = "atomic_number",
+    grid: str = "aligned",
+    include_waters: bool = False,
+    altlocs: str = "first",
+    map_id: str | None = None,
+) -> VoxelMap:
     """Simulate a map from a model: a Gaussian per atom of ``sigma = sigma_factor * resolution``.
 
     model: a PDB/mmCIF path, a ``gemmi.Structure`` or :class:`Atoms` from :func:`read_atoms`
@@ -260,11 +298,20 @@ def simulate_map(model: str | os.PathLike | gemmi.Structure | Atoms, *, resoluti
         raise InputError(f"cutoff_sigmas must be positive, got {cutoff_sigmas!r}")
     if amplitude not in ("atomic_number", "unit"):
         raise InputError(f"amplitude must be 'atomic_number' or 'unit', got {amplitude!r}")
-    atoms = model if isinstance(model, Atoms) else read_atoms(
-        model, elements=elements, atom_names=atom_names, include_waters=include_waters,
-        altlocs=altlocs)
-    vs = np.broadcast_to(np.asarray(res / 3.0 if voxel_size_A is None else voxel_size_A,
-                                    dtype=np.float64), (3,)).copy()
+    atoms = (
+        model
+        if isinstance(model, Atoms)
+        else read_atoms(
+            model,
+            elements=elements,
+            atom_names=atom_names,
+            include_waters=include_waters,
+            altlocs=altlocs,
+        )
+    )
+    vs = np.broadcast_to(
+        np.asarray(res / 3.0 if voxel_size_A is None else voxel_size_A, dtype=np.float64), (3,)
+    ).copy()
     if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
         raise InputError(f"voxel_size_A must be positive, got {voxel_size_A!r}")
     if (origin is None) != (shape_xyz is None):
@@ -273,8 +320,11 @@ def simulate_map(model: str | os.PathLike | gemmi.Structure | Atoms, *, resoluti
         shape = tuple(int(n) for n in shape_xyz)
         if len(shape) != 3 or min(shape) < 1:
             raise InputError(f"shape_xyz must be three positive integers, got {shape_xyz!r}")
-        spec = GridSpec(origin=np.broadcast_to(np.asarray(origin, dtype=np.float64), (3,)).copy(),
-                        voxel_size=vs, shape_xyz=shape)
+        spec = GridSpec(
+            origin=np.broadcast_to(np.asarray(origin, dtype=np.float64), (3,)).copy(),
+            voxel_size=vs,
+            shape_xyz=shape,
+        )
     else:
         pad = 3.0 * res if edge_padding_A is None else float(edge_padding_A)
         if not np.isfinite(pad) or pad < 0:
@@ -288,30 +338,54 @@ def simulate_map(model: str | os.PathLike | gemmi.Structure | Atoms, *, resoluti
     weights = weights * (2.0 * math.pi) ** -1.5 / sigma**3
     data = gaussian_sum(atoms.xyz, weights, sigma_A=sigma, grid=spec, cutoff_sigmas=cutoff_sigmas)
     name = map_id if map_id is not None else (Path(atoms.source).stem if atoms.source else "sim")
-    logger.info("simulated %s at %.3g Å: %d atoms on %s voxels of %s Å", name, res,
-                len(atoms.xyz), spec.shape_xyz, np.round(vs, 4).tolist())
-    return VoxelMap(data=data, voxel_size=vs, origin=spec.origin, map_id=name,
-                    source=atoms.source)
+    logger.info(
+        "simulated %s at %.3g Å: %d atoms on %s voxels of %s Å",
+        name,
+        res,
+        len(atoms.xyz),
+        spec.shape_xyz,
+        np.round(vs, 4).tolist(),
+    )
+    return VoxelMap(data=data, voxel_size=vs, origin=spec.origin, map_id=name, source=atoms.source)
 
 
-def simulate_aligned_pair(model: str | os.PathLike | gemmi.Structure | Atoms, *,
-                          resolution_A: float, fine_step_A: float = 0.2,
-                          snap_step: bool = False, **kwargs: Any
-                          ) -> tuple[VoxelMap, VoxelMap, GridSpec]:
+def simulate_aligned_pair(
+    model: str | os.PathLike | gemmi.Structure | Atoms,
+    *,
+    resolution_A: float,
+    fine_step_A: float = 0.2,
+    snap_step: bool = False,
+    **kwargs: Any,
+) -> tuple[VoxelMap, VoxelMap, GridSpec]:
     """A coarse map (spacing resolution/3 unless ``voxel_size_A`` is given) and the control
     map simulated directly on :func:`aligned_fine_grid` of it. Extra keywords go to
     :func:`simulate_map`. Returns ``(coarse, fine, fine_grid)``; both maps raw."""
-    atoms = model if isinstance(model, Atoms) else read_atoms(
-        model, elements=kwargs.pop("elements", STUDY_ELEMENTS),
-        atom_names=kwargs.pop("atom_names", None),
-        include_waters=kwargs.pop("include_waters", False),
-        altlocs=kwargs.pop("altlocs", "first"))
+    atoms = (
+        model
+        if isinstance(model, Atoms)
+        else read_atoms(
+            model,
+            elements=kwargs.pop("elements", STUDY_ELEMENTS),
+            atom_names=kwargs.pop("atom_names", None),
+            include_waters=kwargs.pop("include_waters", False),
+            altlocs=kwargs.pop("altlocs", "first"),
+        )
+    )
     for key in ("elements", "atom_names", "include_waters", "altlocs"):
         kwargs.pop(key, None)
     coarse = simulate_map(atoms, resolution_A=resolution_A, **kwargs)
     spec = aligned_fine_grid(coarse, fine_step_A, snap_step=snap_step)
-    fine_kwargs = {k: v for k, v in kwargs.items()
-                   if k not in ("voxel_size_A", "origin", "shape_xyz", "edge_padding_A", "grid")}
-    fine = simulate_map(atoms, resolution_A=resolution_A, voxel_size_A=spec.voxel_size,
-                        origin=spec.origin, shape_xyz=spec.shape_xyz, **fine_kwargs)
+    fine_kwargs = {
+        k: v
+        for k, v in kwargs.items()
+        if k not in ("voxel_size_A", "origin", "shape_xyz", "edge_padding_A", "grid")
+    }
+    fine = simulate_map(
+        atoms,
+        resolution_A=resolution_A,
+        voxel_size_A=spec.voxel_size,
+        origin=spec.origin,
+        shape_xyz=spec.shape_xyz,
+        **fine_kwargs,
+    )
     return coarse, fine, spec

@@ -18,20 +18,23 @@ import sys
 from pathlib import Path
 
 
-def chimera_commands(model: str, *, resolution_A: float, fine_step_A: float, coarse: str,
-                     fine: str, trilinear: str) -> str:
+def chimera_commands(
+    model: str, *, resolution_A: float, fine_step_A: float, coarse: str, fine: str, trilinear: str
+) -> str:
     """The Chimera command script (one command a line)."""
-    return "\n".join([
-        f"open #0 {model}",
-        f"molmap #0@C,N,O {resolution_A:g} modelId 1",
-        f"molmap #0@C,N,O {resolution_A:g} gridSpacing {fine_step_A:g} modelId 2",
-        "vop resample #1 onGrid #2 modelId 3",
-        f"volume #1 save {coarse}",
-        f"volume #2 save {fine}",
-        f"volume #3 save {trilinear}",
-        "stop now",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"open #0 {model}",
+            f"molmap #0@C,N,O {resolution_A:g} modelId 1",
+            f"molmap #0@C,N,O {resolution_A:g} gridSpacing {fine_step_A:g} modelId 2",
+            "vop resample #1 onGrid #2 modelId 3",
+            f"volume #1 save {coarse}",
+            f"volume #2 save {fine}",
+            f"volume #3 save {trilinear}",
+            "stop now",
+            "",
+        ]
+    )
 
 
 def tmp_name(path: Path) -> Path:
@@ -61,9 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         model = plain
     outs = [args.coarse, args.fine, args.trilinear]
     tmps = [tmp_name(p) for p in outs]
-    text = chimera_commands(str(model.resolve()), resolution_A=args.resolution,
-                            fine_step_A=args.fine_step, coarse=str(tmps[0].resolve()),
-                            fine=str(tmps[1].resolve()), trilinear=str(tmps[2].resolve()))
+    text = chimera_commands(
+        str(model.resolve()),
+        resolution_A=args.resolution,
+        fine_step_A=args.fine_step,
+        coarse=str(tmps[0].resolve()),
+        fine=str(tmps[1].resolve()),
+        trilinear=str(tmps[2].resolve()),
+    )
     atomic_write_text(args.commands, text)
     cmd = [args.chimera, "--nogui", "--nostatus", "--silent", str(args.commands)]
     print("+", " ".join(cmd), flush=True)
@@ -72,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0 or missing:
         for t in tmps:
             t.unlink(missing_ok=True)
-        print(f"chimera_molmap.py: Chimera exited with {code}; missing maps: {missing}",
-              file=sys.stderr)
+        print(
+            f"chimera_molmap.py: Chimera exited with {code}; missing maps: {missing}",
+            file=sys.stderr,
+        )
         return code or 1
     for tmp, out in zip(tmps, outs, strict=True):
         os.replace(tmp, out)

@@ -15,9 +15,13 @@ def run(smk: Any) -> None:
         deeptracer=bool(smk.params.deeptracer),
         settings={"config": dict(smk.params.config), "chimera": bool(smk.params.chimera)},
     )
-    write_tables(metrics, {name: getattr(smk.output, name) for name in
-                           ("graph", "atomic", "interpolation", "training", "timings",
-                            "graph_methods")})
+    write_tables(
+        metrics,
+        {
+            name: getattr(smk.output, name)
+            for name in ("graph", "atomic", "interpolation", "training", "timings", "graph_methods")
+        },
+    )
     write_metrics(metrics, smk.output.metrics)
 
 

@@ -15,8 +15,9 @@ from typing import Any
 log = logging.getLogger("download")
 
 
-def fetch_entry_file(kind: str, entry: dict[str, Any], dest: str, download: dict[str, Any],
-                     repo: str) -> Path:
+def fetch_entry_file(
+    kind: str, entry: dict[str, Any], dest: str, download: dict[str, Any], repo: str
+) -> Path:
     from neural_em.pipeline import download as dl
 
     emdb_number = entry["emdb_id"].split("-", 1)[1]
@@ -36,11 +37,24 @@ def fetch_entry_file(kind: str, entry: dict[str, Any], dest: str, download: dict
     mirror = download["mirror"]
     if mirror is not None and not Path(mirror).is_absolute():
         mirror = str(Path(repo) / mirror)
-    log.info("%s %s: %s (mirror: %s, offline: %s)", entry["emdb_id"], kind, url, mirror,
-             download["offline"])
-    return dl.fetch(url, dest, timeout_s=float(download["timeout_s"]),
-                    retries=int(download["retries"]), backoff_s=float(download["backoff_s"]),
-                    validate=check, mirror_root=mirror, offline=bool(download["offline"]))
+    log.info(
+        "%s %s: %s (mirror: %s, offline: %s)",
+        entry["emdb_id"],
+        kind,
+        url,
+        mirror,
+        download["offline"],
+    )
+    return dl.fetch(
+        url,
+        dest,
+        timeout_s=float(download["timeout_s"]),
+        retries=int(download["retries"]),
+        backoff_s=float(download["backoff_s"]),
+        validate=check,
+        mirror_root=mirror,
+        offline=bool(download["offline"]),
+    )
 
 
 smk = globals().get("snakemake")
@@ -48,5 +62,10 @@ if smk is not None:
     from _rule import setup_logging
 
     log = setup_logging(smk)
-    fetch_entry_file(smk.params.kind, dict(smk.params.entry), smk.output[0],
-                     dict(smk.params.download), smk.params.repo)
+    fetch_entry_file(
+        smk.params.kind,
+        dict(smk.params.entry),
+        smk.output[0],
+        dict(smk.params.download),
+        smk.params.repo,
+    )

@@ -28,18 +28,24 @@ def entry_info(entry: dict[str, Any], metadata_path: str, *, max_voxels: int) ->
     else:
         info["contour_source"] = "config"
     if info["contour"] is None:
-        raise ValueError(f"{metadata_path}: {entry['emdb_id']} has no recommended contour level; "
-                         "give one in the config's entries (contour:)")
+        raise ValueError(
+            f"{metadata_path}: {entry['emdb_id']} has no recommended contour level; "
+            "give one in the config's entries (contour:)"
+        )
     shape = meta.get("shape_xyz") or meta.get("dimensions")
     info["shape_xyz"] = [int(n) for n in shape] if shape else None
     info["voxel_size"] = meta.get("voxel_size")
-    info["voxels"] = (info["shape_xyz"][0] * info["shape_xyz"][1] * info["shape_xyz"][2]
-                      if info["shape_xyz"] else None)
+    info["voxels"] = (
+        info["shape_xyz"][0] * info["shape_xyz"][1] * info["shape_xyz"][2]
+        if info["shape_xyz"]
+        else None
+    )
     if info["voxels"] is not None and info["voxels"] > max_voxels:
         raise ValueError(
             f"{entry['emdb_id']}: {info['shape_xyz']} = {info['voxels']} voxels, more than "
             f"dataset.max_voxels = {max_voxels}. The study left such maps out: run the "
-            "`voxel_counts` target first so the selection drops them (see config/paper.yaml).")
+            "`voxel_counts` target first so the selection drops them (see config/paper.yaml)."
+        )
     return info
 
 
@@ -50,8 +56,9 @@ def local_entry_info(entry: dict[str, Any], map_path: str, *, max_voxels: int) -
     header = read_map_header(map_path)
     info = dict(entry)
     info["emdb_resolution"] = None
-    info["contour_source"] = ("config" if info.get("contour") is not None
-                              else "none: the whole box is fitted")
+    info["contour_source"] = (
+        "config" if info.get("contour") is not None else "none: the whole box is fitted"
+    )
     info["shape_xyz"] = [int(n) for n in header.shape_xyz]
     info["voxel_size"] = [float(v) for v in header.voxel_size]
     info["axis_order"] = list(header.axes)
@@ -59,7 +66,8 @@ def local_entry_info(entry: dict[str, Any], map_path: str, *, max_voxels: int) -
     if info["voxels"] > max_voxels:
         raise ValueError(
             f"{entry['key']}: {info['shape_xyz']} = {info['voxels']} voxels, more than "
-            f"dataset.max_voxels = {max_voxels}: crop the map, or raise dataset.max_voxels")
+            f"dataset.max_voxels = {max_voxels}: crop the map, or raise dataset.max_voxels"
+        )
     return info
 
 
@@ -71,8 +79,14 @@ def run(smk: Any) -> None:
         info = local_entry_info(entry, smk.input.map, max_voxels=int(smk.params.max_voxels))
     else:
         info = entry_info(entry, smk.input.metadata, max_voxels=int(smk.params.max_voxels))
-    log.info("%s: resolution %s Å, contour %s (%s), grid %s", info["key"],
-             info["resolution"], info["contour"], info["contour_source"], info["shape_xyz"])
+    log.info(
+        "%s: resolution %s Å, contour %s (%s), grid %s",
+        info["key"],
+        info["resolution"],
+        info["contour"],
+        info["contour_source"],
+        info["shape_xyz"],
+    )
     atomic_write_text(smk.output[0], json.dumps(info, indent=2) + "\n")
 
 

@@ -10,8 +10,9 @@ def run(smk: Any) -> None:
 
     metrics = json.loads(Path(smk.input.metrics).read_text(encoding="utf-8"))
     outdir = Path(smk.output.png[0]).parent
-    make_figures(metrics, outdir, reference_dir=smk.params.reference_dir,
-                 names=list(smk.params.names))
+    make_figures(
+        metrics, outdir, reference_dir=smk.params.reference_dir, names=list(smk.params.names)
+    )
 
 
 smk = globals().get("snakemake")

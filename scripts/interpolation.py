@@ -20,7 +20,8 @@ log = logging.getLogger("interpolation")  # the rule's name
 
 
 def run(smk: Any) -> None:
-    from neural_em.pipeline.interpolation import chimera_experiment, interpolation_experiment
+    from neural_em.pipeline.chimera import chimera_experiment
+    from neural_em.pipeline.interpolation import interpolation_experiment
 
     params = smk.params
     methods = list(params.methods)
@@ -30,13 +31,23 @@ def run(smk: Any) -> None:
     def experiment(device: str) -> dict[str, Any]:
         nk = {**kwargs, "devices": (device,)}
         if params.chimera:
-            return chimera_experiment(smk.input.coarse, smk.input.fine, smk.input.trilinear,
-                                      resolution_A=float(params.resolution), methods=methods,
-                                      neural_kwargs=nk, max_eval_points=params.max_eval_points)
-        return interpolation_experiment(smk.input.model, resolution_A=float(params.resolution),
-                                        methods=methods, neural_kwargs=nk,
-                                        fine_step_A=float(params.fine_step_A),
-                                        max_eval_points=params.max_eval_points)
+            return chimera_experiment(
+                smk.input.coarse,
+                smk.input.fine,
+                smk.input.trilinear,
+                resolution_A=float(params.resolution),
+                methods=methods,
+                neural_kwargs=nk,
+                max_eval_points=params.max_eval_points,
+            )
+        return interpolation_experiment(
+            smk.input.model,
+            resolution_A=float(params.resolution),
+            methods=methods,
+            neural_kwargs=nk,
+            fine_step_A=float(params.fine_step_A),
+            max_eval_points=params.max_eval_points,
+        )
 
     os.environ.setdefault("OMP_NUM_THREADS", str(smk.threads))
     try:
@@ -49,8 +60,11 @@ def run(smk: Any) -> None:
         from neural_em.pipeline.gpu_slots import gpu_slot
 
         with gpu_slot() as device:
-            log.info("neural fits on %s (CUDA_VISIBLE_DEVICES=%s)", device,
-                     os.environ.get("CUDA_VISIBLE_DEVICES"))
+            log.info(
+                "neural fits on %s (CUDA_VISIBLE_DEVICES=%s)",
+                device,
+                os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )
             result = experiment(device)
     else:
         device = "cpu"

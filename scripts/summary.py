@@ -6,7 +6,7 @@ from typing import Any
 
 
 def run(smk: Any) -> None:
-    from neural_em.pipeline.figures import write_summary_html
+    from neural_em.pipeline.summary import write_summary_html
 
     metrics = json.loads(Path(smk.input.metrics).read_text(encoding="utf-8"))
     tables = {Path(t).stem.replace("_", " "): t for t in smk.input.tables}

@@ -4,7 +4,7 @@ from typing import Any
 
 
 def run(smk: Any) -> None:
-    from neural_em.pipeline.figures import write_table_html
+    from neural_em.pipeline.summary import write_table_html
 
     write_table_html(smk.input[0], smk.output[0], title=smk.params.title)
 

@@ -37,8 +37,13 @@ def run(smk: Any) -> None:
         emdb_id = "EMD-" + key.split("_", 1)[1]
         writer.writerow([emdb_id, key, " ".join(str(n) for n in shape or []), voxels, big])
     atomic_write_text(smk.output[0], buffer.getvalue())
-    log.info("%d maps (%d of this selection), %d over %d voxels", len(paths), len(smk.input),
-             over, smk.params.max_voxels)
+    log.info(
+        "%d maps (%d of this selection), %d over %d voxels",
+        len(paths),
+        len(smk.input),
+        over,
+        smk.params.max_voxels,
+    )
 
 
 smk = globals().get("snakemake")

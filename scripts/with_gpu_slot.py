@@ -22,16 +22,18 @@ import time
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
-        print("with_gpu_slot.py: usage: with_gpu_slot.py [--record R] -- command ...",
-              file=sys.stderr)
+        print(
+            "with_gpu_slot.py: usage: with_gpu_slot.py [--record R] -- command ...", file=sys.stderr
+        )
         return 2
     cut = argv.index("--")
     parser = argparse.ArgumentParser(prog="with_gpu_slot.py")
     parser.add_argument("--record", default=None, help="JSON record written on success")
-    parser.add_argument("--no-device-flag", action="store_true",
-                        help="do not append --device DEVICE to the command")
+    parser.add_argument(
+        "--no-device-flag", action="store_true", help="do not append --device DEVICE to the command"
+    )
     args = parser.parse_args(argv[:cut])
-    command = argv[cut + 1:]
+    command = argv[cut + 1 :]
     if not command:
         print("with_gpu_slot.py: no command after --", file=sys.stderr)
         return 2
@@ -41,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     with gpu_slot() as device:
         full = list(command) if args.no_device_flag else [*command, "--device", device]
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        print(f"with_gpu_slot: device {device} (CUDA_VISIBLE_DEVICES={visible}) on "
-              f"{socket.gethostname()}: {' '.join(full)}", flush=True)
+        print(
+            f"with_gpu_slot: device {device} (CUDA_VISIBLE_DEVICES={visible}) on "
+            f"{socket.gethostname()}: {' '.join(full)}",
+            flush=True,
+        )
         proc = subprocess.Popen(full)
         forward = {}
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -54,9 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     if code == 0 and args.record:
         from neural_em.atomic import atomic_write_text
 
-        record = {"device": device, "cuda_visible_devices": visible,
-                  "host": socket.gethostname(), "seconds": round(seconds, 3),
-                  "command": full}
+        record = {
+            "device": device,
+            "cuda_visible_devices": visible,
+            "host": socket.gethostname(),
+            "seconds": round(seconds, 3),
+            "command": full,
+        }
         atomic_write_text(args.record, json.dumps(record, indent=2) + "\n")
     return code if code >= 0 else 128 - code
 

@@ -6,8 +6,18 @@ import pandas as pd
 
 from neural_em.atomic import atomic_write_text
 
-COLUMNS = ["key", "emdb_id", "pdb_id", "resolution", "contour", "title", "citation", "source",
-           "map", "model"]
+COLUMNS = [
+    "key",
+    "emdb_id",
+    "pdb_id",
+    "resolution",
+    "contour",
+    "title",
+    "citation",
+    "source",
+    "map",
+    "model",
+]
 
 
 def write_entries(entries: list[dict], path: str) -> pd.DataFrame:

@@ -33,8 +33,9 @@ def reference_file(relative: str) -> Path:
     return path
 
 
-def hot_voxel_map(shape_xyz=(6, 7, 8), hot_xyz=(1, 2, 3), voxel_size=(1.1, 0.9, 1.3),
-                  origin=(10.0, -4.0, 2.5)) -> VoxelMap:
+def hot_voxel_map(
+    shape_xyz=(6, 7, 8), hot_xyz=(1, 2, 3), voxel_size=(1.1, 0.9, 1.3), origin=(10.0, -4.0, 2.5)
+) -> VoxelMap:
     """An asymmetric volume: zeros with one hot voxel at x=1, y=2, z=3."""
     nx, ny, nz = shape_xyz
     data = np.zeros((nz, ny, nx), dtype=np.float32)
@@ -43,11 +44,16 @@ def hot_voxel_map(shape_xyz=(6, 7, 8), hot_xyz=(1, 2, 3), voxel_size=(1.1, 0.9, 
     return VoxelMap(data=data, voxel_size=voxel_size, origin=origin, map_id="hot")
 
 
-def gaussian_blobs(centres_A, *, shape_xyz=(24, 22, 20), voxel_size=1.0, origin=0.0,
-                   sigma_A=1.5, amplitudes=None) -> VoxelMap:
+def gaussian_blobs(
+    centres_A, *, shape_xyz=(24, 22, 20), voxel_size=1.0, origin=0.0, sigma_A=1.5, amplitudes=None
+) -> VoxelMap:
     """Gaussian blobs at known world positions (Å, x, y, z) on a grid."""
-    vmap = VoxelMap(data=np.zeros(shape_xyz[::-1], dtype=np.float32), voxel_size=voxel_size,
-                    origin=origin, map_id="blobs")
+    vmap = VoxelMap(
+        data=np.zeros(shape_xyz[::-1], dtype=np.float32),
+        voxel_size=voxel_size,
+        origin=origin,
+        map_id="blobs",
+    )
     pts = vmap.grid_points()
     dens = np.zeros(len(pts))
     amps = np.ones(len(centres_A)) if amplitudes is None else amplitudes
@@ -61,8 +67,9 @@ def report_dir() -> Path:
     """Folder for the counts the reliability tests leave for ``tools/test_report.py``."""
     import os
 
-    return Path(os.environ.get("NEURAL_EM_TEST_REPORT_DIR",
-                               REPO / "benchmarks" / "out" / "test_report"))
+    return Path(
+        os.environ.get("NEURAL_EM_TEST_REPORT_DIR", REPO / "benchmarks" / "out" / "test_report")
+    )
 
 
 def save_counts(request, name: str, counts: dict) -> None:
@@ -73,8 +80,9 @@ def save_counts(request, name: str, counts: dict) -> None:
     import os
 
     config = request.config
-    partial = (config.option.keyword or config.option.markexpr
-               or any("::" in str(a) for a in config.args))
+    partial = (
+        config.option.keyword or config.option.markexpr or any("::" in str(a) for a in config.args)
+    )
     if partial and os.environ.get("NEURAL_EM_TEST_REPORT_PARTIAL") != "1":
         return
     folder = report_dir()

@@ -173,8 +173,9 @@ def _check_graph(path: Path, _: object) -> None:
     DensityGraph.load(path)
 
 
-def kill_repeatedly(name: str, argv: list[str], output: Path, check, expected,
-                    *, kills: int = KILLS, seed: int = 0) -> dict:
+def kill_repeatedly(
+    name: str, argv: list[str], output: Path, check, expected, *, kills: int = KILLS, seed: int = 0
+) -> dict:
     """Run ``argv`` once to completion (timed), then ``kills`` times SIGKILLed after random
     delays across its run time; after each kill ``output`` is absent or passes ``check``."""
     runs_s = []
@@ -194,8 +195,9 @@ def kill_repeatedly(name: str, argv: list[str], output: Path, check, expected,
         # every run so far finished first (a faster machine than the timing suggested).
         upper = 0.95 * full_s if attempts <= kills else 0.5 * full_s
         delay = float(rng.uniform(min(0.2, 0.5 * upper), upper))
-        proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(delay)
         finished = proc.poll() is not None
         if not finished:
@@ -239,35 +241,55 @@ def inputs(tmp_path_factory):
     pts = np.random.default_rng(2).uniform(0, 79, size=(150_000, 3))
     points = tmp / "points.csv"
     np.savetxt(points, pts, delimiter=",", fmt="%.4f")
-    return {"tmp": tmp, "map": map_path, "field": field_path, "points": points,
-            "n_points": len(pts)}
+    return {
+        "tmp": tmp,
+        "map": map_path,
+        "field": field_path,
+        "points": points,
+        "n_points": len(pts),
+    }
 
 
 @pytest.mark.slow
 def test_kill_resample(inputs):
     out = inputs["tmp"] / "resampled.mrc"
-    info = kill_repeatedly("resample", _cli("resample", str(inputs["field"]), "-o", str(out),
-                                            "--voxel-size", "0.5"),
-                           out, _check_mrc, (159, 159, 159), seed=1)
+    info = kill_repeatedly(
+        "resample",
+        _cli("resample", str(inputs["field"]), "-o", str(out), "--voxel-size", "0.5"),
+        out,
+        _check_mrc,
+        (159, 159, 159),
+        seed=1,
+    )
     assert info["killed"] >= 1
 
 
 @pytest.mark.slow
 def test_kill_fit_spline(inputs):
     out = inputs["tmp"] / "fitted.neural"
-    info = kill_repeatedly("fit_spline", _cli("fit", str(inputs["map"]), "--field", "spline",
-                                              "-o", str(out)),
-                           out, _check_field, (80, 80, 80), seed=2)
+    info = kill_repeatedly(
+        "fit_spline",
+        _cli("fit", str(inputs["map"]), "--field", "spline", "-o", str(out)),
+        out,
+        _check_field,
+        (80, 80, 80),
+        seed=2,
+    )
     assert info["killed"] >= 1
 
 
 @pytest.mark.slow
 def test_kill_query(inputs):
     out = inputs["tmp"] / "values.csv"
-    info = kill_repeatedly("query", _cli("query", str(inputs["field"]), str(inputs["points"]),
-                                         "-o", str(out)),
-                           out, _check_csv, inputs["n_points"], kills=max(2, KILLS // 2),
-                           seed=3)
+    info = kill_repeatedly(
+        "query",
+        _cli("query", str(inputs["field"]), str(inputs["points"]), "-o", str(out)),
+        out,
+        _check_csv,
+        inputs["n_points"],
+        kills=max(2, KILLS // 2),
+        seed=3,
+    )
     assert info["killed"] >= 1
 
 
@@ -275,9 +297,15 @@ def test_kill_query(inputs):
 @pytest.mark.skipif(not HAS_GRAPH_CLI, reason="neural-em graph not present yet")
 def test_kill_graph(inputs):
     out = inputs["tmp"] / "g.graph.json"
-    info = kill_repeatedly("graph", _cli("graph", str(inputs["field"]), "-o", str(out),
-                                         "--min-nodes", "1"),
-                           out, _check_graph, None, kills=max(2, KILLS // 2), seed=4)
+    info = kill_repeatedly(
+        "graph",
+        _cli("graph", str(inputs["field"]), "-o", str(out), "--min-nodes", "1"),
+        out,
+        _check_graph,
+        None,
+        kills=max(2, KILLS // 2),
+        seed=4,
+    )
     assert info["killed"] >= 1
 
 

@@ -44,8 +44,14 @@ def chain_ca(n: int = 22, start=(6.0, 8.0, 12.0)) -> np.ndarray:
     return np.array(ca)
 
 
-def backbone_density(chains: list[np.ndarray], *, shape_xyz=(64, 40, 26), voxel_A=1.0,
-                     sigma_A=1.0, origin=(0.0, 0.0, 0.0)) -> VoxelMap:
+def backbone_density(
+    chains: list[np.ndarray],
+    *,
+    shape_xyz=(64, 40, 26),
+    voxel_A=1.0,
+    sigma_A=1.0,
+    origin=(0.0, 0.0, 0.0),
+) -> VoxelMap:
     """Gaussian backbone tubes: blobs at the C-alphas (1.0), at the thirds of each C-alpha
     pair (0.8, the peptide) and a side chain 2.4 Å off each C-alpha (0.6), alternating."""
     centres, weights = [], []
@@ -63,14 +69,18 @@ def backbone_density(chains: list[np.ndarray], *, shape_xyz=(64, 40, 26), voxel_
             centres.append(p + 2.4 * side)
             weights.append(0.6)
     nx_, ny, nz = shape_xyz
-    z, y, x = np.meshgrid(*(np.arange(n) * voxel_A + o for n, o in
-                            zip((nz, ny, nx_), origin[::-1], strict=True)), indexing="ij")
+    z, y, x = np.meshgrid(
+        *(np.arange(n) * voxel_A + o for n, o in zip((nz, ny, nx_), origin[::-1], strict=True)),
+        indexing="ij",
+    )
     data = np.zeros((nz, ny, nx_), dtype=np.float64)
     for c, w in zip(centres, weights, strict=True):
-        data += w * np.exp(-((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2)
-                           / (2 * sigma_A ** 2))
-    return VoxelMap(data=data.astype(np.float32), voxel_size=(voxel_A,) * 3, origin=origin,
-                    map_id="chain")
+        data += w * np.exp(
+            -((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) / (2 * sigma_A**2)
+        )
+    return VoxelMap(
+        data=data.astype(np.float32), voxel_size=(voxel_A,) * 3, origin=origin, map_id="chain"
+    )
 
 
 def model_of(chains: list[np.ndarray]) -> AtomicModel:
@@ -101,8 +111,11 @@ def test_ridge_points_lie_on_the_backbone_not_beside_it(chain, chain_field):
     # Distance to the C-alpha trace (segments): a ridge runs along the tube's centre line.
     seg_a, seg_b = chain[:-1], chain[1:]
     d = seg_b - seg_a
-    t = np.clip(np.einsum("pkj,kj->pk", points[:, None] - seg_a[None], d)
-                / np.einsum("kj,kj->k", d, d), 0, 1)
+    t = np.clip(
+        np.einsum("pkj,kj->pk", points[:, None] - seg_a[None], d) / np.einsum("kj,kj->k", d, d),
+        0,
+        1,
+    )
     dist = np.linalg.norm(points[:, None] - (seg_a + t[..., None] * d), axis=2).min(axis=1)
     # Measured: median 0.99 Å, 90th percentile 2.3 Å (the side-chain ridges, 2.4 Å away);
     # grid points that did not start near a ridge would spread up to the 0.3 contour.
@@ -156,11 +169,14 @@ def test_gap_bridged_only_where_density_stays_high():
     xs = tube.origin[0] + np.arange(tube.shape_xyz[0]) * tube.voxel_size[0]
     empty[:, :, (xs > 4.5) & (xs < 6.9)] = 0.0
     field = SplineDensityMap(VoxelMap(data=empty, voxel_size=tube.voxel_size, origin=tube.origin))
-    assert [1, 2] not in bridge_gaps(positions, edges, field, max_gap_A=4.6,
-                                     min_density=0.1).tolist()
+    assert [1, 2] not in bridge_gaps(
+        positions, edges, field, max_gap_A=4.6, min_density=0.1
+    ).tolist()
     # Too far apart: no bridge either.
-    assert len(bridge_gaps(positions, edges, SplineDensityMap(tube), max_gap_A=3.0,
-                           min_density=0.1)) == 2
+    assert (
+        len(bridge_gaps(positions, edges, SplineDensityMap(tube), max_gap_A=3.0, min_density=0.1))
+        == 2
+    )
 
 
 def test_ball_maximum_equals_a_full_footprint_filter():
@@ -170,7 +186,7 @@ def test_ball_maximum_equals_a_full_footprint_filter():
     data = rng.random((12, 14, 16)).astype(np.float32)
     radius = np.array([3.3, 2.2, 4.1])
     half = np.floor(radius).astype(int)
-    zz, yy, xx = np.mgrid[-half[2]:half[2] + 1, -half[1]:half[1] + 1, -half[0]:half[0] + 1]
+    zz, yy, xx = np.mgrid[-half[2] : half[2] + 1, -half[1] : half[1] + 1, -half[0] : half[0] + 1]
     ball = (xx / radius[0]) ** 2 + (yy / radius[1]) ** 2 + (zz / radius[2]) ** 2 <= 1
     full = scipy.ndimage.maximum_filter(data, footprint=ball, mode="constant", cval=-np.inf)
     centres = np.argwhere(np.ones(data.shape, dtype=bool))
@@ -178,8 +194,12 @@ def test_ball_maximum_equals_a_full_footprint_filter():
 
 
 def test_empty_map_gives_an_empty_graph_and_a_warning(caplog):
-    vmap = VoxelMap(data=np.zeros((10, 10, 10), dtype=np.float32) + 0.01, voxel_size=(1, 1, 1),
-                    origin=(0, 0, 0), map_id="flat-map")
+    vmap = VoxelMap(
+        data=np.zeros((10, 10, 10), dtype=np.float32) + 0.01,
+        voxel_size=(1, 1, 1),
+        origin=(0, 0, 0),
+        map_id="flat-map",
+    )
     vmap.data[5, 5, 5] = 1.0  # one voxel: a blob, no ridge of any length
     field = SplineDensityMap(vmap)
     with caplog.at_level(logging.WARNING):
@@ -232,7 +252,8 @@ def test_backbone_works_on_a_neural_field():
 
     short = chain_ca(9, start=(5.0, 6.0, 8.0))  # about 25 x 14 x 3 Å
     field = NeuralDensityMap.from_voxel_data(
-        backbone_density([short], shape_xyz=(34, 24, 16)), max_epochs=150, seed=0)
+        backbone_density([short], shape_xyz=(34, 24, 16)), max_epochs=150, seed=0
+    )
     graph = build_graph(field, method="backbone")
     r = evaluate_graph(graph, model_of([short]))
     assert graph.graph.graph["field_kind"] == "neural"
@@ -241,9 +262,16 @@ def test_backbone_works_on_a_neural_field():
 
 
 # ---------------------------------------------------------------------------- options
-@pytest.mark.parametrize("override", [{"node_spacing_A": -1.0}, {"link_A": 0.0},
-                                      {"score_radius_A": float("nan")},
-                                      {"score_fraction": 1.5}, {"ridge_iterations": -2}])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"node_spacing_A": -1.0},
+        {"link_A": 0.0},
+        {"score_radius_A": float("nan")},
+        {"score_fraction": 1.5},
+        {"ridge_iterations": -2},
+    ],
+)
 def test_bad_parameters_are_refused_before_any_work(override, tmp_path):
     with pytest.raises(InputError):
         BackboneParameters(**override)
@@ -261,12 +289,15 @@ def test_bad_resolution_and_method_are_refused(chain_field):
         build_graph(chain_field, method="backbone", adjacency_A=6.0)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--method", "backbone", "--node-spacing", "-2"],
-    ["--method", "backbone", "--resolution", "0"],
-    ["--method", "backbone", "--adjacency", "6"],
-    ["--method", "study", "--prune", "3"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--method", "backbone", "--node-spacing", "-2"],
+        ["--method", "backbone", "--resolution", "0"],
+        ["--method", "backbone", "--adjacency", "6"],
+        ["--method", "study", "--prune", "3"],
+    ],
+)
 def test_cli_refuses_bad_options_with_exit_2(argv, chain_field, tmp_path, capsys):
     path = tmp_path / "chain.mrc"
     write_map(path, chain_field.to_voxel_density_map())
@@ -282,8 +313,12 @@ def test_cli_refuses_bad_options_with_exit_2(argv, chain_field, tmp_path, capsys
 def test_mmcif_writes_paths_as_ca_pseudo_chains(chain_graph, tmp_path):
     path = chain_graph.save_as_mmcif(tmp_path / "g.cif")
     st = gemmi.read_structure(str(path))
-    atoms = [(ch.name, res.seqid.num, res.name, atom.name, atom.pos, atom.b_iso)
-             for ch in st[0] for res in ch for atom in res]
+    atoms = [
+        (ch.name, res.seqid.num, res.name, atom.name, atom.pos, atom.b_iso)
+        for ch in st[0]
+        for res in ch
+        for atom in res
+    ]
     assert len(atoms) == len(chain_graph)
     assert {a[2] for a in atoms} == {"UNK"} and {a[3] for a in atoms} == {"CA"}
     pos = chain_graph.positions
@@ -291,12 +326,12 @@ def test_mmcif_writes_paths_as_ca_pseudo_chains(chain_graph, tmp_path):
     node_of = [index[tuple(np.round([a[4].x, a[4].y, a[4].z], 3))] for a in atoms]
     # Consecutive residues of a chain are joined by an edge of the graph; B-factor = density.
     ids = chain_graph.node_ids
-    for (c1, s1, *_), (c2, s2, *_), k1, k2 in zip(atoms, atoms[1:], node_of, node_of[1:],
-                                                 strict=False):
+    for (c1, s1, *_), (c2, s2, *_), k1, k2 in zip(
+        atoms, atoms[1:], node_of, node_of[1:], strict=False
+    ):
         if c1 == c2:
             assert s2 == s1 + 1 and chain_graph.graph.has_edge(ids[k1], ids[k2])
-    np.testing.assert_allclose([a[5] for a in atoms], chain_graph.densities[node_of],
-                               rtol=1e-4)
+    np.testing.assert_allclose([a[5] for a in atoms], chain_graph.densities[node_of], rtol=1e-4)
     # Every edge is either along a chain or a struct_conn.
     along = sum(1 for a, b in zip(atoms, atoms[1:], strict=False) if a[0] == b[0])
     assert along + len(st.connections) == chain_graph.graph.number_of_edges()
@@ -324,8 +359,10 @@ def test_json_graphml_npz_carry_the_edges(chain_graph, tmp_path):
     assert back.graph.graph["method"] == "backbone"
     np.testing.assert_array_equal(back.edge_index, chain_graph.edge_index)
     chain_graph.save_as_graphml(tmp_path / "g.graphml")
-    assert nx.read_graphml(tmp_path / "g.graphml").number_of_edges() == \
-        chain_graph.graph.number_of_edges()
+    assert (
+        nx.read_graphml(tmp_path / "g.graphml").number_of_edges()
+        == chain_graph.graph.number_of_edges()
+    )
     chain_graph.save_as_npz(tmp_path / "g.npz")
     arrays = load_npz(tmp_path / "g.npz")
     assert arrays["edge_index"].shape[1] == chain_graph.graph.number_of_edges()
@@ -361,12 +398,15 @@ def test_one_to_one_precision_does_not_reward_oversampling():
 
 
 # ---------------------------------------------------------------------------- real maps
-@pytest.mark.parametrize("map_rel, model_rel, res, floors", [
-    # floors: recall, one-to-one precision, chain recall (measured 0.958 / 0.758 / 0.926 and
-    # 0.942 / 0.760 / 0.897 on the project's CPU machine).
-    ("emd_3488/emd_3488.mrc", "emd_3488/5ni1.cif", 3.2, (0.92, 0.72, 0.88)),
-    ("emd_6272/emd_6272_zone.mrc", "emd_6272/3j9s.pdb", 2.6, (0.92, 0.72, 0.85)),
-])
+@pytest.mark.parametrize(
+    "map_rel, model_rel, res, floors",
+    [
+        # floors: recall, one-to-one precision, chain recall (measured 0.958 / 0.758 / 0.926 and
+        # 0.942 / 0.760 / 0.897 on the project's CPU machine).
+        ("emd_3488/emd_3488.mrc", "emd_3488/5ni1.cif", 3.2, (0.92, 0.72, 0.88)),
+        ("emd_6272/emd_6272_zone.mrc", "emd_6272/3j9s.pdb", 2.6, (0.92, 0.72, 0.85)),
+    ],
+)
 def test_real_maps(map_rel, model_rel, res, floors):
     path, model = shared_file(map_rel), shared_file(model_rel)
     graph = graph_from_map(path, method="backbone", resolution_A=res)

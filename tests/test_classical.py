@@ -42,15 +42,19 @@ def test_error_order_on_smooth_volume(blobs):
     """Smooth, nearly band-limited volume: Fourier < cubic spline < trilinear, by far."""
     pts = np.random.default_rng(2).uniform([4, 4, 4], [19, 17, 15], size=(5000, 3))
     errors = {}
-    for name, field in [("trilinear", TrilinearDensityMap(blobs)),
-                        ("spline", SplineDensityMap(blobs)),
-                        ("fourier", FourierDensityMap(blobs))]:
+    for name, field in [
+        ("trilinear", TrilinearDensityMap(blobs)),
+        ("spline", SplineDensityMap(blobs)),
+        ("fourier", FourierDensityMap(blobs)),
+    ]:
         norm = field.normalisation
         scale = norm.clip_max - norm.clip_min
         dens, grad = blob_truth(pts, 1.5)
         values = field.get_values(pts)
-        errors[name] = (np.abs(values[:, 0] - norm.to_normalised(dens)).mean(),
-                        np.abs(values[:, 1:] - grad / scale).mean())
+        errors[name] = (
+            np.abs(values[:, 0] - norm.to_normalised(dens)).mean(),
+            np.abs(values[:, 1:] - grad / scale).mean(),
+        )
     # Measured: density MAE 5.0e-3, 1.6e-4, 1.9e-6; gradient MAE 8.1e-3, 3.4e-4, 4.7e-6.
     for k in (0, 1):
         assert errors["fourier"][k] < 0.1 * errors["spline"][k]
@@ -63,14 +67,21 @@ def test_fourier_exact_for_band_limited_signals():
     x, y, z = np.meshgrid(np.arange(n), np.arange(n - 2), np.arange(n - 4), indexing="xy")
 
     def periodic(px, py, pz):  # period n, n-2, n-4 voxels; below Nyquist
-        return (1.0 + 0.3 * np.sin(2 * np.pi * (3 * px / n + 0.1))
-                * np.cos(2 * np.pi * 2 * py / (n - 2)) + 0.2 * np.cos(2 * np.pi * 5 * pz / (n - 4)))
+        return (
+            1.0
+            + 0.3 * np.sin(2 * np.pi * (3 * px / n + 0.1)) * np.cos(2 * np.pi * 2 * py / (n - 2))
+            + 0.2 * np.cos(2 * np.pi * 5 * pz / (n - 4))
+        )
 
     data = np.transpose(periodic(x, y, z), (2, 0, 1)).astype(np.float32)  # (z, y, x)
     vmap = VoxelMap(data=data, voxel_size=(1.0, 1.2, 0.8), origin=(5.0, -3.0, 2.0))
     field = FourierDensityMap(vmap, boundary="periodic", upsample=4)
-    pts = vmap.origin + np.random.default_rng(3).uniform(
-        0, 1, (4000, 3)) * (np.array(vmap.shape_xyz) - 1) * vmap.voxel_size
+    pts = (
+        vmap.origin
+        + np.random.default_rng(3).uniform(0, 1, (4000, 3))
+        * (np.array(vmap.shape_xyz) - 1)
+        * vmap.voxel_size
+    )
     u = (pts - vmap.origin) / vmap.voxel_size
     truth = field.normalisation.to_normalised(periodic(u[:, 0], u[:, 1], u[:, 2]))
     err = np.abs(field.get_densities(pts) - truth)
@@ -104,16 +115,18 @@ def test_interpolates_voxels_and_hot_voxel_position(cls):
     field = cls.from_voxel_data(vmap)
     hot_world = vmap.index_to_world([[1, 2, 3]])[0]
     assert field.get_densities(hot_world)[0] == pytest.approx(1.0, abs=1e-5)
-    np.testing.assert_allclose(field.get_densities(vmap.grid_points()), vmap.data.ravel(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        field.get_densities(vmap.grid_points()), vmap.data.ravel(), atol=1e-5
+    )
     resampled = field.to_voxel_density_map()
     np.testing.assert_allclose(resampled.origin, vmap.origin)
     z, y, x = np.unravel_index(np.argmax(resampled.data), resampled.data.shape)
     assert (x, y, z) == (1, 2, 3)
     fine = field.sample_densities(*(vmap.voxel_size / 4))
     z, y, x = np.unravel_index(np.argmax(fine), fine.shape)
-    np.testing.assert_allclose(vmap.origin + np.array([x, y, z]) * vmap.voxel_size / 4,
-                               hot_world, atol=1e-9)
+    np.testing.assert_allclose(
+        vmap.origin + np.array([x, y, z]) * vmap.voxel_size / 4, hot_world, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -139,8 +152,9 @@ def test_gradient_matches_finite_differences(cls, blobs):
     for a in range(3):
         step = np.zeros(3)
         step[a] = h
-        fd[:, a] = (field.get_densities(pts + step).astype(np.float64)
-                    - field.get_densities(pts - step)) / (2 * h)
+        fd[:, a] = (
+            field.get_densities(pts + step).astype(np.float64) - field.get_densities(pts - step)
+        ) / (2 * h)
     # float32 densities: difference noise about 6e-8 / 2e-3 = 3e-5 per Å.
     np.testing.assert_allclose(grad, fd, atol=2e-4)
 

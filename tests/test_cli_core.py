@@ -97,7 +97,11 @@ def test_never_overwrites_without_force(hot_map, tmp_path, capsys):
 
 def test_console_script_help_shows_examples():
     for command in ("info", "fit", "resample", "query"):
-        result = subprocess.run([sys.executable, "-m", "neural_em.cli.main", command, "--help"],
-                                capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "neural_em.cli.main", command, "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert "example:" in result.stdout
         assert "neural-em " + command in result.stdout

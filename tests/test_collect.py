@@ -16,46 +16,91 @@ from neural_em.errors import FieldFormatError
 from neural_em.fields.fileformat import write_field_file
 from neural_em.fields.records import RECORD_VERSION, RegionRecord, training_summary
 from neural_em.fields.spline import SplineDensityMap
-from neural_em.pipeline import collect, figures, tables
+from neural_em.pipeline import collect, figures, summary, tables
 from neural_em.voxelmap import VoxelMap, write_map
 
 
 def _metrics_json(recall, precision, rmsd, nodes, ca, atoms=False):
-    out = {"recall": recall, "coverage": min(1.0, recall + 0.02), "precision": precision,
-           "rmsd": rmsd, "nodes": nodes, "ca": ca, "nodes_per_ca": nodes / ca,
-           "baseline": {"recall": 0.5, "precision": 0.3, "nodes": 2 * nodes}}
+    out = {
+        "recall": recall,
+        "coverage": min(1.0, recall + 0.02),
+        "precision": precision,
+        "rmsd": rmsd,
+        "nodes": nodes,
+        "ca": ca,
+        "nodes_per_ca": nodes / ca,
+        "baseline": {"recall": 0.5, "precision": 0.3, "nodes": 2 * nodes},
+    }
     if atoms:
-        out["atoms"] = {"recall": 0.8, "coverage": 0.85, "precision": 0.9, "rmsd": 0.2,
-                        "reference": 1000, "nodes": nodes}
+        out["atoms"] = {
+            "recall": 0.8,
+            "coverage": 0.85,
+            "precision": 0.9,
+            "rmsd": 0.2,
+            "reference": 1000,
+            "nodes": nodes,
+        }
     return out
 
 
 def _interp_json(methods):
-    out = {"device": "cpu", "wall_s": 12.5, "control": {"n_nonzero": 1234},
-           "coarse": {"shape_xyz": [10, 10, 10]}, "methods": {}, "skipped": {}}
+    out = {
+        "device": "cpu",
+        "wall_s": 12.5,
+        "control": {"n_nonzero": 1234},
+        "coarse": {"shape_xyz": [10, 10, 10]},
+        "methods": {},
+        "skipped": {},
+    }
     for i, m in enumerate(methods):
-        stats = {"n": 1234, "min": -0.1 * (i + 1), "max": 0.2 * (i + 1), "mean": 0.001,
-                 "mean_abs": 0.01 * (i + 1), "rmse": 0.02 * (i + 1), "max_abs": 0.2 * (i + 1)}
-        out["methods"][m] = {"build_s": 1.5 + i, "evaluate_s": 0.5,
-                             "common": {"nonzero": stats, "all": stats},
-                             "separate": {"nonzero": {**stats, "mean_abs": 99.0}}}
+        stats = {
+            "n": 1234,
+            "min": -0.1 * (i + 1),
+            "max": 0.2 * (i + 1),
+            "mean": 0.001,
+            "mean_abs": 0.01 * (i + 1),
+            "rmse": 0.02 * (i + 1),
+            "max_abs": 0.2 * (i + 1),
+        }
+        out["methods"][m] = {
+            "build_s": 1.5 + i,
+            "evaluate_s": 0.5,
+            "common": {"nonzero": stats, "all": stats},
+            "separate": {"nonzero": {**stats, "mean_abs": 99.0}},
+        }
     return out
 
 
 def neural_header(key: str) -> dict:
     """A ``.neural`` header as the library writes it: two regions, one trained, one empty."""
-    records = [RegionRecord(loss=2e-5, max_error=0.02, epochs=40, best_epoch=38, seconds=3.0,
-                            stop="converged"),
-               RegionRecord.empty()]
-    return {"kind": "neural", "map_id": key, "shape_xyz": [8, 10, 12],
-            "voxel_size": [1.0, 1.0, 1.0], "origin": [0.0, 0.0, 0.0], "preset": "fast",
-            "regions": [{"lo": [0, 0, 0], "hi": [8, 10, 12]}, {"lo": [4, 6, 8], "hi": [8, 10, 12]}],
-            "training": training_summary(records, seconds=3.0, seed=0), "devices": ["cpu"]}
+    records = [
+        RegionRecord(
+            loss=2e-5, max_error=0.02, epochs=40, best_epoch=38, seconds=3.0, stop="converged"
+        ),
+        RegionRecord.empty(),
+    ]
+    return {
+        "kind": "neural",
+        "map_id": key,
+        "shape_xyz": [8, 10, 12],
+        "voxel_size": [1.0, 1.0, 1.0],
+        "origin": [0.0, 0.0, 0.0],
+        "preset": "fast",
+        "regions": [{"lo": [0, 0, 0], "hi": [8, 10, 12]}, {"lo": [4, 6, 8], "hi": [8, 10, 12]}],
+        "training": training_summary(records, seconds=3.0, seed=0),
+        "devices": ["cpu"],
+    }
 
 
-def make_entry(tmp: Path, key: str = "emd_0001", resolution: float = 3.2, *,
-               neural: bool = True, atoms: bool = False, methods=("trilinear", "spline",
-                                                                     "fourier", "neural")):
+def make_entry(
+    tmp: Path,
+    key: str = "emd_0001",
+    resolution: float = 3.2,
+    *,
+    neural: bool = True,
+    atoms: bool = False,
+    methods=("trilinear", "spline", "fourier", "neural"),
+):
     """Every file the collect rule reads for one entry, as the library would write them."""
     d = tmp / key
     d.mkdir(parents=True)
@@ -63,12 +108,28 @@ def make_entry(tmp: Path, key: str = "emd_0001", resolution: float = 3.2, *,
     write_map(d / "map.mrc", vmap)
     with open(d / "map.mrc", "rb") as src, gzip.open(d / f"{key}.map.gz", "wb") as dst:
         shutil.copyfileobj(src, dst)
-    files = {"entry_info": d / "info.json", "map": d / f"{key}.map.gz",
-             "fasta": d / "seq.fasta", "spline": d / "spline.neural",
-             "spline_bench": d / "spline.tsv", "neural_mrc": d / "neural.mrc"}
-    files["entry_info"].write_text(json.dumps({
-        "key": key, "emdb_id": "EMD-" + key[4:], "pdb_id": "1abc", "resolution": resolution,
-        "contour": 0.1, "title": "test", "shape_xyz": [20, 18, 16], "voxel_size": [1, 1, 1]}))
+    files = {
+        "entry_info": d / "info.json",
+        "map": d / f"{key}.map.gz",
+        "fasta": d / "seq.fasta",
+        "spline": d / "spline.neural",
+        "spline_bench": d / "spline.tsv",
+        "neural_mrc": d / "neural.mrc",
+    }
+    files["entry_info"].write_text(
+        json.dumps(
+            {
+                "key": key,
+                "emdb_id": "EMD-" + key[4:],
+                "pdb_id": "1abc",
+                "resolution": resolution,
+                "contour": 0.1,
+                "title": "test",
+                "shape_xyz": [20, 18, 16],
+                "voxel_size": [1, 1, 1],
+            }
+        )
+    )
     files["fasta"].write_text(">a\nACDE\n>b\nFGH\n")
     SplineDensityMap(vmap.normalised()).save(files["spline"])
     bench = "s\th:m:s\tmax_rss\tmax_vms\n{}\t0:00:01\t120.5\t300\n"
@@ -77,20 +138,26 @@ def make_entry(tmp: Path, key: str = "emd_0001", resolution: float = 3.2, *,
     write_map(files["neural_mrc"], crop)
     if neural:
         files["neural"] = d / "field.neural"
-        write_field_file(files["neural"], neural_header(key),
-                         {"w": np.ones((10, 10), np.float32)})
+        write_field_file(files["neural"], neural_header(key), {"w": np.ones((10, 10), np.float32)})
         files["neural_record"] = d / "fit.json"
         files["neural_record"].write_text(json.dumps({"device": "cpu", "seconds": 4.25}))
         files["neural_bench"] = d / "neural.tsv"
         files["neural_bench"].write_text(bench.format(5.0))
     for field, (rec, prec) in {"neural": (0.9, 0.7), "spline": (0.95, 0.72)}.items():
         files[f"graph_{field}"] = d / f"{field}.graph.json"
-        files[f"graph_{field}"].write_text(json.dumps(
-            {"graph": {"timings": {"total": 1.25 if field == "spline" else 9.5}},
-             "nodes": [], "edges": []}))
+        files[f"graph_{field}"].write_text(
+            json.dumps(
+                {
+                    "graph": {"timings": {"total": 1.25 if field == "spline" else 9.5}},
+                    "nodes": [],
+                    "edges": [],
+                }
+            )
+        )
         files[f"graph_{field}_metrics"] = d / f"{field}.metrics.json"
-        files[f"graph_{field}_metrics"].write_text(json.dumps(
-            _metrics_json(rec, prec, 1.1, 700, 574, atoms=atoms)))
+        files[f"graph_{field}_metrics"].write_text(
+            json.dumps(_metrics_json(rec, prec, 1.1, 700, 574, atoms=atoms))
+        )
         files[f"graph_{field}_bench"] = d / f"{field}.graph.tsv"
         files[f"graph_{field}_bench"].write_text(bench.format(11.0))
     files["interpolation"] = d / "interp.json"
@@ -100,13 +167,19 @@ def make_entry(tmp: Path, key: str = "emd_0001", resolution: float = 3.2, *,
 
 @pytest.fixture()
 def metrics(tmp_path):
-    manifest = {"emd_0001": make_entry(tmp_path, "emd_0001", 3.2),
-                "emd_0002": make_entry(tmp_path, "emd_0002", 1.8, atoms=True,
-                                       methods=("trilinear", "spline"))}
-    return collect.collect_metrics(manifest, graph_fields=["neural", "spline"],
-                                   interpolation_methods=["trilinear", "fourier", "spline",
-                                                          "neural"],
-                                   deeptracer=False, settings={"x": 1})
+    manifest = {
+        "emd_0001": make_entry(tmp_path, "emd_0001", 3.2),
+        "emd_0002": make_entry(
+            tmp_path, "emd_0002", 1.8, atoms=True, methods=("trilinear", "spline")
+        ),
+    }
+    return collect.collect_metrics(
+        manifest,
+        graph_fields=["neural", "spline"],
+        interpolation_methods=["trilinear", "fourier", "spline", "neural"],
+        deeptracer=False,
+        settings={"x": 1},
+    )
 
 
 def test_entry_record(metrics):
@@ -134,14 +207,35 @@ def test_entry_record(metrics):
 def test_region_records_are_read_strictly(metrics):
     regions = metrics["entries"]["emd_0001"]["neural"]["per_region"]
     assert regions == [
-        {"region": 0, "voxels": 960.0, "epochs": 40.0, "loss": 2e-5, "max_error": 0.02,
-         "seconds": 3.0, "stopped": "converged", "skipped": False, "device": "cpu"},
-        {"region": 1, "voxels": 64.0, "epochs": 0.0, "loss": 0.0, "max_error": 0.0,
-         "seconds": 0.0, "stopped": "empty", "skipped": True, "device": "cpu"}]
+        {
+            "region": 0,
+            "voxels": 960.0,
+            "epochs": 40.0,
+            "loss": 2e-5,
+            "max_error": 0.02,
+            "seconds": 3.0,
+            "stopped": "converged",
+            "skipped": False,
+            "device": "cpu",
+        },
+        {
+            "region": 1,
+            "voxels": 64.0,
+            "epochs": 0.0,
+            "loss": 0.0,
+            "max_error": 0.0,
+            "seconds": 0.0,
+            "stopped": "empty",
+            "skipped": True,
+            "device": "cpu",
+        },
+    ]
 
 
-@pytest.mark.parametrize("change", ["renamed_key", "missing_key", "extra_key", "bad_stop",
-                                    "other_version", "wrong_count"])
+@pytest.mark.parametrize(
+    "change",
+    ["renamed_key", "missing_key", "extra_key", "bad_stop", "other_version", "wrong_count"],
+)
 def test_collect_refuses_a_record_it_does_not_know(tmp_path, change):
     """A renamed key used to pass every test and turn into empty cells: now it stops."""
     files = make_entry(tmp_path, "emd_0001")
@@ -159,8 +253,7 @@ def test_collect_refuses_a_record_it_does_not_know(tmp_path, change):
         header["training"]["record_version"] = RECORD_VERSION + 1
     elif change == "wrong_count":
         header["training"]["regions"].pop()
-    write_field_file(files["neural"], header, {"w": np.ones((10, 10), np.float32)},
-                     overwrite=True)
+    write_field_file(files["neural"], header, {"w": np.ones((10, 10), np.float32)}, overwrite=True)
     with pytest.raises(FieldFormatError) as info:
         collect.collect_metrics({"emd_0001": files}, graph_fields=["neural"])
     assert str(info.value).startswith(files["neural"] + ": ")
@@ -177,8 +270,10 @@ def test_method_not_run_is_a_string_not_a_number(metrics):
 
 
 def test_tables_have_the_study_columns_first(metrics, tmp_path):
-    paths = {name: tmp_path / f"{name}.csv" for name in
-             ("graph", "atomic", "interpolation", "training", "timings")}
+    paths = {
+        name: tmp_path / f"{name}.csv"
+        for name in ("graph", "atomic", "interpolation", "training", "timings")
+    }
     tables.write_tables(metrics, paths)
     with open(paths["graph"], newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -202,9 +297,11 @@ def test_tables_have_the_study_columns_first(metrics, tmp_path):
 
 
 def test_columns_match_the_published_tables():
-    for name, ours in (("paper_graph_residue_comparison.csv", tables.PAPER_GRAPH_COLUMNS),
-                       ("paper_graph_atomic_comparison.csv", tables.PAPER_ATOMIC_COLUMNS),
-                       ("paper_interpolation_evaluation.csv", tables.PAPER_INTERP_COLUMNS)):
+    for name, ours in (
+        ("paper_graph_residue_comparison.csv", tables.PAPER_GRAPH_COLUMNS),
+        ("paper_graph_atomic_comparison.csv", tables.PAPER_ATOMIC_COLUMNS),
+        ("paper_interpolation_evaluation.csv", tables.PAPER_INTERP_COLUMNS),
+    ):
         with open(reference_file(name), newline="") as handle:
             assert next(csv.reader(handle)) == ours, name
 
@@ -232,7 +329,8 @@ def test_figures_are_drawn(metrics, tmp_path, with_reference):
         pytest.skip(f"{SHARED_REFERENCE} is absent")
     paths = figures.make_figures(metrics, tmp_path / "fig", reference_dir=ref)
     assert sorted(p.name for p in paths) == sorted(
-        f"{n}.{e}" for n in figures.FIGURES for e in ("png", "svg"))
+        f"{n}.{e}" for n in figures.FIGURES for e in ("png", "svg")
+    )
     for p in paths:
         if p.suffix == ".png":
             ink = _png_is_drawn(p)
@@ -253,7 +351,7 @@ def test_summary_html(metrics, tmp_path):
     pngs = [p for p in figures.make_figures(metrics, tmp_path / "f") if p.suffix == ".png"]
     csvs = {"graph": tmp_path / "g.csv"}
     tables.write_tables(metrics, {"graph": csvs["graph"]})
-    out = figures.write_summary_html(metrics, pngs, csvs, tmp_path / "s.html")
+    out = summary.write_summary_html(metrics, pngs, csvs, tmp_path / "s.html")
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 5
     assert "% C-a with Node" in text and "not run" in text

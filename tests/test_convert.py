@@ -27,11 +27,17 @@ ORIGIN = (5.0, -3.0, 12.0)
 
 def reference_field() -> NeuralDensityMap:
     tiling = Tiling.plan(SHAPE, size=16, overlap=4)
-    w, b = siren.init_siren(len(tiling.boxes()), [3, 32, 32, 32, 1],
-                            generator=torch.Generator().manual_seed(11))
-    return NeuralDensityMap.from_networks(tiling, [t.numpy() for t in w],
-                                          [t.numpy() for t in b], voxel_size=VOXEL,
-                                          origin=ORIGIN, preset="paper")
+    w, b = siren.init_siren(
+        len(tiling.boxes()), [3, 32, 32, 32, 1], generator=torch.Generator().manual_seed(11)
+    )
+    return NeuralDensityMap.from_networks(
+        tiling,
+        [t.numpy() for t in w],
+        [t.numpy() for t in b],
+        voxel_size=VOXEL,
+        origin=ORIGIN,
+        preset="paper",
+    )
 
 
 def state_dict(field: NeuralDensityMap, r: int) -> OrderedDict:
@@ -57,19 +63,30 @@ def torch_bytes(obj) -> bytes:
     return buf.getvalue()
 
 
-def build_archive(path: Path, field: NeuralDensityMap, *, layout: str = "boxes_in_members",
-                  extra: dict[str, bytes] | None = None) -> Path:
+def build_archive(
+    path: Path,
+    field: NeuralDensityMap,
+    *,
+    layout: str = "boxes_in_members",
+    extra: dict[str, bytes] | None = None,
+) -> Path:
     boxes = field.tiling.boxes()
     with tarfile.open(path, "w") as tar:
-        meta = {"shape_xyz": list(SHAPE), "voxel_size": list(VOXEL), "origin": list(ORIGIN),
-                "map_id": "synthetic"}
+        meta = {
+            "shape_xyz": list(SHAPE),
+            "voxel_size": list(VOXEL),
+            "origin": list(ORIGIN),
+            "map_id": "synthetic",
+        }
         if layout == "boxes_in_metadata":
             meta["regions"] = [[list(lo), list(hi)] for lo, hi in boxes]
         add_member(tar, "map/metadata.pt", torch_bytes(meta))
         for r, (lo, hi) in enumerate(boxes):
             if layout == "boxes_in_members":
-                obj = {"state_dict": state_dict(field, r),
-                       "box": torch.tensor([list(lo), list(hi)])}
+                obj = {
+                    "state_dict": state_dict(field, r),
+                    "box": torch.tensor([list(lo), list(hi)]),
+                }
             else:
                 obj = state_dict(field, r)
             add_member(tar, f"map/region_{r}.pt", torch_bytes(obj))
@@ -99,15 +116,21 @@ def test_convert_with_missing_regions_counts_them_empty(tmp_path):
     boxes = ref.tiling.boxes()
     path = tmp_path / "old.tar"
     with tarfile.open(path, "w") as tar:
-        add_member(tar, "meta.json", b'{"voxel_size": 1.0, "origin": [0, 0, 0], '
-                   b'"shape_xyz": [30, 26, 20]}')
+        add_member(
+            tar, "meta.json", b'{"voxel_size": 1.0, "origin": [0, 0, 0], "shape_xyz": [30, 26, 20]}'
+        )
         nx, ny, nz = ref.tiling.grid_shape
-        keep = sorted({(k % nz) * ny * nx + (k % ny) * nx + (k % nx)
-                       for k in range(max(nx, ny, nz))})  # every tile of every axis used
+        keep = sorted(
+            {(k % nz) * ny * nx + (k % ny) * nx + (k % nx) for k in range(max(nx, ny, nz))}
+        )  # every tile of every axis used
         for r in keep:
-            add_member(tar, f"r{r}.pt", torch_bytes({"model": state_dict(ref, r),
-                                                     "lo": list(boxes[r][0]),
-                                                     "hi": list(boxes[r][1])}))
+            add_member(
+                tar,
+                f"r{r}.pt",
+                torch_bytes(
+                    {"model": state_dict(ref, r), "lo": list(boxes[r][0]), "hi": list(boxes[r][1])}
+                ),
+            )
     field = convert_study_file(path)
     stops = [rec["stop"] for rec in field.metadata["training"]["regions"]]
     assert stops.count("converged") == len(keep) and stops.count("empty") == len(boxes) - len(keep)
@@ -128,11 +151,15 @@ class _Marker:
 @pytest.mark.parametrize("how", ["plain_pickle", "torch_save"])
 def test_malicious_member_is_refused_and_runs_no_code(tmp_path, capsys, how):
     marker = tmp_path / "marker"
-    payload = (pickle.dumps(_Marker(str(marker))) if how == "plain_pickle"
-               else torch_bytes({"state": _Marker(str(marker))}))
+    payload = (
+        pickle.dumps(_Marker(str(marker)))
+        if how == "plain_pickle"
+        else torch_bytes({"state": _Marker(str(marker))})
+    )
     assert not marker.exists()
-    archive = build_archive(tmp_path / "old.neural", reference_field(),
-                            extra={"map/region_99.pt": payload})
+    archive = build_archive(
+        tmp_path / "old.neural", reference_field(), extra={"map/region_99.pt": payload}
+    )
     out = tmp_path / "new.neural"
     code = main(["convert", str(archive), "-o", str(out)])
     err = capsys.readouterr().err
@@ -154,8 +181,11 @@ def test_refuses_what_it_cannot_map(tmp_path):
     sd = state_dict(ref, 0)
     sd["net.0.linear.weight"] = torch.zeros(32, 2)
     with tarfile.open(bad, "w") as tar:
-        add_member(tar, "r0.pt", torch_bytes({"state_dict": sd, "box": [list(boxes[0][0]),
-                                                                        list(boxes[0][1])]}))
+        add_member(
+            tar,
+            "r0.pt",
+            torch_bytes({"state_dict": sd, "box": [list(boxes[0][0]), list(boxes[0][1])]}),
+        )
     with pytest.raises(InputError, match="not 3 coordinates|do not chain"):
         convert_study_file(bad, voxel_size=1.0)
     # No box anywhere.
@@ -173,8 +203,13 @@ def test_refuses_what_it_cannot_map(tmp_path):
     # Without a voxel size.
     novs = tmp_path / "novs.tar"
     with tarfile.open(novs, "w") as tar:
-        add_member(tar, "r0.pt", torch_bytes({"state_dict": state_dict(ref, 0),
-                                              "box": [list(boxes[0][0]), list(boxes[0][1])]}))
+        add_member(
+            tar,
+            "r0.pt",
+            torch_bytes(
+                {"state_dict": state_dict(ref, 0), "box": [list(boxes[0][0]), list(boxes[0][1])]}
+            ),
+        )
     with pytest.raises(InputError, match="voxel size"):
         convert_study_file(novs)
     # Truncated archive.

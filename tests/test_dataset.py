@@ -24,8 +24,16 @@ REFERENCE = Path(__file__).parents[1] / "data" / "reference"
 SEARCH_CSV = REFERENCE / "emdb_search_highres.csv"
 PAPER_JSON = REFERENCE / "paper_graph_evaluation.json"
 
-HEADER = ["EMD-", "Status", "Entry Title", "Entry Authors", "Deposit Date", "Resolution (Å)",
-          "Associated PDB", "Citation Title"]
+HEADER = [
+    "EMD-",
+    "Status",
+    "Entry Title",
+    "Entry Authors",
+    "Deposit Date",
+    "Resolution (Å)",
+    "Associated PDB",
+    "Citation Title",
+]
 
 
 def _export(rows: list[tuple], path: Path) -> Path:
@@ -34,36 +42,55 @@ def _export(rows: list[tuple], path: Path) -> Path:
     for row in rows:
         number, res, pdb, citation = row[:4]
         status = row[4] if len(row) > 4 else "REL"
-        records.append([number, status, f"title {number}", "A B", "2020-01-01", res, pdb,
-                        citation])
+        records.append([number, status, f"title {number}", "A B", "2020-01-01", res, pdb, citation])
     pd.DataFrame(records, columns=HEADER).to_csv(path, index=False)
     return path
 
 
 def test_rules_on_a_synthetic_export(tmp_path):
-    csv = _export([
-        ("1001", "3.2", "1abc", "Paper A"),
-        ("1002", "3.0", "1abd", "Paper A"),           # best of Paper A
-        ("1003", "3.0", "1abe", "paper  a."),         # same title folded, tie at 3.0: 1002 wins
-        ("1004", "2.5", "", "Paper B"),               # no model: dropped
-        ("1005", "2.5", "1abf 1abg", "Paper C"),      # two models: dropped
-        ("1006", "2.6", "1abh", ""),                  # no citation: kept on its own
-        ("1007", "2.6", "1abi", ""),                  # no citation: kept on its own
-        ("1008", "2.7", "1abj", "To be published"),   # placeholder: kept on its own
-        ("1009", "2.7", "1abk", "To Be Published"),   # placeholder: kept on its own
-        ("1010", "2.8", "1ABL", "Paper D", "OBS"),    # obsolete: dropped
-        ("11011", "3.3", "1abm", "Paper E"),          # 3.3 lands in bin 3.3 despite float noise
-        ("1012", "n/a", "1abn", "Paper F"),           # no resolution: dropped
-    ], tmp_path / "export.csv")
+    csv = _export(
+        [
+            ("1001", "3.2", "1abc", "Paper A"),
+            ("1002", "3.0", "1abd", "Paper A"),  # best of Paper A
+            ("1003", "3.0", "1abe", "paper  a."),  # same title folded, tie at 3.0: 1002 wins
+            ("1004", "2.5", "", "Paper B"),  # no model: dropped
+            ("1005", "2.5", "1abf 1abg", "Paper C"),  # two models: dropped
+            ("1006", "2.6", "1abh", ""),  # no citation: kept on its own
+            ("1007", "2.6", "1abi", ""),  # no citation: kept on its own
+            ("1008", "2.7", "1abj", "To be published"),  # placeholder: kept on its own
+            ("1009", "2.7", "1abk", "To Be Published"),  # placeholder: kept on its own
+            ("1010", "2.8", "1ABL", "Paper D", "OBS"),  # obsolete: dropped
+            ("11011", "3.3", "1abm", "Paper E"),  # 3.3 lands in bin 3.3 despite float noise
+            ("1012", "n/a", "1abn", "Paper F"),  # no resolution: dropped
+        ],
+        tmp_path / "export.csv",
+    )
     pool = eligible_entries(csv)
-    assert pool.attrs["counts"] == {"rows": 12, "released": 11, "one_pdb": 9,
-                                    "with_resolution": 8, "one_per_citation": 6}
-    assert sorted(pool["emdb_id"]) == ["EMD-1002", "EMD-1006", "EMD-1007", "EMD-1008",
-                                       "EMD-1009", "EMD-11011"]
+    assert pool.attrs["counts"] == {
+        "rows": 12,
+        "released": 11,
+        "one_pdb": 9,
+        "with_resolution": 8,
+        "one_per_citation": 6,
+    }
+    assert sorted(pool["emdb_id"]) == [
+        "EMD-1002",
+        "EMD-1006",
+        "EMD-1007",
+        "EMD-1008",
+        "EMD-1009",
+        "EMD-11011",
+    ]
     selected = select_entries(csv, per_bin=5, seed=1)
     assert list(selected.columns) == COLUMNS
-    assert list(selected["key"]) == ["emd_1006", "emd_1007", "emd_1008", "emd_1009", "emd_1002",
-                                     "emd_11011"]  # by resolution, then number
+    assert list(selected["key"]) == [
+        "emd_1006",
+        "emd_1007",
+        "emd_1008",
+        "emd_1009",
+        "emd_1002",
+        "emd_11011",
+    ]  # by resolution, then number
     row = selected.set_index("key").loc["emd_11011"]
     assert row["resolution_bin"] == pytest.approx(3.3) and row["pdb_id"] == "1abm"
     assert selected["voxels"].isna().all()
@@ -99,18 +126,20 @@ def test_voxel_limit_replaces_big_maps_from_the_same_bin(tmp_path):
     assert final.attrs["counts"]["over_max_voxels_skipped"] == 1
     assert final.set_index("emdb_id")["voxels"].loc[sorted(kept)].tolist() == [100**3] * 5
     # keys of voxel_counts may be written several ways
-    alt = select_entries(csv, per_bin=3, seed=0, voxel_counts={
-        big.replace("EMD-", "emd_"): 600**3})
+    alt = select_entries(csv, per_bin=3, seed=0, voxel_counts={big.replace("EMD-", "emd_"): 600**3})
     assert big not in set(alt["emdb_id"])
     # no limit: the big one stays
-    assert big in set(select_entries(csv, per_bin=3, seed=0, voxel_counts=counts,
-                                     max_voxels=None)["emdb_id"])
+    assert big in set(
+        select_entries(csv, per_bin=3, seed=0, voxel_counts=counts, max_voxels=None)["emdb_id"]
+    )
 
 
 def test_bins_and_citation_folding():
     assert list(resolution_bin([3.3, 3.2999999, 3.0, 2.95, 4.0])) == [33, 32, 30, 29, 40]
-    assert citation_key("Cryo-EM of EF-Tu&#8226;GTP  elucidates.") == \
-        "cryo-em of ef-tu\u2022gtp elucidates"
+    assert (
+        citation_key("Cryo-EM of EF-Tu&#8226;GTP  elucidates.")
+        == "cryo-em of ef-tu\u2022gtp elucidates"
+    )
 
 
 def test_bad_exports_are_refused(tmp_path):

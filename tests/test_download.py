@@ -27,21 +27,35 @@ API = "/emdb/api"
 PDB = "/download"
 FASTA = "/fasta"
 
-FASTA_TEXT = ">5NI1_1|Chains A, C|Hemoglobin subunit alpha|Homo sapiens\nVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF\n" \
+FASTA_TEXT = (
+    ">5NI1_1|Chains A, C|Hemoglobin subunit alpha|Homo sapiens\nVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF\n"
     ">5NI1_2|Chains B, D|Hemoglobin subunit beta|Homo sapiens\nVHLTPEEKSAVTALWGKVNVDEVGGEALGRLLVVYPWTQRFFESFGDLST\n"
+)
 
 METADATA = {
     "emdb_id": "EMD-3488",
     "admin": {"title": "Human haemoglobin"},
-    "structure_determination_list": {"structure_determination": [{"image_processing": [
-        {"final_reconstruction": {"resolution": {"valueOf_": "3.2", "units": "Å",
-                                                 "res_type": "BY AUTHOR"}}}]}]},
+    "structure_determination_list": {
+        "structure_determination": [
+            {
+                "image_processing": [
+                    {
+                        "final_reconstruction": {
+                            "resolution": {"valueOf_": "3.2", "units": "Å", "res_type": "BY AUTHOR"}
+                        }
+                    }
+                ]
+            }
+        ]
+    },
     "map": {
         "dimensions": {"col": 12, "row": 10, "sec": 8},
         "axis_order": {"fast": "X", "medium": "Y", "slow": "Z"},
-        "pixel_spacing": {"x": {"valueOf_": 1.05, "units": "Å"},
-                          "y": {"valueOf_": 1.05, "units": "Å"},
-                          "z": {"valueOf_": 1.05, "units": "Å"}},
+        "pixel_spacing": {
+            "x": {"valueOf_": 1.05, "units": "Å"},
+            "y": {"valueOf_": 1.05, "units": "Å"},
+            "z": {"valueOf_": 1.05, "units": "Å"},
+        },
         "contour_list": {"contour": [{"primary": True, "level": 0.1, "source": "AUTHOR"}]},
     },
 }
@@ -63,8 +77,12 @@ def _mmcif_gz(tmp: Path) -> bytes:
     residue = gemmi.Residue()
     residue.name, residue.seqid = "GLY", gemmi.SeqId("1")
     residue.entity_type = gemmi.EntityType.Polymer
-    for name, element, pos in (("N", "N", (1, 2, 3)), ("CA", "C", (2, 2, 3)),
-                               ("C", "C", (3, 2, 3)), ("O", "O", (3, 3, 3))):
+    for name, element, pos in (
+        ("N", "N", (1, 2, 3)),
+        ("CA", "C", (2, 2, 3)),
+        ("C", "C", (3, 2, 3)),
+        ("O", "O", (3, 3, 3)),
+    ):
         atom = gemmi.Atom()
         atom.name, atom.element, atom.pos = name, gemmi.Element(element), gemmi.Position(*pos)
         residue.add_atom(atom)
@@ -137,8 +155,12 @@ class Archive:
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory) -> dict[str, bytes]:
     tmp = tmp_path_factory.mktemp("fixtures")
-    return {"map": _mrc_gz(tmp), "cif": _mmcif_gz(tmp), "fasta": FASTA_TEXT.encode(),
-            "json": json.dumps(METADATA).encode()}
+    return {
+        "map": _mrc_gz(tmp),
+        "cif": _mmcif_gz(tmp),
+        "fasta": FASTA_TEXT.encode(),
+        "json": json.dumps(METADATA).encode(),
+    }
 
 
 @pytest.fixture()
@@ -156,8 +178,10 @@ def _no_leftovers(folder: Path) -> list[str]:
 
 
 def test_urls_follow_the_archive_layout():
-    assert dl.emdb_map_url("EMD-3488", base="https://x/emdb/") == \
-        "https://x/emdb/structures/EMD-3488/map/emd_3488.map.gz"
+    assert (
+        dl.emdb_map_url("EMD-3488", base="https://x/emdb/")
+        == "https://x/emdb/structures/EMD-3488/map/emd_3488.map.gz"
+    )
     assert dl.emdb_map_url(11007, base="b") == "b/structures/EMD-11007/map/emd_11007.map.gz"
     assert dl.emdb_map_url("emd_3488", base="b") == dl.emdb_map_url("3488", base="b")
     assert dl.emdb_metadata_url("EMD-3488", base="https://x/api") == "https://x/api/entry/EMD-3488"
@@ -173,17 +197,29 @@ def test_urls_follow_the_archive_layout():
 
 def test_every_kind_downloads_and_passes_its_check(archive, tmp_path):
     base = archive.base
-    out = dl.fetch(dl.emdb_map_url("EMD-3488", base=base + EMDB), tmp_path / "m.map.gz",
-                   validate=dl.check_mrc_header, retries=0)
+    out = dl.fetch(
+        dl.emdb_map_url("EMD-3488", base=base + EMDB),
+        tmp_path / "m.map.gz",
+        validate=dl.check_mrc_header,
+        retries=0,
+    )
     vmap = read_map(out)
     assert vmap.shape_xyz == (12, 10, 8)
     np.testing.assert_allclose(vmap.index_to_world(np.array([[1, 2, 3]]))[0], [2.05, 4.1, 6.15])
     assert dl.check_mrc_header(out)["shape_xyz"] == [12, 10, 8]
-    cif = dl.fetch(dl.pdb_mmcif_url("5ni1", base=base + PDB), tmp_path / "m.cif.gz",
-                   validate=dl.check_mmcif, retries=0)
+    cif = dl.fetch(
+        dl.pdb_mmcif_url("5ni1", base=base + PDB),
+        tmp_path / "m.cif.gz",
+        validate=dl.check_mmcif,
+        retries=0,
+    )
     assert dl.check_mmcif(cif) == 4
-    fasta = dl.fetch(dl.pdb_fasta_url("5ni1", base=base + FASTA), tmp_path / "s.fasta",
-                     validate=dl.check_fasta, retries=0)
+    fasta = dl.fetch(
+        dl.pdb_fasta_url("5ni1", base=base + FASTA),
+        tmp_path / "s.fasta",
+        validate=dl.check_fasta,
+        retries=0,
+    )
     assert dl.check_fasta(fasta) == 2
     meta = dl.emdb_metadata("EMD-3488", tmp_path / "meta.json", base=base + API, retries=0)
     assert meta["resolution"] == pytest.approx(3.2)
@@ -210,8 +246,13 @@ def test_500_is_retried_with_backoff_then_succeeds(archive, tmp_path):
     path = f"{PDB}/5ni1.cif.gz"
     archive.fail_first[path] = 2
     t0 = time.monotonic()
-    out = dl.fetch(archive.base + path, tmp_path / "m.cif.gz", retries=3, backoff_s=0.2,
-                   validate=dl.check_mmcif)
+    out = dl.fetch(
+        archive.base + path,
+        tmp_path / "m.cif.gz",
+        retries=3,
+        backoff_s=0.2,
+        validate=dl.check_mmcif,
+    )
     elapsed = time.monotonic() - t0
     assert archive.hits[path] == 3
     assert elapsed >= 0.2 + 0.4 - 0.05  # exponential backoff: 0.2 s then 0.4 s
@@ -233,8 +274,7 @@ def test_truncated_gzip_is_refused_and_leaves_nothing(archive, fixtures, tmp_pat
     archive.files[path] = fixtures["map"][: len(fixtures["map"]) * 2 // 3]
     dest = tmp_path / "emd_3488.map.gz"
     with pytest.raises(dl.DownloadError, match="truncated") as info:
-        dl.fetch(archive.base + path, dest, validate=dl.check_mrc_header, retries=1,
-                 backoff_s=0.01)
+        dl.fetch(archive.base + path, dest, validate=dl.check_mrc_header, retries=1, backoff_s=0.01)
     assert archive.base + path in str(info.value)
     assert archive.hits[path] == 2  # a failed check is retried like a broken connection
     assert not dest.exists() and _no_leftovers(tmp_path) == []
@@ -245,8 +285,9 @@ def test_hanging_server_times_out_within_bounds(archive, tmp_path):
     archive.hang.add(path)
     t0 = time.monotonic()
     with pytest.raises(dl.DownloadError, match="(?i)timed? ?out") as info:
-        dl.fetch(archive.base + path, tmp_path / "s.fasta", timeout_s=0.5, retries=1,
-                 backoff_s=0.01)
+        dl.fetch(
+            archive.base + path, tmp_path / "s.fasta", timeout_s=0.5, retries=1, backoff_s=0.01
+        )
     elapsed = time.monotonic() - t0
     assert 0.9 <= elapsed < 5, elapsed  # two tries of 0.5 s each
     assert "2 tries" in str(info.value)
@@ -277,44 +318,78 @@ def test_mirror_is_used_before_the_network(fixtures, tmp_path):
     out_dir.mkdir()
     # an unroutable base: any network use would fail (offline=True forbids it anyway)
     base = "http://127.0.0.1:9/pub/databases/emdb"
-    out = dl.fetch(dl.emdb_map_url("EMD-3488", base=base), out_dir / "m.map.gz",
-                   mirror_root=mirror, offline=True, validate=dl.check_mrc_header)
+    out = dl.fetch(
+        dl.emdb_map_url("EMD-3488", base=base),
+        out_dir / "m.map.gz",
+        mirror_root=mirror,
+        offline=True,
+        validate=dl.check_mrc_header,
+    )
     assert out.read_bytes() == fixtures["map"]
-    dl.fetch(dl.pdb_fasta_url("5ni1", base="http://127.0.0.1:9/fasta"), out_dir / "s.fasta",
-             mirror_root=mirror, offline=True, validate=dl.check_fasta)
+    dl.fetch(
+        dl.pdb_fasta_url("5ni1", base="http://127.0.0.1:9/fasta"),
+        out_dir / "s.fasta",
+        mirror_root=mirror,
+        offline=True,
+        validate=dl.check_fasta,
+    )
     # a `wget -m` copy (host name as first folder); the destination needs no .cif.gz suffix
     (mirror / "127.0.0.1/pdb/files").mkdir(parents=True)
     (mirror / "127.0.0.1/pdb/files/5ni1.cif.gz").write_bytes(fixtures["cif"])
-    model = dl.fetch(dl.pdb_mmcif_url("5ni1", base="http://127.0.0.1:9/pdb/files"),
-                     out_dir / "model", mirror_root=mirror, offline=True,
-                     validate=dl.check_mmcif)
+    model = dl.fetch(
+        dl.pdb_mmcif_url("5ni1", base="http://127.0.0.1:9/pdb/files"),
+        out_dir / "model",
+        mirror_root=mirror,
+        offline=True,
+        validate=dl.check_mmcif,
+    )
     assert dl.check_mmcif(model) == 4
     # missing from the mirror, offline: a clear error naming the URL and the mirror
     with pytest.raises(dl.DownloadError, match="not in the local mirror.*offline"):
-        dl.fetch(dl.pdb_mmcif_url("5ni1", base="http://127.0.0.1:9/download"),
-                 out_dir / "m.cif.gz", mirror_root=mirror, offline=True)
+        dl.fetch(
+            dl.pdb_mmcif_url("5ni1", base="http://127.0.0.1:9/download"),
+            out_dir / "m.cif.gz",
+            mirror_root=mirror,
+            offline=True,
+        )
     # a broken mirror file is refused, not copied
     (mirror / "entry/EMD-3488").write_text("{not json")
-    with pytest.raises(dl.DownloadError, match="mirror copy .*EMD-3488 failed its check: not valid"):
-        dl.fetch(dl.emdb_metadata_url("EMD-3488", base="http://127.0.0.1:9/api"),
-                 out_dir / "meta.json", mirror_root=mirror, offline=True,
-                 validate=dl.check_json)
+    with pytest.raises(
+        dl.DownloadError, match="mirror copy .*EMD-3488 failed its check: not valid"
+    ):
+        dl.fetch(
+            dl.emdb_metadata_url("EMD-3488", base="http://127.0.0.1:9/api"),
+            out_dir / "meta.json",
+            mirror_root=mirror,
+            offline=True,
+            validate=dl.check_json,
+        )
     assert _no_leftovers(out_dir) == ["m.map.gz", "model", "s.fasta"]
 
 
 def test_mirror_falls_back_to_network_when_file_absent(archive, tmp_path):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    out = dl.fetch(archive.base + f"{FASTA}/entry/5NI1", tmp_path / "s.fasta", mirror_root=mirror,
-                   validate=dl.check_fasta, retries=0)
+    out = dl.fetch(
+        archive.base + f"{FASTA}/entry/5NI1",
+        tmp_path / "s.fasta",
+        mirror_root=mirror,
+        validate=dl.check_fasta,
+        retries=0,
+    )
     assert dl.check_fasta(out) == 2 and archive.hits[f"{FASTA}/entry/5NI1"] == 1
 
 
 def test_checks_refuse_broken_files(fixtures, tmp_path):
     bad = tmp_path / "bad"
     bad.write_bytes(b"<html>500 Internal Server Error</html>")
-    for check in (dl.check_gzip_complete, dl.check_mrc_header, dl.check_mmcif, dl.check_fasta,
-                  dl.check_json):
+    for check in (
+        dl.check_gzip_complete,
+        dl.check_mrc_header,
+        dl.check_mmcif,
+        dl.check_fasta,
+        dl.check_json,
+    ):
         with pytest.raises(InputError, match=str(bad)):
             check(bad)
     trailing = tmp_path / "trailing.gz"
@@ -350,19 +425,33 @@ def test_checks_refuse_broken_files(fixtures, tmp_path):
 
 def test_metadata_parser_tolerates_missing_and_odd_fields():
     empty = dl.parse_emdb_metadata({})
-    assert empty == {"emdb_id": None, "resolution": None, "contour": None, "shape_xyz": None,
-                     "voxels": None, "voxel_size": None, "title": None}
+    assert empty == {
+        "emdb_id": None,
+        "resolution": None,
+        "contour": None,
+        "shape_xyz": None,
+        "voxels": None,
+        "voxel_size": None,
+        "title": None,
+    }
     odd = {
         "map": {
             "dimensions": {"col": "100", "row": 200, "sec": {"valueOf_": 50}},
             "axis_order": {"fast": "Z", "medium": "Y", "slow": "X"},
-            "contour_list": {"contour": [{"primary": False, "level": 9.0},
-                                         {"primary": "true", "level": {"valueOf_": "0.5"}}]},
+            "contour_list": {
+                "contour": [
+                    {"primary": False, "level": 9.0},
+                    {"primary": "true", "level": {"valueOf_": "0.5"}},
+                ]
+            },
             "pixel_spacing": {"x": 1.0, "y": {"valueOf_": "nan"}},
         },
-        "structure_determination_list": {"structure_determination": [
-            {"image_processing": [{"final_reconstruction": {}}]},
-            {"image_processing": [{"final_reconstruction": {"resolution": 2.5}}]}]},
+        "structure_determination_list": {
+            "structure_determination": [
+                {"image_processing": [{"final_reconstruction": {}}]},
+                {"image_processing": [{"final_reconstruction": {"resolution": 2.5}}]},
+            ]
+        },
     }
     parsed = dl.parse_emdb_metadata(odd)
     assert parsed["contour"] == 0.5  # the primary contour wins
@@ -393,15 +482,15 @@ def test_validate_failure_keeps_the_previous_file(archive, tmp_path):
     path = f"{EMDB}/structures/EMD-3488/map/emd_3488.map.gz"
     archive.files[path] = b"\x1f\x8b" + io.BytesIO(b"not really gzip").read()
     with pytest.raises(dl.DownloadError):
-        dl.fetch(archive.base + path, dest, validate=dl.check_mrc_header, retries=0,
-                 overwrite=True)
+        dl.fetch(archive.base + path, dest, validate=dl.check_mrc_header, retries=0, overwrite=True)
     assert dest.read_bytes() == b"previous"
     assert _no_leftovers(tmp_path) == ["m.map.gz"]
 
 
 @pytest.mark.parametrize("gzipped", [True, False])
 def test_hostile_map_claiming_a_huge_extended_header_is_refused_without_allocating(
-        fixtures, archive, tmp_path, gzipped):
+    fixtures, archive, tmp_path, gzipped
+):
     """A download whose header claims a 2 GB extended header (NSYMBT, word 24). mrcfile's
     header read reserves what NSYMBT claims before any check; the package's one header reader
     reads 1024 bytes and compares the claim with what the file holds."""
@@ -415,8 +504,11 @@ def test_hostile_map_claiming_a_huge_extended_header_is_refused_without_allocati
     dest = tmp_path / "emd_3488.map.gz"
     tracemalloc.start()
     try:
-        with pytest.raises(dl.DownloadError, match="failed its check: .*truncated: header "
-                           f"needs {1024 + 2**31 - 1 + len(raw) - 1024} bytes"):
+        with pytest.raises(
+            dl.DownloadError,
+            match="failed its check: .*truncated: header "
+            f"needs {1024 + 2**31 - 1 + len(raw) - 1024} bytes",
+        ):
             dl.fetch(archive.base + path, dest, validate=dl.check_mrc_header, retries=0)
         _, peak = tracemalloc.get_traced_memory()
     finally:

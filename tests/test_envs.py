@@ -21,8 +21,10 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[1]
 ENVS = REPO / "envs"
 #: pyproject name -> conda-forge names that provide it.
-CONDA_NAMES = {"torch": ("pytorch", "pytorch-gpu", "pytorch-cpu"),
-               "matplotlib": ("matplotlib", "matplotlib-base")}
+CONDA_NAMES = {
+    "torch": ("pytorch", "pytorch-gpu", "pytorch-cpu"),
+    "matplotlib": ("matplotlib", "matplotlib-base"),
+}
 #: The package's own dependencies must be in every rule environment (the package is
 #: installed there with --no-deps); the workflow extra's somewhere.
 RULE_ENVS = ("download", "fit", "graph", "interpolation", "collect")
@@ -32,8 +34,9 @@ def pyproject_requirements() -> tuple[list[Requirement], list[Requirement]]:
     data = tomllib.loads((REPO / "pyproject.toml").read_text())
     project = data["project"]
     core = [Requirement(r) for r in project["dependencies"]]
-    workflow = [Requirement(r) for r in project.get("optional-dependencies", {})
-                .get("workflow", [])]
+    workflow = [
+        Requirement(r) for r in project.get("optional-dependencies", {}).get("workflow", [])
+    ]
     return core, workflow
 
 
@@ -59,8 +62,14 @@ def _probe_versions(*specs: SpecifierSet) -> list[Version]:
             v = Version(s.version.replace(".*", ""))
             rel = list(v.release) + [0] * (3 - len(v.release))
             major, minor, micro = rel[:3]
-            out.update({v, Version(f"{major}.{minor}.{micro + 1}"),
-                        Version(f"{major}.{minor + 1}"), Version(f"{major + 1}.0")})
+            out.update(
+                {
+                    v,
+                    Version(f"{major}.{minor}.{micro + 1}"),
+                    Version(f"{major}.{minor + 1}"),
+                    Version(f"{major + 1}.0"),
+                }
+            )
             if micro:
                 out.add(Version(f"{major}.{minor}.{micro - 1}"))
             if minor:

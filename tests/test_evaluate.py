@@ -26,8 +26,11 @@ from neural_em.voxelmap import load_normalised, write_map
 
 def model_of(ca, heavy=None) -> AtomicModel:
     ca = np.asarray(ca, dtype=float).reshape(-1, 3)
-    return AtomicModel(ca=ca, ca_labels=[str(i) for i in range(len(ca))],
-                       heavy=ca if heavy is None else np.asarray(heavy, dtype=float))
+    return AtomicModel(
+        ca=ca,
+        ca_labels=[str(i) for i in range(len(ca))],
+        heavy=ca if heavy is None else np.asarray(heavy, dtype=float),
+    )
 
 
 def test_greedy_matching_by_ascending_distance():
@@ -73,10 +76,12 @@ def test_empty_graph_and_model_outside_the_map():
 
 
 def test_calcium_and_altlocs_in_evaluation(tmp_path):
-    lines = [pdb_line(1, "CA", "ALA", "A", 1, (0.0, 0, 0), "C"),
-             pdb_line(2, "CA", "GLY", "A", 2, (3.8, 0, 0), "C", altloc="A"),
-             pdb_line(3, "CA", "GLY", "A", 2, (3.9, 0.2, 0), "C", altloc="B"),
-             pdb_line(4, "CA", "CA", "B", 1, (20.0, 0, 0), "CA", record="HETATM")]
+    lines = [
+        pdb_line(1, "CA", "ALA", "A", 1, (0.0, 0, 0), "C"),
+        pdb_line(2, "CA", "GLY", "A", 2, (3.8, 0, 0), "C", altloc="A"),
+        pdb_line(3, "CA", "GLY", "A", 2, (3.9, 0.2, 0), "C", altloc="B"),
+        pdb_line(4, "CA", "CA", "B", 1, (20.0, 0, 0), "CA", record="HETATM"),
+    ]
     path = write_pdb(tmp_path / "m.pdb", lines)
     # a node on the calcium does not count as precise; the altloc CA is counted once
     m = evaluate_points([[0.2, 0, 0], [3.8, 0.1, 0], [20.0, 0, 0]], path)
@@ -140,25 +145,41 @@ def test_cli_evaluate_json(chain_case, capsys):
 
 def test_cli_evaluate_table_and_atoms(chain_case, capsys):
     map_path, model, graph = chain_case
-    assert main(["evaluate", str(graph), "--model", str(model), "--map", str(map_path),
-                 "--resolution", "1.5"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(graph),
+                "--model",
+                str(model),
+                "--map",
+                str(map_path),
+                "--resolution",
+                "1.5",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "recall" in out and "local maxima" in out and "atoms (heavy, 1 Å)" in out
 
 
 def test_cli_evaluate_bad_inputs_exit_2(chain_case, tmp_path, capsys):
     _, model, graph = chain_case
-    water = write_pdb(tmp_path / "w.pdb",
-                      [pdb_line(1, "O", "HOH", "A", 1, (0, 0, 0), "O", record="HETATM")])
+    water = write_pdb(
+        tmp_path / "w.pdb", [pdb_line(1, "O", "HOH", "A", 1, (0, 0, 0), "O", record="HETATM")]
+    )
     garbage = tmp_path / "g.cif"
     garbage.write_bytes(b"\x89PNG garbage")
     bad_graph = tmp_path / "bad.json"
     bad_graph.write_text('{"nodes": [{"id": 0, "x": NaN, "y": 0, "z": 0}], "edges": []}')
-    for args in (["evaluate", str(graph), "--model", str(water)],
-                 ["evaluate", str(graph), "--model", str(garbage)],
-                 ["evaluate", str(graph), "--model", str(tmp_path / "absent.pdb")],
-                 ["evaluate", str(bad_graph), "--model", str(model)],
-                 ["evaluate", str(graph), "--model", str(model), "--map", str(garbage)]):
+    for args in (
+        ["evaluate", str(graph), "--model", str(water)],
+        ["evaluate", str(graph), "--model", str(garbage)],
+        ["evaluate", str(graph), "--model", str(tmp_path / "absent.pdb")],
+        ["evaluate", str(bad_graph), "--model", str(model)],
+        ["evaluate", str(graph), "--model", str(model), "--map", str(garbage)],
+    ):
         capsys.readouterr()
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
@@ -167,8 +188,9 @@ def test_cli_evaluate_bad_inputs_exit_2(chain_case, tmp_path, capsys):
 
 def test_cli_evaluate_model_outside_map(chain_case, tmp_path, capsys):
     _, _, graph = chain_case
-    far = write_pdb(tmp_path / "far.pdb",
-                    [pdb_line(1, "CA", "ALA", "A", 1, (500.0, 500, 500), "C")])
+    far = write_pdb(
+        tmp_path / "far.pdb", [pdb_line(1, "CA", "ALA", "A", 1, (500.0, 500, 500), "C")]
+    )
     capsys.readouterr()
     assert main(["evaluate", str(graph), "--model", str(far), "--no-baseline"]) == 0
     out = capsys.readouterr().out

@@ -75,9 +75,12 @@ def test_foreign_safetensors_and_versions(tmp_path):
     with pytest.raises(FieldFormatError, match="not written by neural-em"):
         load_field(plain)
     future = tmp_path / "future.neural"
-    future.write_bytes(safetensors.numpy.save(
-        {"a": np.zeros(3, dtype=np.float32)},
-        metadata={"format": "neural-em", "format_version": "99", "header": "{}"}))
+    future.write_bytes(
+        safetensors.numpy.save(
+            {"a": np.zeros(3, dtype=np.float32)},
+            metadata={"format": "neural-em", "format_version": "99", "header": "{}"},
+        )
+    )
     with pytest.raises(FieldFormatError, match="unknown format version"):
         load_field(future)
 

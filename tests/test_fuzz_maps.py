@@ -61,9 +61,12 @@ def _report(request):
     yield
     counts = dict(COUNTS)
     counts["malformed_refused_cleanly"] = counts.get("malformed_refused_cleanly", 0)
-    counts["commands"] = ["info", "fit --field spline"] + (
-        ["fit (neural, --max-epochs 1)"] if HAS_NEURAL else []) + (
-        ["graph"] if HAS_GRAPH else []) + ["resample (valid cases)"]
+    counts["commands"] = (
+        ["info", "fit --field spline"]
+        + (["fit (neural, --max-epochs 1)"] if HAS_NEURAL else [])
+        + (["graph"] if HAS_GRAPH else [])
+        + ["resample (valid cases)"]
+    )
     save_counts(request, "fuzz_maps", counts)
 
 
@@ -111,8 +114,7 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def run_cli(capsys, argv: list[str], *, mem_bound_mb: float | None = None
-            ) -> tuple[int, str, str]:
+def run_cli(capsys, argv: list[str], *, mem_bound_mb: float | None = None) -> tuple[int, str, str]:
     """Run ``neural-em argv`` in this process; returns (exit code, stdout, stderr)."""
     capsys.readouterr()
     tracked = mem_bound_mb is not None and _reset_peak_rss()
@@ -127,12 +129,14 @@ def run_cli(capsys, argv: list[str], *, mem_bound_mb: float | None = None
         grown = _peak_rss_mb() - before
         assert grown <= mem_bound_mb, (
             f"neural-em {' '.join(argv)}: peak memory grew by {grown:.0f} MB, more than "
-            f"{mem_bound_mb:.0f} MB for this file")
+            f"{mem_bound_mb:.0f} MB for this file"
+        )
     return code, out, err
 
 
-def assert_clean_refusal(code: int, err: str, path: Path, keywords: tuple[str, ...],
-                         argv: list[str]) -> None:
+def assert_clean_refusal(
+    code: int, err: str, path: Path, keywords: tuple[str, ...], argv: list[str]
+) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     what = f"neural-em {' '.join(argv)}"
     assert "Traceback" not in err, f"{what}: traceback\n{err}"
@@ -143,20 +147,42 @@ def assert_clean_refusal(code: int, err: str, path: Path, keywords: tuple[str, .
     assert str(path) in line, f"{what}: message does not name the file: {line}"
     low = line.lower()
     assert any(k.lower() in low for k in keywords), (
-        f"{what}: message does not name the problem (one of {keywords}): {line}")
+        f"{what}: message does not name the problem (one of {keywords}): {line}"
+    )
 
 
 # --------------------------------------------------------------------------- map bytes
-OFF = {"nx": 0, "ny": 4, "nz": 8, "mode": 12, "nxstart": 16, "mx": 28, "my": 32, "mz": 36,
-       "cella": 40, "mapc": 64, "mapr": 68, "maps": 72, "nsymbt": 92, "origin": 196,
-       "map": 208, "machst": 212}
+OFF = {
+    "nx": 0,
+    "ny": 4,
+    "nz": 8,
+    "mode": 12,
+    "nxstart": 16,
+    "mx": 28,
+    "my": 32,
+    "mz": 36,
+    "cella": 40,
+    "mapc": 64,
+    "mapr": 68,
+    "maps": 72,
+    "nsymbt": 92,
+    "origin": 196,
+    "map": 208,
+    "machst": 212,
+}
 MODES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
 PERMUTATIONS = [(1, 2, 3), (1, 3, 2), (2, 1, 3), (2, 3, 1), (3, 1, 2), (3, 2, 1)]
 
 
-def valid_map_bytes(shape_crs: tuple[int, int, int], mode: int, axes: tuple[int, int, int],
-                    seed: int, *, constant: float | None = None,
-                    big_endian: bool = False) -> tuple[bytes, dict]:
+def valid_map_bytes(
+    shape_crs: tuple[int, int, int],
+    mode: int,
+    axes: tuple[int, int, int],
+    seed: int,
+    *,
+    constant: float | None = None,
+    big_endian: bool = False,
+) -> tuple[bytes, dict]:
     """A valid MRC file (bytes) of ``shape_crs`` columns, rows, sections."""
     nc, nr, ns = shape_crs
     rng = np.random.default_rng(seed)
@@ -190,14 +216,27 @@ def valid_map_bytes(shape_crs: tuple[int, int, int], mode: int, axes: tuple[int,
     return raw, {"data": data}
 
 
-def _pack(raw: bytearray, name: str, fmt: str, value, index: int = 0, big: bool = False
-          ) -> None:
+def _pack(raw: bytearray, name: str, fmt: str, value, index: int = 0, big: bool = False) -> None:
     order = ">" if big else "<"
     struct.pack_into(order + fmt, raw, OFF[name] + 4 * index, value)
 
 
-FATAL_KINDS = ("dims", "huge", "mode", "axes", "cell", "sampling", "truncate", "nsymbt",
-               "nan", "mapid", "compressed_cut", "compressed_corrupt", "garbage", "empty")
+FATAL_KINDS = (
+    "dims",
+    "huge",
+    "mode",
+    "axes",
+    "cell",
+    "sampling",
+    "truncate",
+    "nsymbt",
+    "nan",
+    "mapid",
+    "compressed_cut",
+    "compressed_corrupt",
+    "garbage",
+    "empty",
+)
 KEYWORDS = {
     "dims": ("dimension",),
     "huge": ("limit", "truncated", "bytes"),
@@ -212,9 +251,22 @@ KEYWORDS = {
     "compressed_cut": ("truncated", "gzip", "bzip2", "corrupt", "bytes"),
     # A flipped byte may land anywhere in the decompressed header, so any header problem
     # is a fair report; a corrupt data block must fail the stream's checksum.
-    "compressed_corrupt": ("gzip", "bzip2", "corrupt", "truncated", "bytes", "mrc",
-                           "mode", "dimension", "axis order", "cell", "voxel size",
-                           "nan", "limit", "nsymbt"),
+    "compressed_corrupt": (
+        "gzip",
+        "bzip2",
+        "corrupt",
+        "truncated",
+        "bytes",
+        "mrc",
+        "mode",
+        "dimension",
+        "axis order",
+        "cell",
+        "voxel size",
+        "nan",
+        "limit",
+        "nsymbt",
+    ),
     "garbage": ("mrc", "map", "bytes"),
     "empty": ("bytes", "mrc"),
 }
@@ -246,18 +298,21 @@ def broken_maps(draw, kind: str):
     elif kind == "mode":
         _pack(raw, "mode", "i", draw(st.sampled_from([3, 4, 5, 7, 13, 101, -1, 255, 1000])))
     elif kind == "axes":
-        bad = draw(st.tuples(*[st.integers(-2, 5)] * 3).filter(
-            lambda a: sorted(a) != [1, 2, 3]))
+        bad = draw(st.tuples(*[st.integers(-2, 5)] * 3).filter(lambda a: sorted(a) != [1, 2, 3]))
         for name, value in zip(("mapc", "mapr", "maps"), bad, strict=True):
             _pack(raw, name, "i", value)
     elif kind == "cell":
         bad = draw(st.sampled_from([0.0, -1.0, -1e-3, math.nan, math.inf, -math.inf]))
         _pack(raw, "cella", "f", bad, index=draw(st.integers(0, 2)))
     elif kind == "sampling":
-        _pack(raw, draw(st.sampled_from(["mx", "my", "mz"])), "i",
-              draw(st.sampled_from([0, -1, -100])))
+        _pack(
+            raw,
+            draw(st.sampled_from(["mx", "my", "mz"])),
+            "i",
+            draw(st.sampled_from([0, -1, -100])),
+        )
     elif kind == "truncate":
-        raw = raw[:draw(st.integers(0, len(raw) - 1))]
+        raw = raw[: draw(st.integers(0, len(raw) - 1))]
     elif kind == "nsymbt":
         _pack(raw, "nsymbt", "i", draw(st.sampled_from([-1, -4096, 2**31 - 1, 10**9])))
     elif kind == "nan":
@@ -269,7 +324,7 @@ def broken_maps(draw, kind: str):
         n = shape[0] * shape[1] * shape[2]
         index = draw(st.integers(0, n - 1))
         value = np.array([draw(st.sampled_from([np.nan, np.inf, -np.inf]))], MODES[mode])
-        raw[1024 + index * itemsize:1024 + (index + 1) * itemsize] = value.tobytes()
+        raw[1024 + index * itemsize : 1024 + (index + 1) * itemsize] = value.tobytes()
     elif kind == "mapid":
         raw[208:212] = draw(st.sampled_from([b"\0\0\0\0", b"PAM ", b"XXXX"]))
     suffix = ".mrc"
@@ -278,7 +333,7 @@ def broken_maps(draw, kind: str):
         packed = gzip.compress(bytes(raw), mtime=0) if codec == "gzip" else bz2.compress(bytes(raw))
         suffix = ".mrc.gz" if codec == "gzip" else ".mrc.bz2"
         if kind == "compressed_cut":
-            packed = packed[:draw(st.integers(4, len(packed) - 1))]
+            packed = packed[: draw(st.integers(4, len(packed) - 1))]
         elif kind == "compressed_corrupt":
             packed = bytearray(packed)
             start = 10 if codec == "gzip" else 4
@@ -291,14 +346,17 @@ def broken_maps(draw, kind: str):
 
 
 def commands(path: Path, out_dir: Path, extra: list[str]) -> list[list[str]]:
-    cmds = [["info", str(path), *extra], ["info", str(path), "--json", *extra],
-            ["fit", str(path), "--field", "spline", "-o", str(out_dir / "s.neural"), *extra]]
+    cmds = [
+        ["info", str(path), *extra],
+        ["info", str(path), "--json", *extra],
+        ["fit", str(path), "--field", "spline", "-o", str(out_dir / "s.neural"), *extra],
+    ]
     if HAS_NEURAL:
-        cmds.append(["-q", "fit", str(path), "--max-epochs", "1", "-o",
-                     str(out_dir / "n.neural"), *extra])
+        cmds.append(
+            ["-q", "fit", str(path), "--max-epochs", "1", "-o", str(out_dir / "n.neural"), *extra]
+        )
     if HAS_GRAPH:
-        cmds.append(["graph", str(path), "--field", "spline", "-o",
-                     str(out_dir / "g.graph.json")])
+        cmds.append(["graph", str(path), "--field", "spline", "-o", str(out_dir / "g.graph.json")])
     return cmds
 
 
@@ -323,8 +381,13 @@ def warm(tmp_path_factory):
 def test_broken_maps_are_refused_cleanly(kind, capsys, warm):
     """Every kind of damage, each on many random maps (modes, axes, shapes, compression)."""
 
-    @settings(max_examples=EXAMPLES_PER_KIND, deadline=None, derandomize=True,
-              database=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES_PER_KIND,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=broken_maps(kind))
     def check(case):
         _check_broken(case, capsys, warm)
@@ -348,8 +411,9 @@ def _check_broken(case, capsys, warm) -> None:
             code, _, err = run_cli(capsys, argv, mem_bound_mb=bound)
             assert_clean_refusal(code, err, path, keywords, argv)
             COUNTS["malformed_refused_cleanly"] += 1
-        assert not list(tmp.glob("*.neural")) and not list(tmp.glob("*.json")), \
+        assert not list(tmp.glob("*.neural")) and not list(tmp.glob("*.json")), (
             "a refused input left an output file"
+        )
     COUNTS["malformed_files"] += 1
     for kind in kinds:
         COUNTS[f"kind_{kind}"] += 1
@@ -385,8 +449,13 @@ def odd_valid_maps(draw):
     return bytes(raw), suffix, info["data"], axes, oddities + ([codec] if codec else [])
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(case=odd_valid_maps())
 def test_odd_but_valid_maps_work(case, capsys):
     content, suffix, data, axes, oddities = case
@@ -402,16 +471,16 @@ def test_odd_but_valid_maps_work(case, capsys):
         assert info["min"] == pytest.approx(float(data.min()), rel=1e-3, abs=1e-3)
         assert info["max"] == pytest.approx(float(data.max()), rel=1e-3, abs=1e-3)
         field = tmp / "s.neural"
-        code, _, err = run_cli(capsys, ["fit", str(path), "--field", "spline", "-o",
-                                        str(field)])
+        code, _, err = run_cli(capsys, ["fit", str(path), "--field", "spline", "-o", str(field)])
         if float(np.maximum(data, 0).max()) <= float(np.maximum(data, 0).min()):
             assert_clean_refusal(code, err, path, ("density range",), ["fit"])
             COUNTS["valid_refused_cleanly"] += 1
             return
         assert code == 0, err
         out_map = tmp / "r.mrc"
-        code, _, err = run_cli(capsys, ["resample", str(field), "-o", str(out_map),
-                                        "--voxel-size", "0.7"])
+        code, _, err = run_cli(
+            capsys, ["resample", str(field), "-o", str(out_map), "--voxel-size", "0.7"]
+        )
         assert code == 0, err
         assert mrcfile.validate(str(out_map), print_file=io.StringIO())
         with mrcfile.open(out_map) as mrc:
@@ -436,8 +505,9 @@ def test_constant_and_all_zero_maps(value, tmp_path, capsys):
     assert info["min"] == info["max"] == value and info["std"] == 0.0
     argvs = [["fit", str(path), "--field", "spline", "-o", str(tmp_path / "c.neural")]]
     if HAS_NEURAL:
-        argvs.append(["-q", "fit", str(path), "--max-epochs", "1", "-o",
-                      str(tmp_path / "n.neural")])
+        argvs.append(
+            ["-q", "fit", str(path), "--max-epochs", "1", "-o", str(tmp_path / "n.neural")]
+        )
     if HAS_GRAPH:
         argvs.append(["graph", str(path), "-o", str(tmp_path / "g.graph.json")])
     for argv in argvs:
@@ -455,11 +525,13 @@ def test_map_with_one_positive_voxel_fits(tmp_path, capsys):
     with mrcfile.new(path) as mrc:
         mrc.set_data(data)
         mrc.voxel_size = 1.0
-    code, _, err = run_cli(capsys, ["fit", str(path), "--field", "spline", "-o",
-                                    str(tmp_path / "one.neural")])
+    code, _, err = run_cli(
+        capsys, ["fit", str(path), "--field", "spline", "-o", str(tmp_path / "one.neural")]
+    )
     assert code == 0, err
-    code, _, err = run_cli(capsys, ["resample", str(tmp_path / "one.neural"), "-o",
-                                    str(tmp_path / "one.mrc2.mrc")])
+    code, _, err = run_cli(
+        capsys, ["resample", str(tmp_path / "one.neural"), "-o", str(tmp_path / "one.mrc2.mrc")]
+    )
     assert code == 0, err
     with mrcfile.open(tmp_path / "one.mrc2.mrc") as mrc:
         assert np.all(np.isfinite(mrc.data))
@@ -480,9 +552,19 @@ def test_compressed_bomb_is_bounded(codec, tmp_path, capsys):
     path = tmp_path / f"bomb.mrc.{'gz' if codec == 'gzip' else 'bz2'}"
     path.write_bytes(packed)
     assert len(packed) < 200_000
-    for argv in (["info", str(path), "--max-voxels", str(10**10)],
-                 ["fit", str(path), "--field", "spline", "-o", str(tmp_path / "b.neural"),
-                  "--max-voxels", str(10**10)]):
+    for argv in (
+        ["info", str(path), "--max-voxels", str(10**10)],
+        [
+            "fit",
+            str(path),
+            "--field",
+            "spline",
+            "-o",
+            str(tmp_path / "b.neural"),
+            "--max-voxels",
+            str(10**10),
+        ],
+    ):
         code, _, err = run_cli(capsys, argv, mem_bound_mb=MEM_BASE_MB + 2 * 21)
         assert_clean_refusal(code, err, path, ("truncated",), argv)
         COUNTS["compressed_bombs_refused"] += 1
@@ -530,11 +612,18 @@ def test_real_subprocess_refusals(kind, tmp_path):
         suffix = ".mrc.gz"
     path = tmp_path / f"{kind}{suffix}"
     path.write_bytes(raw)
-    keywords = {"gzip_cut": ("gzip", "truncated", "corrupt")}.get(kind, KEYWORDS.get(
-        kind, ("mrc",)))
-    for argv in (["info", str(path)],
-                 ["fit", str(path), "--field", "spline", "-o", str(tmp_path / "x.neural")]):
-        proc = subprocess.run([sys.executable, "-m", "neural_em.cli.main", *argv],
-                              capture_output=True, text=True, timeout=120)
+    keywords = {"gzip_cut": ("gzip", "truncated", "corrupt")}.get(
+        kind, KEYWORDS.get(kind, ("mrc",))
+    )
+    for argv in (
+        ["info", str(path)],
+        ["fit", str(path), "--field", "spline", "-o", str(tmp_path / "x.neural")],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "neural_em.cli.main", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert_clean_refusal(proc.returncode, proc.stderr, path, keywords, argv)
         COUNTS["subprocess_refused_cleanly"] += 1

@@ -32,15 +32,20 @@ JOB = textwrap.dedent("""
 """)
 
 
-def _run_jobs(tmp_path: Path, n_jobs: int, n_slots: int, hold_s: float,
-              env: dict[str, str] | None = None) -> list[dict]:
+def _run_jobs(
+    tmp_path: Path, n_jobs: int, n_slots: int, hold_s: float, env: dict[str, str] | None = None
+) -> list[dict]:
     script = tmp_path / "job.py"
     script.write_text(JOB)
     log = tmp_path / "log.jsonl"
     runtime = tmp_path / "runtime"
-    procs = [subprocess.Popen([sys.executable, str(script), str(log), str(runtime), str(n_slots),
-                               str(hold_s)], env={**os.environ, **(env or {})})
-             for _ in range(n_jobs)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(log), str(runtime), str(n_slots), str(hold_s)],
+            env={**os.environ, **(env or {})},
+        )
+        for _ in range(n_jobs)
+    ]
     for proc in procs:
         assert proc.wait(timeout=120) == 0
     return [json.loads(line) for line in log.read_text().splitlines()]
@@ -49,7 +54,7 @@ def _run_jobs(tmp_path: Path, n_jobs: int, n_slots: int, hold_s: float,
 def _overlaps(records: list[dict]) -> list[tuple[int, int]]:
     bad = []
     for i, a in enumerate(records):
-        for b in records[i + 1:]:
+        for b in records[i + 1 :]:
             if a["visible"] == b["visible"] and a["start"] < b["end"] and b["start"] < a["end"]:
                 bad.append((a["pid"], b["pid"]))
     return bad
@@ -83,13 +88,21 @@ def test_inherited_visible_devices_are_the_slots(tmp_path):
 
 def test_lock_of_a_killed_job_is_released(tmp_path):
     runtime = tmp_path / "runtime"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time
         from neural_em.pipeline.gpu_slots import gpu_slot
         with gpu_slot(n_slots=1, runtime_dir={str(runtime)!r}, check_cuda=False):
             print("held", flush=True)
             time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(TimeoutError, match="no free GPU slot"):

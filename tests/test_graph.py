@@ -31,8 +31,9 @@ from neural_em.graph.export import (
 )
 from neural_em.voxelmap import write_map
 
-CENTRES = np.array([[5.3, 6.1, 4.7], [12.2, 7.4, 9.9], [8.6, 15.3, 6.2], [17.1, 14.8, 12.4],
-                    [6.6, 9.2, 14.1]])
+CENTRES = np.array(
+    [[5.3, 6.1, 4.7], [12.2, 7.4, 9.9], [8.6, 15.3, 6.2], [17.1, 14.8, 12.4], [6.6, 9.2, 14.1]]
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,9 @@ def blob_field() -> SplineDensityMap:
 
 @pytest.fixture(scope="module")
 def blob_graph(blob_field) -> DensityGraph:
-    return DensityGraph.from_neural_density_map(blob_field, adjacency_threshold=12.0,
-                                                min_num_nodes=1)
+    return DensityGraph.from_neural_density_map(
+        blob_field, adjacency_threshold=12.0, min_num_nodes=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,9 @@ def chain_field() -> SplineDensityMap:
     t = np.arange(12)
     centres = np.stack([4.0 + 3.8 * 0.8 * t, 10.0 + 3.8 * 0.6 * t, 9.0 + np.sin(t)], axis=1)
     centres[:, 2] = 9.0 + 0.3 * np.sin(t)
-    return SplineDensityMap(gaussian_blobs(centres, shape_xyz=(46, 40, 18), sigma_A=1.2,
-                                           origin=(-3.0, 2.0, 1.0)))
+    return SplineDensityMap(
+        gaussian_blobs(centres, shape_xyz=(46, 40, 18), sigma_A=1.2, origin=(-3.0, 2.0, 1.0))
+    )
 
 
 # ---------------------------------------------------------------------------- positions
@@ -106,14 +109,17 @@ def test_default_seed_threshold(blob_field):
 
 
 def test_small_components_dropped(chain_field):
-    full = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5,
-                                                min_num_nodes=10)
+    full = DensityGraph.from_neural_density_map(
+        chain_field, adjacency_threshold=4.5, min_num_nodes=10
+    )
     assert len(full) == 12 and nx.is_connected(full.graph)
-    none = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5,
-                                                min_num_nodes=13)
+    none = DensityGraph.from_neural_density_map(
+        chain_field, adjacency_threshold=4.5, min_num_nodes=13
+    )
     assert len(none) == 0 and none.graph.number_of_edges() == 0
-    split = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=2.0,
-                                                 min_num_nodes=1)
+    split = DensityGraph.from_neural_density_map(
+        chain_field, adjacency_threshold=2.0, min_num_nodes=1
+    )
     assert len(split) == 12 and split.graph.number_of_edges() == 0
 
 
@@ -128,8 +134,9 @@ def test_walk_reports_capped_seeds(blob_field):
     ends, steps, capped = walk_uphill(blob_field, pts, vals, max_steps=3)
     assert capped.sum() > 0 and steps.max() == 3
     assert np.all(capped == (steps == 3)) or capped.sum() <= np.count_nonzero(steps == 3)
-    ends2, steps2, capped2 = walk_uphill(blob_field, pts, vals, max_steps=400, batch_size=37,
-                                         threads=2)
+    ends2, steps2, capped2 = walk_uphill(
+        blob_field, pts, vals, max_steps=400, batch_size=37, threads=2
+    )
     assert not capped2.any()
     ends1, steps1, _ = walk_uphill(blob_field, pts, vals, max_steps=400)
     np.testing.assert_array_equal(ends1, ends2)  # batching and threads change nothing
@@ -154,8 +161,9 @@ def test_cluster_equals_dbscan(seed):
     rng = np.random.default_rng(seed)
     # clumps of various tightness plus uniform noise: chains of near points matter
     centres = rng.uniform(0, 6, size=(25, 3))
-    clumps = np.concatenate([c + rng.normal(scale=rng.uniform(0.02, 0.25), size=(60, 3))
-                             for c in centres])
+    clumps = np.concatenate(
+        [c + rng.normal(scale=rng.uniform(0.02, 0.25), size=(60, 3)) for c in centres]
+    )
     pts = np.concatenate([clumps, rng.uniform(0, 6, size=(800, 3))])
     for eps in (0.2, 0.35):
         ours = cluster_points(pts, eps)
@@ -169,8 +177,9 @@ def test_cluster_equals_dbscan(seed):
 def test_cluster_small_budget_and_edge_cases():
     rng = np.random.default_rng(5)
     pts = rng.normal(scale=0.3, size=(500, 3))
-    np.testing.assert_array_equal(cluster_points(pts, 0.2, pair_budget=50),
-                                  cluster_points(pts, 0.2))
+    np.testing.assert_array_equal(
+        cluster_points(pts, 0.2, pair_budget=50), cluster_points(pts, 0.2)
+    )
     assert cluster_points(np.zeros((0, 3)), 0.2).shape == (0,)
     assert cluster_points(np.zeros((5, 3)), 0.2).tolist() == [0] * 5
     # exactly eps apart joins (DBSCAN uses <=), just over does not
@@ -193,8 +202,9 @@ def test_radius_edges_match_brute_force():
 # ---------------------------------------------------------------------------- determinism
 def test_graphs_of_the_same_field_are_identical(chain_field, tmp_path):
     a = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5)
-    b = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5, threads=2,
-                                             batch_size=1000)
+    b = DensityGraph.from_neural_density_map(
+        chain_field, adjacency_threshold=4.5, threads=2, batch_size=1000
+    )
     assert nx.utils.graphs_equal(a.graph, b.graph)
     a.save(tmp_path / "a.json")
     b.save(tmp_path / "b.json")
@@ -226,8 +236,10 @@ def test_mmcif_opens_in_gemmi(chain_field, tmp_path):
     assert np.abs(dens - g.densities).max() < 1e-5
     assert len({(r.seqid.num, ch.name) for ch in st[0] for r in ch}) == len(g)
     assert len(st.connections) == g.graph.number_of_edges()
-    bonded = {tuple(sorted((c.partner1.res_id.seqid.num, c.partner2.res_id.seqid.num)))
-              for c in st.connections}
+    bonded = {
+        tuple(sorted((c.partner1.res_id.seqid.num, c.partner2.res_id.seqid.num)))
+        for c in st.connections
+    }
     assert bonded == {(a + 1, b + 1) for a, b in g.edge_index.T}
     no_bonds = g.save_as_mmcif(tmp_path / "n.cif", include_bonds=False)
     assert len(gemmi.read_structure(str(no_bonds)).connections) == 0
@@ -239,8 +251,9 @@ def test_mmcif_large_graph_numbering(tmp_path):
     n = 2 * RESIDUES_PER_CHAIN + 5
     rng = np.random.default_rng(0)
     pos = rng.uniform(-500, 500, size=(n, 3))
-    g = DensityGraph.from_arrays(pos, rng.uniform(0, 1, n), None, np.array([[0, n - 1]]),
-                                 attrs={"map_id": "big"})
+    g = DensityGraph.from_arrays(
+        pos, rng.uniform(0, 1, n), None, np.array([[0, n - 1]]), attrs={"map_id": "big"}
+    )
     st = gemmi.read_structure(str(g.save_as_mmcif(tmp_path / "big.cif")))
     assert st[0].count_atom_sites() == n
     assert [ch.name for ch in st[0]] == ["A", "B", "C"]
@@ -252,8 +265,7 @@ def test_mmcif_large_graph_numbering(tmp_path):
 
 
 def test_chain_names():
-    assert [chain_name(i) for i in (0, 25, 26, 27, 701, 702)] == \
-        ["A", "Z", "AA", "AB", "ZZ", "AAA"]
+    assert [chain_name(i) for i in (0, 25, 26, 27, 701, 702)] == ["A", "Z", "AA", "AB", "ZZ", "AAA"]
 
 
 def test_graphml_round_trip(chain_field, tmp_path):
@@ -282,17 +294,39 @@ def test_npz_round_trip(chain_field, tmp_path):
 
 # ---------------------------------------------------------------------------- refusals
 def _good_json(tmp_path) -> dict:
-    g = DensityGraph.from_arrays(np.eye(3) * 3.8, [0.5, 0.6, 0.7], [0.1, 0.1, 0.1],
-                                 np.array([[0, 1], [1, 2]]), attrs={"map_id": "m"})
+    g = DensityGraph.from_arrays(
+        np.eye(3) * 3.8,
+        [0.5, 0.6, 0.7],
+        [0.1, 0.1, 0.1],
+        np.array([[0, 1], [1, 2]]),
+        attrs={"map_id": "m"},
+    )
     return json.loads(g.save(tmp_path / "good.json").read_text())
 
 
-@pytest.mark.parametrize("case", [
-    "nan-coordinate", "string-coordinate", "bool-coordinate", "missing-z", "nodes-not-list",
-    "edge-to-unknown-node", "self-loop", "duplicate-edge", "negative-length", "string-id",
-    "duplicate-id", "directed", "top-level-list", "future-version", "wrong-format",
-    "nested-attribute", "map-id-number", "infinity-density",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "nan-coordinate",
+        "string-coordinate",
+        "bool-coordinate",
+        "missing-z",
+        "nodes-not-list",
+        "edge-to-unknown-node",
+        "self-loop",
+        "duplicate-edge",
+        "negative-length",
+        "string-id",
+        "duplicate-id",
+        "directed",
+        "top-level-list",
+        "future-version",
+        "wrong-format",
+        "nested-attribute",
+        "map-id-number",
+        "infinity-density",
+    ],
+)
 def test_malformed_json_refused(tmp_path, case):
     data = _good_json(tmp_path)
     text = None
@@ -347,8 +381,12 @@ def test_non_json_files_refused(tmp_path):
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    for name, content in (("pickle.json", pickle.dumps(Evil())), ("empty.json", b""),
-                          ("binary.json", bytes(range(256))), ("trunc.json", b'{"nodes": [')):
+    for name, content in (
+        ("pickle.json", pickle.dumps(Evil())),
+        ("empty.json", b""),
+        ("binary.json", bytes(range(256))),
+        ("trunc.json", b'{"nodes": ['),
+    ):
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(InputError):
@@ -381,8 +419,7 @@ def test_malformed_npz_refused(chain_field, tmp_path):
         write("nan.npz", positions=nan_pos),
         write("shape.npz", positions=good["positions"][:, :2]),
         write("edge.npz", edge_index=good["edge_index"] + 100),
-        write("loop.npz", edge_index=np.zeros((2, 1), dtype=np.int64),
-              edge_length=np.zeros(1)),
+        write("loop.npz", edge_index=np.zeros((2, 1), dtype=np.int64), edge_length=np.zeros(1)),
         write("dtype.npz", positions=good["positions"].astype(str)),
         write("object.npz", positions=np.array([Evil()], dtype=object)),
         write("attrs.npz", graph_attrs=np.array("[1, 2")),
@@ -408,9 +445,15 @@ def test_malformed_npz_refused(chain_field, tmp_path):
 
 
 def test_bad_parameters_refused(blob_field):
-    for kwargs in ({"adjacency_threshold": 0}, {"adjacency_threshold": float("nan")},
-                   {"min_num_nodes": 0}, {"step_A": -1}, {"refine": "magic"},
-                   {"seed_threshold": float("inf")}, {"max_steps": 0}):
+    for kwargs in (
+        {"adjacency_threshold": 0},
+        {"adjacency_threshold": float("nan")},
+        {"min_num_nodes": 0},
+        {"step_A": -1},
+        {"refine": "magic"},
+        {"seed_threshold": float("inf")},
+        {"max_steps": 0},
+    ):
         with pytest.raises(InputError):
             DensityGraph.from_neural_density_map(blob_field, **kwargs)
     with pytest.raises(InputError):
@@ -435,9 +478,20 @@ def chain_map(tmp_path_factory, chain_field) -> Path:
 
 def test_cli_graph_writes_all_outputs(chain_map, tmp_path, capsys):
     out = tmp_path / "c.graph.json"
-    args = ["graph", str(chain_map), "--resolution", "2.25", "-o", str(out), "--mmcif",
-            str(tmp_path / "c.cif"), "--graphml", str(tmp_path / "c.graphml"), "--npz",
-            str(tmp_path / "c.npz")]
+    args = [
+        "graph",
+        str(chain_map),
+        "--resolution",
+        "2.25",
+        "-o",
+        str(out),
+        "--mmcif",
+        str(tmp_path / "c.cif"),
+        "--graphml",
+        str(tmp_path / "c.graphml"),
+        "--npz",
+        str(tmp_path / "c.npz"),
+    ]
     assert main(args) == 0
     assert "12 nodes" in capsys.readouterr().out
     g = DensityGraph.load(out)
@@ -481,8 +535,10 @@ def test_cli_graph_bad_options_exit_2(chain_map, tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- neural field
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("neural_em.fields.neural") is None,
-                    reason="neural_em.fields.neural is not in this build")
+@pytest.mark.skipif(
+    importlib.util.find_spec("neural_em.fields.neural") is None,
+    reason="neural_em.fields.neural is not in this build",
+)
 def test_graph_from_neural_field():
     """The graph machinery on a (briefly trained) neural field: every node is a local
     maximum of that field to within one walk step, above the seed threshold."""
@@ -490,8 +546,9 @@ def test_graph_from_neural_field():
 
     vmap = gaussian_blobs(CENTRES[:2], shape_xyz=(16, 16, 15), sigma_A=1.5)
     field = NeuralDensityMap.from_voxel_data(vmap, preset="fast", max_epochs=20)
-    g = DensityGraph.from_neural_density_map(field, seed_threshold=0.2, min_num_nodes=1,
-                                             adjacency_threshold=12.0, devices=("cpu",))
+    g = DensityGraph.from_neural_density_map(
+        field, seed_threshold=0.2, min_num_nodes=1, adjacency_threshold=12.0, devices=("cpu",)
+    )
     assert g.graph.graph["field_kind"] == "neural" and len(g) >= 1
     pos = g.positions
     assert np.all(g.densities >= 0.2)
@@ -531,8 +588,14 @@ def test_ridge_refinement_drops_detached_satellites_only():
     satellite = np.array([[4 + 3.2 * 5, 13.9, 8.0]])
     lonely = np.array([[20.0, 22.0, 8.0]])
     centres = np.concatenate([chain, satellite, lonely])
-    field = SplineDensityMap(gaussian_blobs(centres, shape_xyz=(40, 28, 16), sigma_A=1.1,
-                                            amplitudes=np.array([1.0] * 10 + [0.6, 0.6])))
+    field = SplineDensityMap(
+        gaussian_blobs(
+            centres,
+            shape_xyz=(40, 28, 16),
+            sigma_A=1.1,
+            amplitudes=np.array([1.0] * 10 + [0.6, 0.6]),
+        )
+    )
     kwargs = dict(seed_threshold=0.45, min_num_nodes=1, adjacency_threshold=4.0)
     plain = DensityGraph.from_neural_density_map(field, **kwargs)
     ridge = DensityGraph.from_neural_density_map(field, refine="ridge", **kwargs)
@@ -553,8 +616,9 @@ def test_ridge_links_shallow_saddle_links_nodes_near_the_threshold():
     for gap, linked in ((2.5, True), (4.5, False)):
         centres = np.array([[10.0, 10.0, 8.0], [10.0 + gap, 10.0, 8.0]])
         field = SplineDensityMap(gaussian_blobs(centres, shape_xyz=(24, 20, 16), sigma_A=1.1))
-        g = DensityGraph.from_neural_density_map(field, seed_threshold=0.3, min_num_nodes=1,
-                                                 adjacency_threshold=5.0)
+        g = DensityGraph.from_neural_density_map(
+            field, seed_threshold=0.3, min_num_nodes=1, adjacency_threshold=5.0
+        )
         assert len(g) == 2
         pos, dens = g.positions, g.densities
         saddle = segment_minimum(field, pos[:1], pos[1:])[0]

@@ -33,8 +33,9 @@ from neural_em.voxelmap import VoxelMap, read_map, write_map  # noqa: E402
 @pytest.fixture(scope="module")
 def blobs() -> VoxelMap:
     rng = np.random.default_rng(3)
-    return gaussian_blobs(rng.uniform(4, 16, size=(12, 3)), shape_xyz=(21, 19, 17),
-                          sigma_A=1.2).normalised()
+    return gaussian_blobs(
+        rng.uniform(4, 16, size=(12, 3)), shape_xyz=(21, 19, 17), sigma_A=1.2
+    ).normalised()
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +82,9 @@ def test_gradient_matches_finite_differences(field):
     for a in range(3):
         step = np.zeros(3)
         step[a] = h
-        fd[:, a] = (field.get_densities(pts + step).astype(np.float64)
-                    - field.get_densities(pts - step)) / (2 * h)
+        fd[:, a] = (
+            field.get_densities(pts + step).astype(np.float64) - field.get_densities(pts - step)
+        ) / (2 * h)
     # float32 densities: difference noise about 6e-8 / 2e-3 = 3e-5 per Å (as the spline's).
     np.testing.assert_allclose(grad, fd, atol=2e-4)
 
@@ -129,8 +131,9 @@ def _decimation_mae(cls_or_field, truth: VoxelMap) -> float:
 
     odd = [n if n % 2 else n - 1 for n in truth.shape_xyz]
     full = truth.subbox((0, 0, 0), odd)
-    coarse = dataclasses.replace(full, data=full.data[::2, ::2, ::2].copy(),
-                                 voxel_size=full.voxel_size * 2)
+    coarse = dataclasses.replace(
+        full, data=full.data[::2, ::2, ::2].copy(), voxel_size=full.voxel_size * 2
+    )
     fld = cls_or_field(coarse)
     pts = full.grid_points()
     pred = fld.get_densities(pts).reshape(full.data.shape)
@@ -173,8 +176,10 @@ def test_build_field_and_cli_fit(blobs, tmp_path, capsys):
     fld = load_field(out)
     assert fld.kind == "learned" and fld.shape_xyz == blobs.shape_xyz
     assert main(["-q", "fit", str(mrc), "--field", "learned", "-o", str(out)]) != 0  # no force
-    assert main(["-q", "graph", str(out), "--resolution", "3", "-o",
-                 str(tmp_path / "g.graph.json")]) == 0
+    assert (
+        main(["-q", "graph", str(out), "--resolution", "3", "-o", str(tmp_path / "g.graph.json")])
+        == 0
+    )
 
 
 def test_training_smoke(tmp_path):
@@ -182,13 +187,32 @@ def test_training_smoke(tmp_path):
     from neural_em.fields.learned_train import main as train_main
 
     rng = np.random.default_rng(2)
-    tiny = gaussian_blobs(rng.uniform(4, 20, size=(20, 3)), shape_xyz=(24, 24, 24),
-                          sigma_A=1.0)
+    tiny = gaussian_blobs(rng.uniform(4, 20, size=(20, 3)), shape_xyz=(24, 24, 24), sigma_A=1.0)
     mrc = write_map(tmp_path / "tiny.mrc", tiny)
     out = tmp_path / "w.safetensors"
-    assert train_main(["--out", str(out), "--map", str(mrc), "--max-steps", "3",
-                       "--pool", "3", "--batch", "2", "--patch", "8", "--channels", "4",
-                       "--layers", "3"]) == 0
+    assert (
+        train_main(
+            [
+                "--out",
+                str(out),
+                "--map",
+                str(mrc),
+                "--max-steps",
+                "3",
+                "--pool",
+                "3",
+                "--batch",
+                "2",
+                "--patch",
+                "8",
+                "--channels",
+                "4",
+                "--layers",
+                "3",
+            ]
+        )
+        == 0
+    )
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["steps"] == 3 and record["data"]["maps"] == ["tiny.mrc"]
     fld = LearnedDensityMap(tiny.normalised(), weights=out)

@@ -103,9 +103,19 @@ def test_map_size_limit_names_the_option(tmp_path, capsys, monkeypatch):
         read_map(path, max_voxels=1000)
     assert "NEURAL_EM_MAX_VOXELS" in str(info.value) and str(path) in str(info.value)
     read_map(path, max_voxels=1320)
-    for argv in (["info", str(path), "--max-voxels", "1000"],
-                 ["fit", str(path), "--field", "spline", "-o", str(tmp_path / "x.neural"),
-                  "--max-voxels", "1000"]):
+    for argv in (
+        ["info", str(path), "--max-voxels", "1000"],
+        [
+            "fit",
+            str(path),
+            "--field",
+            "spline",
+            "-o",
+            str(tmp_path / "x.neural"),
+            "--max-voxels",
+            "1000",
+        ],
+    ):
         code, _, err = run_cli(capsys, argv)
         assert code == 2 and "--max-voxels" in err and err.count("\n") == 1, err
     monkeypatch.setenv("NEURAL_EM_MAX_VOXELS", "1000")
@@ -145,18 +155,19 @@ def test_resample_limit_and_option(field, tmp_path, capsys, monkeypatch):
     path = tmp_path / "f.neural"
     field.save(path)
     out = tmp_path / "r.mrc"
-    code, _, err = run_cli(capsys, ["resample", str(path), "-o", str(out),
-                                    "--voxel-size", "1e-6"])
+    code, _, err = run_cli(capsys, ["resample", str(path), "-o", str(out), "--voxel-size", "1e-6"])
     assert code == 2 and "--max-voxels" in err and not out.exists(), err
     monkeypatch.setenv("NEURAL_EM_MAX_VOXELS", "5000")
-    code, _, err = run_cli(capsys, ["resample", str(path), "-o", str(out),
-                                    "--voxel-size", "1"])
+    code, _, err = run_cli(capsys, ["resample", str(path), "-o", str(out), "--voxel-size", "1"])
     assert code == 2 and "limit of 5000" in err and not out.exists()
-    code, _, err = run_cli(capsys, ["resample", str(path), "-o", str(out),
-                                    "--voxel-size", "1", "--max-voxels", "30000"])
+    code, _, err = run_cli(
+        capsys,
+        ["resample", str(path), "-o", str(out), "--voxel-size", "1", "--max-voxels", "30000"],
+    )
     assert code == 0 and out.exists(), err
-    code, _, err = run_cli(capsys, ["resample", str(path), "-o", str(tmp_path / "q.mrc"),
-                                    "--voxel-size", "1", "2"])
+    code, _, err = run_cli(
+        capsys, ["resample", str(path), "-o", str(tmp_path / "q.mrc"), "--voxel-size", "1", "2"]
+    )
     assert code == 2 and "one or three" in err and "internal error" not in err
 
 
@@ -178,8 +189,19 @@ def test_graph_max_voxels_option_raises_the_seed_grid_limit(tmp_path, capsys, mo
     path = tmp_path / "g.mrc"
     write_map(path, vmap)
     monkeypatch.setenv("NEURAL_EM_MAX_VOXELS", "10000")
-    code, _, err = run_cli(capsys, ["graph", str(path), "-o", str(tmp_path / "g.graph.json"),
-                                    "--max-voxels", "100000", "--min-nodes", "1"])
+    code, _, err = run_cli(
+        capsys,
+        [
+            "graph",
+            str(path),
+            "-o",
+            str(tmp_path / "g.graph.json"),
+            "--max-voxels",
+            "100000",
+            "--min-nodes",
+            "1",
+        ],
+    )
     assert code == 0, err
 
 
@@ -215,8 +237,19 @@ def test_graph_cli_twice_gives_identical_files(field, tmp_path, capsys):
     outs = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.graph.json"
-        code, _, err = run_cli(capsys, ["graph", str(path), "-o", str(out), "--min-nodes", "1",
-                                        "--npz", str(tmp_path / f"{name}.npz")])
+        code, _, err = run_cli(
+            capsys,
+            [
+                "graph",
+                str(path),
+                "-o",
+                str(out),
+                "--min-nodes",
+                "1",
+                "--npz",
+                str(tmp_path / f"{name}.npz"),
+            ],
+        )
         assert code == 0, err
         outs.append(out)
 
@@ -242,17 +275,24 @@ def test_bad_query_points_have_defined_results(field):
     assert one.shape == (1, 4) and np.all(np.isfinite(one))
     ints = field.get_values(np.rint(centre).astype(int)[None])
     assert np.all(np.isfinite(ints))
-    pts = np.array([centre, [np.nan, 1, 1], [np.inf, 0, 0], [-np.inf, 0, 0], hi + 1, lo - 1,
-                    hi, lo])
+    pts = np.array(
+        [centre, [np.nan, 1, 1], [np.inf, 0, 0], [-np.inf, 0, 0], hi + 1, lo - 1, hi, lo]
+    )
     vals = field.get_values(pts)
     assert np.all(np.isfinite(vals[0])) and np.all(np.isfinite(vals[6:]))
     assert np.all(np.isnan(vals[1:6]))
-    assert field.contains(pts).tolist() == [True, False, False, False, False, False, True,
-                                            True]
+    assert field.contains(pts).tolist() == [True, False, False, False, False, False, True, True]
     assert np.array_equal(field.get_densities(pts), vals[:, 0], equal_nan=True)
     assert field.get_gradients(pts).shape == (8, 3)
-    for bad in (np.zeros((4, 2)), np.zeros((2, 3, 3)), np.zeros(4), [[1, 2, 3], [1, 2]],
-                "abc", [["a", "b", "c"]], {"x": 1}):
+    for bad in (
+        np.zeros((4, 2)),
+        np.zeros((2, 3, 3)),
+        np.zeros(4),
+        [[1, 2, 3], [1, 2]],
+        "abc",
+        [["a", "b", "c"]],
+        {"x": 1},
+    ):
         with pytest.raises(InputError):
             field.get_values(bad)
 
@@ -286,8 +326,10 @@ def test_query_cli_bad_points(field, tmp_path, capsys):
                 assert "nan" not in rows[1].lower()
                 for row in rows[2:4]:
                     assert all(v.lower() == "nan" for v in row.split(",")[3:]), row
-    code, _, err = run_cli(capsys, ["query", str(path), str(tmp_path / "missing.csv"), "-o",
-                                    str(tmp_path / "m.out.csv")])
+    code, _, err = run_cli(
+        capsys,
+        ["query", str(path), str(tmp_path / "missing.csv"), "-o", str(tmp_path / "m.out.csv")],
+    )
     assert code == 2 and "missing.csv" in err
 
 

@@ -23,15 +23,7 @@ import mrcfile
 import numpy as np
 import pytest
 import yaml
-from test_workflow import (
-    REPO,
-    SNAKEFILE,
-    job_blocks,
-    job_counts,
-    merged,
-    snakemake,
-    write_config,
-)
+from test_workflow import REPO, SNAKEFILE, job_blocks, job_counts, merged, snakemake, write_config
 
 from neural_em.pipeline.entries import EntryError, config_entries
 from neural_em.voxelmap import read_map, read_map_header
@@ -44,17 +36,20 @@ AXES = (3, 1, 2)
 
 
 # ====================================================================== small local files
-def write_permuted_mrc(path: Path, data_zyx: np.ndarray, voxel_size: float,
-                       origin_xyz, axes=AXES) -> Path:
+def write_permuted_mrc(
+    path: Path, data_zyx: np.ndarray, voxel_size: float, origin_xyz, axes=AXES
+) -> Path:
     """An MRC file whose columns, rows and sections are the map axes ``axes`` (1 = x)."""
     # file order: data[section, row, column]; our array is [z, y, x] (axis 3, 2, 1)
     held = (3, 2, 1)
     file_axes = (axes[2], axes[1], axes[0])  # map axis of array axis 0, 1, 2 in the file
-    data = np.ascontiguousarray(np.transpose(data_zyx, [held.index(a) for a in file_axes]),
-                                dtype=np.float32)
+    data = np.ascontiguousarray(
+        np.transpose(data_zyx, [held.index(a) for a in file_axes]), dtype=np.float32
+    )
     shape_xyz = data_zyx.shape[::-1]
-    with mrcfile.new(path, overwrite=True, compression="gzip" if path.suffix == ".gz"
-                     else None) as mrc:
+    with mrcfile.new(
+        path, overwrite=True, compression="gzip" if path.suffix == ".gz" else None
+    ) as mrc:
         mrc.set_data(data)
         mrc.header.mapc, mrc.header.mapr, mrc.header.maps = axes
         mrc.header.mx, mrc.header.my, mrc.header.mz = shape_xyz
@@ -90,14 +85,19 @@ def make_local_files(folder: Path) -> dict[str, Path]:
         if chain == "A":  # masked: zero outside an ellipsoid inscribed in the box
             nz, ny, nx = data.shape
             z, y, x = np.mgrid[:nz, :ny, :nx]
-            inside = (((x - (nx - 1) / 2) / (nx / 2)) ** 2 + ((y - (ny - 1) / 2) / (ny / 2)) ** 2
-                      + ((z - (nz - 1) / 2) / (nz / 2)) ** 2) <= 1.0
+            inside = (
+                ((x - (nx - 1) / 2) / (nx / 2)) ** 2
+                + ((y - (ny - 1) / 2) / (ny / 2)) ** 2
+                + ((z - (nz - 1) / 2) / (nz / 2)) ** 2
+            ) <= 1.0
             data[~inside] = 0.0
-            out["map_a"] = write_permuted_mrc(maps / name, data, float(crop.voxel_size[0]),
-                                              crop.origin)
+            out["map_a"] = write_permuted_mrc(
+                maps / name, data, float(crop.voxel_size[0]), crop.origin
+            )
         else:
-            out["map_b"] = write_permuted_mrc(maps / name, data, float(crop.voxel_size[0]),
-                                              crop.origin, axes=(1, 2, 3))
+            out["map_b"] = write_permuted_mrc(
+                maps / name, data, float(crop.voxel_size[0]), crop.origin, axes=(1, 2, 3)
+            )
     st = gemmi.read_structure(str(DEMO_MODEL))
     st.setup_entities()
     for name in [ch.name for ch in st[0] if ch.name != "A"]:
@@ -130,8 +130,13 @@ def test_permuted_masked_map_reads_back_as_the_crop(local_files):
 
 # ====================================================================== entries (library)
 def local_entry(files, **changes):
-    entry = {"name": "chain-a", "map": str(files["map_a"]), "model": str(files["model_a"]),
-             "resolution": 3.2, "contour": 0.1}
+    entry = {
+        "name": "chain-a",
+        "map": str(files["map_a"]),
+        "model": str(files["model_a"]),
+        "resolution": 3.2,
+        "contour": 0.1,
+    }
     entry.update(changes)
     return {k: v for k, v in entry.items() if v is not None}
 
@@ -141,9 +146,10 @@ EMDB = {"emdb_id": "EMD-3488", "pdb_id": "5ni1", "resolution": 3.2}
 
 def test_config_entries_mixes_emdb_and_local(local_files, tmp_path):
     rel = os.path.relpath(local_files["map_b"], tmp_path)
-    entries = config_entries([EMDB, local_entry(local_files),
-                              {"name": "chain_b", "map": rel, "resolution": 3.2}],
-                             base_dir=tmp_path)
+    entries = config_entries(
+        [EMDB, local_entry(local_files), {"name": "chain_b", "map": rel, "resolution": 3.2}],
+        base_dir=tmp_path,
+    )
     assert sorted(entries) == ["chain-a", "chain_b", "emd_3488"]
     assert entries["emd_3488"]["source"] == "emdb" and entries["emd_3488"]["pdb_id"] == "5ni1"
     a, b = entries["chain-a"], entries["chain_b"]
@@ -159,34 +165,63 @@ def _bad_cases(files, tmp_path):
     bad_model = tmp_path / "broken.cif"
     bad_model.write_text("data_x\n_atom_site.id 1\nloop_\n_garbage\n")
     return {
-        "missing map": ([local_entry(files, map="maps/nothing.mrc")],
-                        r"'chain-a'.*map file maps/nothing.mrc does not exist"),
-        "unreadable map": ([local_entry(files, map=str(text))],
-                           r"'chain-a'.*map file is not a readable MRC/MAP/CCP4 map"),
-        "missing model": ([local_entry(files, model="nothing.cif")],
-                          r"'chain-a'.*model file nothing.cif does not exist"),
-        "unreadable model": ([local_entry(files, model=str(bad_model))],
-                             r"'chain-a'.*model file is not a readable PDB/mmCIF model"),
-        "both emdb_id and map": ([local_entry(files, emdb_id="EMD-3488")],
-                                 r"'chain-a'.*both emdb_id and map"),
-        "duplicate names": ([local_entry(files), local_entry(files, model=None)],
-                            r"'chain-a'.*taken twice \(config entries\[0\] and entries\[1\]\)"),
-        "name of an EMDB entry": ([EMDB, local_entry(files, name="emd_3488")],
-                                  r"'emd_3488'.*taken twice"),
-        "unsafe name": ([local_entry(files, name="my map/1")],
-                        r"'my map/1'.*not a safe file name"),
-        "zero resolution": ([local_entry(files, resolution=0)],
-                            r"'chain-a'.*resolution must be a positive number"),
-        "negative resolution": ([local_entry(files, resolution=-3.2)],
-                                r"'chain-a'.*resolution must be a positive number"),
-        "no resolution": ([local_entry(files, resolution=None)],
-                          r"'chain-a'.*resolution must be a positive number"),
+        "missing map": (
+            [local_entry(files, map="maps/nothing.mrc")],
+            r"'chain-a'.*map file maps/nothing.mrc does not exist",
+        ),
+        "unreadable map": (
+            [local_entry(files, map=str(text))],
+            r"'chain-a'.*map file is not a readable MRC/MAP/CCP4 map",
+        ),
+        "missing model": (
+            [local_entry(files, model="nothing.cif")],
+            r"'chain-a'.*model file nothing.cif does not exist",
+        ),
+        "unreadable model": (
+            [local_entry(files, model=str(bad_model))],
+            r"'chain-a'.*model file is not a readable PDB/mmCIF model",
+        ),
+        "both emdb_id and map": (
+            [local_entry(files, emdb_id="EMD-3488")],
+            r"'chain-a'.*both emdb_id and map",
+        ),
+        "duplicate names": (
+            [local_entry(files), local_entry(files, model=None)],
+            r"'chain-a'.*taken twice \(config entries\[0\] and entries\[1\]\)",
+        ),
+        "name of an EMDB entry": (
+            [EMDB, local_entry(files, name="emd_3488")],
+            r"'emd_3488'.*taken twice",
+        ),
+        "unsafe name": ([local_entry(files, name="my map/1")], r"'my map/1'.*not a safe file name"),
+        "zero resolution": (
+            [local_entry(files, resolution=0)],
+            r"'chain-a'.*resolution must be a positive number",
+        ),
+        "negative resolution": (
+            [local_entry(files, resolution=-3.2)],
+            r"'chain-a'.*resolution must be a positive number",
+        ),
+        "no resolution": (
+            [local_entry(files, resolution=None)],
+            r"'chain-a'.*resolution must be a positive number",
+        ),
     }
 
 
-CASES = ["missing map", "unreadable map", "missing model", "unreadable model",
-         "both emdb_id and map", "duplicate names", "name of an EMDB entry", "unsafe name",
-         "zero resolution", "negative resolution", "no resolution"]
+CASES = [
+    "missing map",
+    "unreadable map",
+    "missing model",
+    "unreadable model",
+    "both emdb_id and map",
+    "duplicate names",
+    "name of an EMDB entry",
+    "unsafe name",
+    "zero resolution",
+    "negative resolution",
+    "no resolution",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -239,14 +274,17 @@ def test_local_config_is_valid_and_names_existing_files():
 def test_reference_tables_are_in_the_repository():
     ref = REPO / "data" / "reference"
     assert merged()["reference_dir"] == "data/reference"
-    assert merged("paper.yaml")["dataset"]["search_csv"] == \
-        "data/reference/emdb_search_highres.csv"
+    assert merged("paper.yaml")["dataset"]["search_csv"] == "data/reference/emdb_search_highres.csv"
     study = json.loads((ref / "paper_graph_evaluation.json").read_text())
     assert len(study) == 115
     readme = (ref / "README.md").read_text()
     assert "Ranno" in readme and "BMC Bioinformatics" in readme and "2020-10-29" in readme
-    for name in ("emdb_search_highres.csv", "paper_graph_residue_comparison.csv",
-                 "paper_graph_atomic_comparison.csv", "paper_interpolation_evaluation.csv"):
+    for name in (
+        "emdb_search_highres.csv",
+        "paper_graph_residue_comparison.csv",
+        "paper_graph_atomic_comparison.csv",
+        "paper_interpolation_evaluation.csv",
+    ):
         assert f"`{name}`" in readme, name
 
 
@@ -254,25 +292,32 @@ def test_reference_tables_are_in_the_repository():
 def _workflow_case(files, tmp_path, case):
     """The bad entry of ``case`` as a config file in ``tmp_path`` (paths from tmp_path)."""
     items, message = _bad_cases(files, tmp_path)[case]
-    return write_config(tmp_path / "bad.yaml", {"dataset": {"source": "entries"},
-                                                "entries": items}), message
+    return write_config(
+        tmp_path / "bad.yaml", {"dataset": {"source": "entries"}, "entries": items}
+    ), message
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_workflow_stops_before_any_job_naming_the_entry(local_files, tmp_path, case):
     cfg, message = _workflow_case(local_files, tmp_path, case)
-    proc = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", check=False,
-                     timeout=120)
+    proc = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", check=False, timeout=120)
     assert proc.returncode != 0
     assert re.search(message, proc.stdout.replace("\n", " ")), proc.stdout[-3000:]
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
 
 
 def test_dry_run_mixes_emdb_and_local_entries(local_files, tmp_path):
-    cfg = write_config(tmp_path / "mixed.yaml", {"dataset": {"source": "entries"}, "entries": [
-        dict(EMDB, contour=0.1),
-        local_entry(local_files),
-        {"name": "chain_b", "map": str(local_files["map_b"]), "resolution": 3.2}]})
+    cfg = write_config(
+        tmp_path / "mixed.yaml",
+        {
+            "dataset": {"source": "entries"},
+            "entries": [
+                dict(EMDB, contour=0.1),
+                local_entry(local_files),
+                {"name": "chain_b", "map": str(local_files["map_b"]), "resolution": 3.2},
+            ],
+        },
+    )
     proc = snakemake(tmp_path, "--configfile", str(cfg), "-n", timeout=120)
     counts = job_counts(proc.stdout)
     for rule in ("download_metadata", "download_map", "download_model", "download_fasta"):
@@ -281,8 +326,11 @@ def test_dry_run_mixes_emdb_and_local_entries(local_files, tmp_path):
     assert counts["graph"] == 12  # 3 entries x 2 fields x 2 methods
     assert counts["evaluate_graph"] == 8 and counts["interpolation"] == 2  # chain_b: no model
     blocks = job_blocks(proc.stdout)
-    fits = {re.search(r"wildcards: entry=([\w-]+)", b).group(1): b
-            for r, b in blocks if r == "fit_neural"}
+    fits = {
+        re.search(r"wildcards: entry=([\w-]+)", b).group(1): b
+        for r, b in blocks
+        if r == "fit_neural"
+    }
     assert sorted(fits) == ["chain-a", "chain_b", "emd_3488"]
     assert all(re.search(r"resources: .*\bgpu=1\b", b) for b in fits.values())
     assert str(local_files["map_a"]) in fits["chain-a"]
@@ -293,9 +341,16 @@ def test_dry_run_mixes_emdb_and_local_entries(local_files, tmp_path):
 def test_clone_without_shared_plans_the_paper_dataset(tmp_path):
     """The git-tracked files (and new ones not ignored) copied to a folder with no
     ../shared beside it plan the study's 119 maps, every fit tagged gpu=1."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=REPO, stdout=subprocess.PIPE,
-                            check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     clone = tmp_path / "neural-em"
     for rel in filter(None, listed):
         src = REPO / rel
@@ -307,9 +362,25 @@ def test_clone_without_shared_plans_the_paper_dataset(tmp_path):
     assert not list(clone.rglob("*.mrc")) and not list(clone.rglob("*.map"))  # no maps copied
     env = {**os.environ, "PYTHONPATH": str(clone), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--configfile", "config/paper.yaml", "--cores", "8",
-         "--resources", "gpu=7", "-n"], cwd=clone, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--configfile",
+            "config/paper.yaml",
+            "--cores",
+            "8",
+            "--resources",
+            "gpu=7",
+            "-n",
+        ],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]
     counts = job_counts(proc.stdout)
     assert counts["fit_neural"] == 119, counts
@@ -326,8 +397,11 @@ _RUN: dict[str, Path] = {}
 LOCAL_RUN = {
     # a few epochs more than config/smoke.yaml's 3: the neural graph of so short a fit of a
     # small crop has no node (measured: 0 nodes after 3 epochs, 332 after 15)
-    "fit": {"max_epochs": 20, "time_budget_s": 15, "resources": {"mem_mb": 2000, "runtime": 10,
-                                                                 "threads": 2}},
+    "fit": {
+        "max_epochs": 20,
+        "time_budget_s": 15,
+        "resources": {"mem_mb": 2000, "runtime": 10, "threads": 2},
+    },
     # the experiment's methods are the same code for every entry: the quick ones suffice here
     "interpolation": {"methods": ["trilinear", "spline"], "max_eval_points": 50000},
     # offline without a mirror: any download would fail
@@ -342,13 +416,24 @@ def local_workdir() -> Path:
         workdir = Path(tempfile.mkdtemp(prefix="neural-em-local-"))
         atexit.register(shutil.rmtree, workdir, ignore_errors=True)
         make_local_files(workdir)
-        config = dict(LOCAL_RUN, dataset={"source": "entries"}, entries=[
-            {"name": "chain-a", "map": "maps/chain_a.mrc", "model": "maps/chain_a.pdb",
-             "resolution": 3.2, "contour": 0.1},
-            {"name": "chain_b", "map": "maps/chain_b.mrc.gz", "resolution": 3.2}])
+        config = dict(
+            LOCAL_RUN,
+            dataset={"source": "entries"},
+            entries=[
+                {
+                    "name": "chain-a",
+                    "map": "maps/chain_a.mrc",
+                    "model": "maps/chain_a.pdb",
+                    "resolution": 3.2,
+                    "contour": 0.1,
+                },
+                {"name": "chain_b", "map": "maps/chain_b.mrc.gz", "resolution": 3.2},
+            ],
+        )
         cfg = write_config(workdir / "local.yaml", config)
-        _RUN["stdout"] = snakemake(workdir, "--configfile", str(cfg), "--cores", "2",
-                                   timeout=900).stdout
+        _RUN["stdout"] = snakemake(
+            workdir, "--configfile", str(cfg), "--cores", "2", timeout=900
+        ).stdout
         _RUN["dir"] = workdir
     return _RUN["dir"]
 
@@ -372,8 +457,7 @@ def test_local_entries_run_end_to_end():
         assert g["ca"] == n_ca and g["nodes"] > 0, g
         assert 0.0 <= g["precision"] <= 1.0 and g["rmsd"] > 0
     assert a["graph"]["spline"]["recall"] > 0.7  # the map's own chain
-    assert a["map"]["shape_xyz"] == list(read_map_header(workdir / "maps/chain_a.mrc")
-                                         .shape_xyz)
+    assert a["map"]["shape_xyz"] == list(read_map_header(workdir / "maps/chain_a.mrc").shape_xyz)
     assert a["neural"]["regions"] >= 1
     assert set(a["interpolation"]["methods"]) == {"trilinear", "spline"}
     assert a["interpolation"]["methods"]["spline"]["mae"] > 0
@@ -394,8 +478,10 @@ def test_local_entries_run_end_to_end():
     for name in ("training_time", "file_size", "graph_metrics", "interpolation_error"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 10_000
     # nothing downloaded or copied: the entries' folders hold only their info records
-    assert sorted(p.name for p in (results / "data").rglob("*") if p.is_file()) == \
-        ["chain-a.entry.json", "chain_b.entry.json"]
+    assert sorted(p.name for p in (results / "data").rglob("*") if p.is_file()) == [
+        "chain-a.entry.json",
+        "chain_b.entry.json",
+    ]
 
 
 @pytest.mark.slow
@@ -406,8 +492,9 @@ def test_local_run_is_up_to_date_and_follows_the_map_file():
     map_b = workdir / "maps" / "chain_b.mrc.gz"
     original, stat = map_b.read_bytes(), map_b.stat()
     vmap = read_map(map_b)  # the user's map changed (Snakemake compares contents, not times)
-    write_permuted_mrc(map_b, vmap.data * 1.01, float(vmap.voxel_size[0]), vmap.origin,
-                       axes=(1, 2, 3))
+    write_permuted_mrc(
+        map_b, vmap.data * 1.01, float(vmap.voxel_size[0]), vmap.origin, axes=(1, 2, 3)
+    )
     os.utime(map_b, (stat.st_atime, stat.st_mtime + 3600))
     try:
         proc = snakemake(workdir, "--configfile", cfg, "-n", timeout=120)

@@ -15,8 +15,10 @@ from neural_em.models import read_model, read_structure
 
 def pdb_line(serial, name, resname, chain, resseq, xyz, element, altloc=" ", record="ATOM"):
     x, y, z = xyz
-    return (f"{record:<6s}{serial:5d} {name:<4s}{altloc}{resname:>3s} {chain}{resseq:4d}    "
-            f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00          {element:>2s}\n")
+    return (
+        f"{record:<6s}{serial:5d} {name:<4s}{altloc}{resname:>3s} {chain}{resseq:4d}    "
+        f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00          {element:>2s}\n"
+    )
 
 
 def write_pdb(path, lines):
@@ -64,23 +66,27 @@ def test_mmcif_and_gzip_read_the_same(tricky_pdb, tmp_path):
 
 
 def test_unknown_residue_with_backbone_counts(tmp_path):
-    lines = [pdb_line(i + 1, n, "XYZ", "A", 1, (i, 0, 0), n[0], record="HETATM")
-             for i, n in enumerate(("N", "CA", "C"))]
+    lines = [
+        pdb_line(i + 1, n, "XYZ", "A", 1, (i, 0, 0), n[0], record="HETATM")
+        for i, n in enumerate(("N", "CA", "C"))
+    ]
     lines.append(pdb_line(4, "CA", "QQQ", "A", 2, (9, 0, 0), "C", record="HETATM"))
     model = read_model(write_pdb(tmp_path / "x.pdb", lines))
     assert model.n_ca == 1 and model.ca_labels == ["A/1"]
 
 
 def test_no_ca_refused(tmp_path):
-    water = write_pdb(tmp_path / "water.pdb",
-                      [pdb_line(1, "O", "HOH", "A", 1, (0, 0, 0), "O", record="HETATM")])
+    water = write_pdb(
+        tmp_path / "water.pdb", [pdb_line(1, "O", "HOH", "A", 1, (0, 0, 0), "O", record="HETATM")]
+    )
     with pytest.raises(InputError, match="no C-alpha"):
         read_model(water)
     assert read_model(water, require_ca=False).n_ca == 0
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00\x01\x02garbage" * 50, b"data_x\nloop_\n_a.b\n",
-                                     b"HELLO WORLD\n"])
+@pytest.mark.parametrize(
+    "content", [b"", b"\x00\x01\x02garbage" * 50, b"data_x\nloop_\n_a.b\n", b"HELLO WORLD\n"]
+)
 def test_unreadable_models_refused(tmp_path, content):
     path = tmp_path / "bad.cif"
     path.write_bytes(content)
@@ -92,8 +98,12 @@ def test_unreadable_models_refused(tmp_path, content):
 
 
 def test_real_models_ca_counts():
-    counts = {"emd_3488/5ni1.cif": 574, "emd_5778/3j5p.pdb": 592,
-              "emd_21457/6vyb_Ndom.pdb": 198, "simulated/6g61/6g61.pdb": 111}
+    counts = {
+        "emd_3488/5ni1.cif": 574,
+        "emd_5778/3j5p.pdb": 592,
+        "emd_21457/6vyb_Ndom.pdb": 198,
+        "simulated/6g61/6g61.pdb": 111,
+    }
     for rel, n in counts.items():
         assert read_model(shared_file(rel)).n_ca == n
     # 3qc7 has eight residues with alternate C-alphas: 172 CA lines, 164 residues

@@ -31,8 +31,12 @@ DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
 
 # ---------------------------------------------------------------------- helpers
-def blobs(shape_zyx=(20, 26, 30), centres=((12, 10, 9), (22, 18, 12)), sigma2=(18.0, 10.0),
-          heights=(1.0, 0.5)) -> np.ndarray:
+def blobs(
+    shape_zyx=(20, 26, 30),
+    centres=((12, 10, 9), (22, 18, 12)),
+    sigma2=(18.0, 10.0),
+    heights=(1.0, 0.5),
+) -> np.ndarray:
     """Gaussian blobs at known places (centres in x, y, z voxel indices), float32."""
     z, y, x = np.meshgrid(*[np.arange(n) for n in shape_zyx], indexing="ij")
     vol = np.zeros(shape_zyx)
@@ -41,25 +45,40 @@ def blobs(shape_zyx=(20, 26, 30), centres=((12, 10, 9), (22, 18, 12)), sigma2=(1
     return vol.astype(np.float32)
 
 
-def random_field(shape_xyz=(30, 26, 20), *, voxel_size=(1.0, 1.2, 0.9), origin=(3.0, 4.0, 5.0),
-                 size=12, widths=(3, 16, 16, 1), seed=0, softplus_beta=None
-                 ) -> NeuralDensityMap:
+def random_field(
+    shape_xyz=(30, 26, 20),
+    *,
+    voxel_size=(1.0, 1.2, 0.9),
+    origin=(3.0, 4.0, 5.0),
+    size=12,
+    widths=(3, 16, 16, 1),
+    seed=0,
+    softplus_beta=None,
+) -> NeuralDensityMap:
     """An untrained field with SIREN-initialised weights over several regions (a small
     ``softplus_beta`` puts the outputs on the curved part of the softplus)."""
     tiling = Tiling.plan(shape_xyz, size=size, overlap=4)
-    w, b = siren.init_siren(len(tiling.boxes()), list(widths),
-                            generator=torch.Generator().manual_seed(seed))
-    return NeuralDensityMap.from_networks(tiling, [t.numpy() for t in w], [t.numpy() for t in b],
-                                          voxel_size=voxel_size, origin=origin, preset="fast",
-                                          softplus_beta=softplus_beta)
+    w, b = siren.init_siren(
+        len(tiling.boxes()), list(widths), generator=torch.Generator().manual_seed(seed)
+    )
+    return NeuralDensityMap.from_networks(
+        tiling,
+        [t.numpy() for t in w],
+        [t.numpy() for t in b],
+        voxel_size=voxel_size,
+        origin=origin,
+        preset="fast",
+        softplus_beta=softplus_beta,
+    )
 
 
 @pytest.fixture(scope="module")
 def fast_field() -> NeuralDensityMap:
     """A short fast-preset fit of two blobs with anisotropic voxels (4 regions, 100 epochs)."""
     vol = blobs()
-    return NeuralDensityMap.from_voxel_data(vol, voxel_size=(1.0, 1.2, 0.9),
-                                            origin=(3.0, 4.0, 5.0), max_epochs=100, seed=0)
+    return NeuralDensityMap.from_voxel_data(
+        vol, voxel_size=(1.0, 1.2, 0.9), origin=(3.0, 4.0, 5.0), max_epochs=100, seed=0
+    )
 
 
 # ---------------------------------------------------------------------- regions
@@ -140,13 +159,24 @@ def test_gradient_matches_finite_differences_per_angstrom(softplus_beta):
     p = rng.uniform(lo + 0.1, hi - 0.1, size=(300, 3))
     values = field._blend(p, True)
     h = 1e-5
-    fd = np.stack([(field._blend(p + h * e, False)[:, 0] - field._blend(p - h * e, False)[:, 0])
-                   / (2 * h) for e in np.eye(3)], axis=1)
+    fd = np.stack(
+        [
+            (field._blend(p + h * e, False)[:, 0] - field._blend(p - h * e, False)[:, 0]) / (2 * h)
+            for e in np.eye(3)
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(values[:, 1:], fd, atol=1e-6 * np.abs(fd).max())
     # The public float32 interface agrees with central differences of get_densities.
     h = 1e-2
-    fd32 = np.stack([(field.get_densities(p + h * e).astype(np.float64)
-                      - field.get_densities(p - h * e)) / (2 * h) for e in np.eye(3)], axis=1)
+    fd32 = np.stack(
+        [
+            (field.get_densities(p + h * e).astype(np.float64) - field.get_densities(p - h * e))
+            / (2 * h)
+            for e in np.eye(3)
+        ],
+        axis=1,
+    )
     assert np.abs(field.get_gradients(p) - fd32).max() < 2e-3 * np.abs(fd32).max()
 
 
@@ -157,8 +187,7 @@ def test_gradient_scales_with_anisotropic_voxel_size():
     v_iso = iso.get_values(u * 1.0)
     v_aniso = aniso.get_values(u * np.array([2.0, 0.5, 1.5]))
     np.testing.assert_allclose(v_aniso[:, 0], v_iso[:, 0], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(v_aniso[:, 1:] * [2.0, 0.5, 1.5], v_iso[:, 1:], rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(v_aniso[:, 1:] * [2.0, 0.5, 1.5], v_iso[:, 1:], rtol=1e-5, atol=1e-6)
 
 
 def test_outside_box_is_nan(fast_field):
@@ -177,8 +206,9 @@ def test_fast_fit_reconstructs_and_matches_spline_on_smooth_volume(fast_field):
     # small regions with omega0 = 30 suit maps sampled near their resolution better than
     # these smooth blobs, whose values between voxels it follows less closely.
     assert np.abs(rec - target).mean() < 0.006
-    spline = SplineDensityMap.from_voxel_data(vol, voxel_size=(1.0, 1.2, 0.9),
-                                              origin=(3.0, 4.0, 5.0))
+    spline = SplineDensityMap.from_voxel_data(
+        vol, voxel_size=(1.0, 1.2, 0.9), origin=(3.0, 4.0, 5.0)
+    )
     rng = np.random.default_rng(5)
     lo, hi = spline.bounds
     p = rng.uniform(lo + 2, hi - 2, size=(500, 3))
@@ -189,7 +219,8 @@ def test_fast_fit_reconstructs_and_matches_spline_on_smooth_volume(fast_field):
     # The gradient points the same way as the spline's where the density changes.
     strong = np.linalg.norm(b[:, 1:], axis=1) > 0.3 * scale
     cos = np.sum(a[strong, 1:] * b[strong, 1:], axis=1) / (
-        np.linalg.norm(a[strong, 1:], axis=1) * np.linalg.norm(b[strong, 1:], axis=1))
+        np.linalg.norm(a[strong, 1:], axis=1) * np.linalg.norm(b[strong, 1:], axis=1)
+    )
     assert strong.sum() > 20 and np.median(cos) > 0.85
 
 
@@ -307,23 +338,24 @@ def test_paper_keeps_a_copy_of_the_best_weights_not_the_last():
 def test_paper_stop_rules():
     vol = blobs((8, 8, 8), centres=((4, 3, 4),), sigma2=(4.0,), heights=(1.0,))
     samples = training.region_samples(vol / vol.max(), [((0, 0, 0), (8, 8, 8))])
-    base = training.dataclasses.replace(training.PRESETS["paper"], hidden_width=32,
-                                        hidden_layers=2, max_epochs=60, lr=1e-2)
+    base = training.dataclasses.replace(
+        training.PRESETS["paper"], hidden_width=32, hidden_layers=2, max_epochs=60, lr=1e-2
+    )
     # converged: best loss below stop_loss
     easy = training.dataclasses.replace(base, stop_loss=1e-2)
     rec = training.GroupTrainer(easy, samples, seed=0).run().records[0]
     assert rec["stop"] == "converged" and rec["loss"] < 1e-2
     # patience: no improvement for patience_epochs once below patience_below
-    patient = training.dataclasses.replace(base, stop_loss=1e-12, patience_epochs=3,
-                                           patience_below=1.0, lr=0.3)
+    patient = training.dataclasses.replace(
+        base, stop_loss=1e-12, patience_epochs=3, patience_below=1.0, lr=0.3
+    )
     rec = training.GroupTrainer(patient, samples, seed=0).run().records[0]
     assert rec["stop"] == "patience" and rec["epochs"] - rec["best_epoch"] >= 3
 
 
 def test_empty_regions_are_skipped_and_zero():
     vol = np.zeros((20, 20, 60), dtype=np.float32)
-    vol[5:15, 5:15, 3:13] = blobs((10, 10, 10), centres=((5, 5, 5),), sigma2=(6.0,),
-                                  heights=(1.0,))
+    vol[5:15, 5:15, 3:13] = blobs((10, 10, 10), centres=((5, 5, 5),), sigma2=(6.0,), heights=(1.0,))
     field = NeuralDensityMap.from_voxel_data(vol, max_epochs=5)
     records = field.metadata["training"]["regions"]
     stops = [r["stop"] for r in records]
@@ -353,8 +385,7 @@ def test_several_workers_split_groups_like_one(monkeypatch):
     """The per-device worker threads give the same result as one device (on CPU, by
     pretending two devices are distinct)."""
     vol = blobs()
-    preset = training.dataclasses.replace(training.PRESETS["fast"], max_epochs=4,
-                                          group_regions=1)
+    preset = training.dataclasses.replace(training.PRESETS["fast"], max_epochs=4, group_regions=1)
     boxes = Tiling.plan((30, 26, 20), size=24, overlap=4).boxes()
     one = training.fit_regions(vol / vol.max(), boxes, preset, devices="cpu")
     monkeypatch.setattr(training, "parse_devices", lambda d: ["cpu", "cpu"])
@@ -384,8 +415,7 @@ def test_save_load_round_trip(fast_field, tmp_path):
     assert load_field(path).kind == "neural"
     p = np.random.default_rng(6).uniform(*fast_field.bounds, size=(200, 3))
     np.testing.assert_array_equal(loaded.get_values(p), fast_field.get_values(p))
-    assert loaded.metadata["training"] == json.loads(json.dumps(
-        fast_field.metadata["training"]))
+    assert loaded.metadata["training"] == json.loads(json.dumps(fast_field.metadata["training"]))
     assert loaded.map_id == fast_field.map_id and loaded.preset == "fast"
     assert loaded.softplus_beta == fast_field.softplus_beta == 30.0
     with pytest.raises(FileExistsError):
@@ -455,9 +485,21 @@ def test_refuses_nan_weights(fast_field, tmp_path):
         NeuralDensityMap.from_file_contents(header, tensors, "x.neural")
 
 
-@pytest.mark.parametrize("change", ["wrong_shape", "missing", "extra", "int_weights",
-                                    "bad_widths", "bad_regions", "bad_stop", "bad_tiling",
-                                    "bad_omega", "bad_softplus"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "wrong_shape",
+        "missing",
+        "extra",
+        "int_weights",
+        "bad_widths",
+        "bad_regions",
+        "bad_stop",
+        "bad_tiling",
+        "bad_omega",
+        "bad_softplus",
+    ],
+)
 def test_refuses_inconsistent_contents(fast_field, tmp_path, change):
     _, header, tensors = _saved(tmp_path, fast_field)
     if change == "wrong_shape":
@@ -519,8 +561,7 @@ def test_checkpoint_resume_after_time_budget_interruption(tmp_path, monkeypatch)
     checkpoint; the rerun with the same arguments continues from it."""
     vol = blobs()
     boxes = Tiling.plan((30, 26, 20), size=24, overlap=4).boxes()
-    preset = training.dataclasses.replace(training.PRESETS["fast"], max_epochs=8,
-                                          group_regions=2)
+    preset = training.dataclasses.replace(training.PRESETS["fast"], max_epochs=8, group_regions=2)
     data = vol / vol.max()
     full = training.fit_regions(data, boxes, preset)
     ckpt = tmp_path / "fit.ckpt"
@@ -569,16 +610,18 @@ def test_checkpoint_with_other_arguments_is_ignored(tmp_path, caplog):
 def test_fit_command_resumes_after_sigkill(tmp_path):
     """Kill ``neural-em fit`` with SIGKILL once its checkpoint exists; the rerun resumes and
     gives the weights of an uninterrupted fit."""
-    vol = blobs((24, 30, 40), centres=((12, 10, 9), (30, 20, 14)), sigma2=(18.0, 10.0),
-                heights=(1.0, 0.5))
+    vol = blobs(
+        (24, 30, 40), centres=((12, 10, 9), (30, 20, 14)), sigma2=(18.0, 10.0), heights=(1.0, 0.5)
+    )
     mrc = tmp_path / "vol.mrc"
     write_map(mrc, vol, voxel_size=1.0, origin=(1.0, 2.0, 3.0))
     env = {**os.environ, "NEURAL_EM_CHECKPOINT_EVERY_S": "0", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "neural_em.cli.main", "fit", str(mrc), "--max-epochs", "80"]
     out = tmp_path / "out.neural"
     ckpt = tmp_path / ".out.neural.checkpoint"
-    proc = subprocess.Popen([*cmd, "-o", str(out)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*cmd, "-o", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     killed = False
     try:
@@ -598,14 +641,16 @@ def test_fit_command_resumes_after_sigkill(tmp_path):
     assert not out.exists() and ckpt.exists()
     header, _ = read_field_file(ckpt)
     assert header["in_progress"] or header["done"]
-    done = subprocess.run([*cmd, "-o", str(out)], env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [*cmd, "-o", str(out)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     assert "resuming from checkpoint" in done.stderr
     assert not ckpt.exists()
     ref = tmp_path / "ref.neural"
-    full = subprocess.run([*cmd, "-o", str(ref), "--no-resume"], env=env, capture_output=True,
-                          text=True, timeout=600)
+    full = subprocess.run(
+        [*cmd, "-o", str(ref), "--no-resume"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert full.returncode == 0, full.stderr
     _, ta = read_field_file(out)
     _, tb = read_field_file(ref)

@@ -22,20 +22,44 @@ DENSITY_ATOL = 1e-5
 GRADIENT_RTOL = 1e-4
 
 
-def random_field(shape_xyz=(30, 26, 20), *, voxel_size=(1.0, 1.2, 0.9),
-                 origin=(3.0, 4.0, 5.0), size=12, overlap=4, widths=(3, 16, 16, 1), seed=0,
-                 empty=()) -> NeuralDensityMap:
+def random_field(
+    shape_xyz=(30, 26, 20),
+    *,
+    voxel_size=(1.0, 1.2, 0.9),
+    origin=(3.0, 4.0, 5.0),
+    size=12,
+    overlap=4,
+    widths=(3, 16, 16, 1),
+    seed=0,
+    empty=(),
+) -> NeuralDensityMap:
     """An untrained field over several regions; regions listed in ``empty`` are untrained."""
     tiling = Tiling.plan(shape_xyz, size=size, overlap=overlap)
     n = len(tiling.boxes())
     trained = [r for r in range(n) if r not in set(empty)]
-    w, b = siren.init_siren(len(trained), list(widths),
-                            generator=torch.Generator().manual_seed(seed))
-    records = [{"loss": None, "max_error": None, "epochs": 0, "best_epoch": 0, "seconds": 0.0,
-                "stop": "empty" if r in set(empty) else "converged"} for r in range(n)]
-    return NeuralDensityMap.from_networks(tiling, [t.numpy() for t in w], [t.numpy() for t in b],
-                                          voxel_size=voxel_size, origin=origin, preset="fast",
-                                          records=records)
+    w, b = siren.init_siren(
+        len(trained), list(widths), generator=torch.Generator().manual_seed(seed)
+    )
+    records = [
+        {
+            "loss": None,
+            "max_error": None,
+            "epochs": 0,
+            "best_epoch": 0,
+            "seconds": 0.0,
+            "stop": "empty" if r in set(empty) else "converged",
+        }
+        for r in range(n)
+    ]
+    return NeuralDensityMap.from_networks(
+        tiling,
+        [t.numpy() for t in w],
+        [t.numpy() for t in b],
+        voxel_size=voxel_size,
+        origin=origin,
+        preset="fast",
+        records=records,
+    )
 
 
 def border_points(field: NeuralDensityMap, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -79,22 +103,29 @@ def assert_matches_reference(field: NeuralDensityMap, points: np.ndarray) -> Non
 
 # ---------------------------------------------------------------------- networks
 def test_reverse_mode_gradient_equals_forward_mode_jacobian():
-    w, b = siren.init_siren(3, [3, 16, 16, 1], generator=torch.Generator().manual_seed(1),
-                            dtype=torch.float64)
+    w, b = siren.init_siren(
+        3, [3, 16, 16, 1], generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     w, b = siren.fold_omega(w, b)
-    x = torch.rand(3, 50, 3, generator=torch.Generator().manual_seed(2),
-                   dtype=torch.float64) * 2 - 1
+    x = (
+        torch.rand(3, 50, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2
+        - 1
+    )
     y_ref, dy_ref = siren.forward_with_jacobian(x, w, b)
     y, dy = siren.forward_with_gradient(x, w, b)
     torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
     torch.testing.assert_close(dy, dy_ref, rtol=0, atol=1e-10)
     y_np, dy_np = siren.forward_numpy(
-        x.numpy(), [t.transpose(1, 2).numpy() for t in w], [t.unsqueeze(1).numpy() for t in b],
-        [t.numpy() for t in w])
+        x.numpy(),
+        [t.transpose(1, 2).numpy() for t in w],
+        [t.unsqueeze(1).numpy() for t in b],
+        [t.numpy() for t in w],
+    )
     np.testing.assert_allclose(y_np, y_ref.numpy(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(dy_np, dy_ref.numpy(), rtol=0, atol=1e-10)
     y_only, none = siren.forward_numpy(
-        x.numpy(), [t.transpose(1, 2).numpy() for t in w], [t.unsqueeze(1).numpy() for t in b])
+        x.numpy(), [t.transpose(1, 2).numpy() for t in w], [t.unsqueeze(1).numpy() for t in b]
+    )
     assert none is None
     np.testing.assert_allclose(y_only, y_ref.numpy(), rtol=0, atol=1e-12)
 
@@ -124,13 +155,21 @@ def test_float64_point_path_matches_reference_to_rounding():
 
 
 def test_point_path_with_anisotropic_voxels_and_odd_tiling():
-    field = random_field((41, 17, 9), voxel_size=(0.7, 1.9, 1.3), origin=(-10.0, 2.5, 0.0),
-                         size=14, overlap=5, seed=3)
+    field = random_field(
+        (41, 17, 9),
+        voxel_size=(0.7, 1.9, 1.3),
+        origin=(-10.0, 2.5, 0.0),
+        size=14,
+        overlap=5,
+        seed=3,
+    )
     assert field.tiling.grid_shape == (4, 2, 1)
     rng = np.random.default_rng(1)
     lo, hi = field.bounds
-    assert_matches_reference(field, np.concatenate([rng.uniform(lo - 1, hi + 1, (2000, 3)),
-                                                    border_points(field, rng, 2000)]))
+    assert_matches_reference(
+        field,
+        np.concatenate([rng.uniform(lo - 1, hi + 1, (2000, 3)), border_points(field, rng, 2000)]),
+    )
 
 
 def test_empty_regions_give_zero_but_keep_blend_weight():
@@ -212,6 +251,9 @@ def test_grid_slab_outside_the_box_is_nan_and_unsorted_axes_fall_back():
     assert not inside.all() and inside.any()
     assert np.isnan(grid[~inside]).all() and np.isfinite(grid[inside]).all()
     shuffled = ax[np.random.default_rng(0).permutation(len(ax))]
-    np.testing.assert_allclose(field._grid_slab_densities(shuffled, ay, az).ravel(),
-                               field._densities_fast(field._slab_points(shuffled, ay, az)),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        field._grid_slab_densities(shuffled, ay, az).ravel(),
+        field._densities_fast(field._slab_points(shuffled, ay, az)),
+        rtol=0,
+        atol=1e-6,
+    )

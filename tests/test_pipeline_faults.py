@@ -79,8 +79,7 @@ def validate_output(path: Path) -> str:
     if name.endswith((".csv", ".tsv")):
         text = path.read_text()
         assert text.endswith("\n") or text == "", f"{path}: last line cut"
-        rows = list(csv.reader(io.StringIO(text), delimiter="\t" if name.endswith(".tsv")
-                               else ","))
+        rows = list(csv.reader(io.StringIO(text), delimiter="\t" if name.endswith(".tsv") else ","))
         widths = {len(r) for r in rows if r}
         assert len(widths) <= 1, f"{path}: rows of different widths {widths}"
         return "table"
@@ -94,8 +93,9 @@ def validate_output(path: Path) -> str:
         return "model"
     if name.endswith(".png"):
         data = path.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[-12:-4] == b"\x00\x00\x00\x00IEND", \
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[-12:-4] == b"\x00\x00\x00\x00IEND", (
             f"{path}: incomplete PNG"
+        )
         return "png"
     if name.endswith(".svg"):
         import xml.etree.ElementTree as ET
@@ -148,8 +148,9 @@ def check_results(copy: Path, stage: str) -> dict[Path, float]:
         try:
             kind = validate_output(path)
         except Exception as exc:  # noqa: BLE001
-            pytest.fail(f"after {stage}: {path.relative_to(copy)} is corrupt: "
-                        f"{type(exc).__name__}: {exc}")
+            pytest.fail(
+                f"after {stage}: {path.relative_to(copy)} is corrupt: {type(exc).__name__}: {exc}"
+            )
         COUNTS[f"outputs_checked_{kind}"] += 1
         mtimes[path.resolve()] = path.stat().st_mtime_ns
     return mtimes
@@ -157,9 +158,16 @@ def check_results(copy: Path, stage: str) -> dict[Path, float]:
 
 # ---------------------------------------------------------------------------- workflow
 def copy_repo(dest: Path) -> Path:
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=REPO, capture_output=True,
-                            check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     files = {f for f in listed if f}
     demo = REPO / "data" / "demo"
     if demo.is_dir():
@@ -174,7 +182,8 @@ def copy_repo(dest: Path) -> Path:
     # Over the smoke config: a coarser control grid for the interpolation experiment (the
     # neural field evaluated at 0.2 Å over the whole map takes many minutes on a loaded CPU).
     (dest / "config" / "faults_overlay.yaml").write_text(
-        "interpolation:\n  methods: [trilinear, spline, neural]\n  fine_step_A: 0.6\n")
+        "interpolation:\n  methods: [trilinear, spline, neural]\n  fine_step_A: 0.6\n"
+    )
     return dest
 
 
@@ -188,8 +197,15 @@ def _env(copy: Path) -> dict:
 def snakemake_cmd(*extra: str) -> list[str]:
     exe = shutil.which("snakemake")
     base = [exe] if exe else [sys.executable, "-m", "snakemake"]
-    return [*base, "--cores", "2", "--configfile", "config/smoke.yaml",
-            "config/faults_overlay.yaml", *extra]
+    return [
+        *base,
+        "--cores",
+        "2",
+        "--configfile",
+        "config/smoke.yaml",
+        "config/faults_overlay.yaml",
+        *extra,
+    ]
 
 
 def descendants(pid: int) -> list[tuple[int, str]]:
@@ -216,14 +232,20 @@ def descendants(pid: int) -> list[tuple[int, str]]:
 
 
 def running_jobs(pid: int) -> list[tuple[int, str]]:
-    return [(p, c) for p, c in descendants(pid)
-            if ("neural-em" in c or "neural_em" in c or "scripts/" in c)
-            and "snakemake" not in c.split(" ")[0]]
+    return [
+        (p, c)
+        for p, c in descendants(pid)
+        if ("neural-em" in c or "neural_em" in c or "scripts/" in c)
+        and "snakemake" not in c.split(" ")[0]
+    ]
 
 
 def finished_outputs(copy: Path) -> list[Path]:
-    return [p for p in (copy / "results").rglob("*")
-            if p.is_file() and not p.name.startswith(".")] if (copy / "results").is_dir() else []
+    return (
+        [p for p in (copy / "results").rglob("*") if p.is_file() and not p.name.startswith(".")]
+        if (copy / "results").is_dir()
+        else []
+    )
 
 
 def wait_for(condition, timeout_s: float, what: str, proc: subprocess.Popen) -> None:
@@ -239,16 +261,24 @@ def wait_for(condition, timeout_s: float, what: str, proc: subprocess.Popen) -> 
 
 def start(copy: Path, log: Path, *extra: str) -> subprocess.Popen:
     handle = open(log, "ab")
-    return subprocess.Popen(snakemake_cmd(*extra), cwd=copy, env=_env(copy), stdout=handle,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        snakemake_cmd(*extra),
+        cwd=copy,
+        env=_env(copy),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_WORKFLOW, reason="workflow (Snakefile, config/smoke.yaml) not "
-                    "present yet")
-@pytest.mark.skipif(shutil.which("snakemake") is None
-                    and importlib.util.find_spec("snakemake") is None,
-                    reason="snakemake not installed")
+@pytest.mark.skipif(
+    not HAS_WORKFLOW, reason="workflow (Snakefile, config/smoke.yaml) not present yet"
+)
+@pytest.mark.skipif(
+    shutil.which("snakemake") is None and importlib.util.find_spec("snakemake") is None,
+    reason="snakemake not installed",
+)
 def test_workflow_survives_kills(tmp_path):
     if not HAS_NEURAL:
         pytest.skip("the demo's neural fits need neural_em.fields.neural (not present yet)")
@@ -258,9 +288,14 @@ def test_workflow_survives_kills(tmp_path):
     # 1. Pre-emption: SIGKILL snakemake and every job once a field file exists (downloads,
     # dataset and fits done) and a job runs.
     proc = start(copy, log)
-    wait_for(lambda: any(p.suffix == ".neural" for p in finished_outputs(copy))
-             and running_jobs(proc.pid),
-             WORKFLOW_TIMEOUT_S, "a finished field file and a running job", proc)
+    wait_for(
+        lambda: (
+            any(p.suffix == ".neural" for p in finished_outputs(copy)) and running_jobs(proc.pid)
+        ),
+        WORKFLOW_TIMEOUT_S,
+        "a finished field file and a running job",
+        proc,
+    )
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     COUNTS["snakemake_kills"] += 1
@@ -271,19 +306,29 @@ def test_workflow_survives_kills(tmp_path):
     COUNTS["outputs_marked_incomplete_by_snakemake"] += len(incomplete)
     assert len(finished_before) >= 3, (
         f"too few finished outputs to watch: {sorted(map(str, finished_before))}; "
-        f"incomplete: {sorted(map(str, incomplete))}")
+        f"incomplete: {sorted(map(str, incomplete))}"
+    )
 
     # 2. What a user does after a pre-emption (Snakemake's own advice): remove the stale lock,
     # rerun with --rerun-incomplete. Then SIGKILL one running job on its own.
-    unlock = subprocess.run(snakemake_cmd("--unlock"), cwd=copy, env=_env(copy),
-                            capture_output=True, text=True, timeout=600)
+    unlock = subprocess.run(
+        snakemake_cmd("--unlock"),
+        cwd=copy,
+        env=_env(copy),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert unlock.returncode == 0, unlock.stderr[-2000:]
     proc = start(copy, log, "--rerun-incomplete")
     before = {p for p, _ in running_jobs(proc.pid)}
 
     def new_job():
-        return [j for j in running_jobs(proc.pid) if j[0] not in before and
-                ("neural-em" in j[1] or "neural_em" in j[1])]
+        return [
+            j
+            for j in running_jobs(proc.pid)
+            if j[0] not in before and ("neural-em" in j[1] or "neural_em" in j[1])
+        ]
 
     wait_for(new_job, WORKFLOW_TIMEOUT_S, "a running neural-em job", proc)
     time.sleep(1.0)  # into the job's work, not its start-up
@@ -291,8 +336,9 @@ def test_workflow_survives_kills(tmp_path):
     if not jobs:
         pytest.fail("the job ended before it could be killed")
     # The neural-em process itself rather than the shell around it.
-    victim = max(jobs, key=lambda j: Path(j[1].split(" ")[0]).name.startswith(
-        ("python", "neural-em")))
+    victim = max(
+        jobs, key=lambda j: Path(j[1].split(" ")[0]).name.startswith(("python", "neural-em"))
+    )
     os.kill(victim[0], signal.SIGKILL)
     COUNTS["job_kills"] += 1
     try:
@@ -305,26 +351,43 @@ def test_workflow_survives_kills(tmp_path):
 
     # 3. The plain command again (snakemake stopped cleanly after its job failed, so no lock
     # and no incomplete marks should remain): must complete.
-    plain = subprocess.run(snakemake_cmd(), cwd=copy, env=_env(copy), capture_output=True,
-                           text=True, timeout=WORKFLOW_TIMEOUT_S)
+    plain = subprocess.run(
+        snakemake_cmd(),
+        cwd=copy,
+        env=_env(copy),
+        capture_output=True,
+        text=True,
+        timeout=WORKFLOW_TIMEOUT_S,
+    )
     COUNTS["plain_rerun_completed"] += int(plain.returncode == 0)
     if plain.returncode != 0:
         assert "incomplete" in (plain.stdout + plain.stderr).lower(), plain.stderr[-2000:]
         COUNTS["plain_rerun_needed_rerun_incomplete"] += 1
-        final = subprocess.run(snakemake_cmd("--rerun-incomplete"), cwd=copy, env=_env(copy),
-                               capture_output=True, text=True, timeout=WORKFLOW_TIMEOUT_S)
+        final = subprocess.run(
+            snakemake_cmd("--rerun-incomplete"),
+            cwd=copy,
+            env=_env(copy),
+            capture_output=True,
+            text=True,
+            timeout=WORKFLOW_TIMEOUT_S,
+        )
         assert final.returncode == 0, final.stderr[-3000:]
     COUNTS["workflow_completed_after_kills"] += 1
     final_mtimes = check_results(copy, "completion")
-    recomputed = [str(p.relative_to(copy.resolve())) for p, m in finished_before.items()
-                  if final_mtimes.get(p) != m]
+    recomputed = [
+        str(p.relative_to(copy.resolve()))
+        for p, m in finished_before.items()
+        if final_mtimes.get(p) != m
+    ]
     COUNTS["finished_outputs_watched"] += len(finished_before)
     COUNTS["finished_outputs_recomputed"] += len(recomputed)
     assert not recomputed, f"finished outputs were recomputed: {recomputed}"
-    dry = subprocess.run(snakemake_cmd("-n"), cwd=copy, env=_env(copy), capture_output=True,
-                         text=True, timeout=600)
-    assert dry.returncode == 0 and "Nothing to be done" in (dry.stdout + dry.stderr), \
-        dry.stdout[-2000:]
+    dry = subprocess.run(
+        snakemake_cmd("-n"), cwd=copy, env=_env(copy), capture_output=True, text=True, timeout=600
+    )
+    assert dry.returncode == 0 and "Nothing to be done" in (dry.stdout + dry.stderr), dry.stdout[
+        -2000:
+    ]
 
 
 # ---------------------------------------------------------------------------- downloads
@@ -341,7 +404,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         sent = 0
         step = 4096
         while sent < self.send:
-            self.wfile.write(self.body[sent:min(self.send, sent + step)])
+            self.wfile.write(self.body[sent : min(self.send, sent + step)])
             self.wfile.flush()
             sent += step
             if self.delay_s:

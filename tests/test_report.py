@@ -25,12 +25,18 @@ import numpy as np
 import pytest
 from test_workflow import REPO, smoke_args, smoke_workdir, snakemake
 
-FIGURES = ("training time", "file size", "graph metrics", "graph methods",
-           "interpolation error")
+FIGURES = ("training time", "file size", "graph metrics", "graph methods", "interpolation error")
 TABLES = ("graph", "atomic", "interpolation", "training", "timings", "graph_methods")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 DRIVER = r"""
 (function () {
@@ -103,10 +109,13 @@ DRIVER = r"""
 
 def chromium() -> str:
     path = shutil.which("chromium") or (
-        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    )
     if path is None:
-        message = ("chromium is not installed (Debian: apt-get install -y chromium; "
-                   "tools/install_system_deps.sh installs it)")
+        message = (
+            "chromium is not installed (Debian: apt-get install -y chromium; "
+            "tools/install_system_deps.sh installs it)"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -115,9 +124,13 @@ def chromium() -> str:
 
 def run_chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        return subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                               *args], capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        return subprocess.run(
+            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -137,21 +150,27 @@ def probe(report: Path, categories: tuple[str, ...], tmp: Path) -> dict:
     assert cut > 0, "the report has no </body>"
     driver = DRIVER.replace("__CATEGORIES__", json.dumps(list(categories)))
     page = tmp / "probe.html"
-    page.write_text(text[:cut] + "<script>" + driver + "</script>" + text[cut:],
-                    encoding="utf-8")
-    proc = run_chromium("--virtual-time-budget=60000", "--window-size=1400,1000",
-                        "--dump-dom", page.as_uri())
+    page.write_text(text[:cut] + "<script>" + driver + "</script>" + text[cut:], encoding="utf-8")
+    proc = run_chromium(
+        "--virtual-time-budget=60000", "--window-size=1400,1000", "--dump-dom", page.as_uri()
+    )
     m = re.search(r'<pre id="report-probe">(.*?)</pre>', proc.stdout, re.S)
-    assert m, f"the driver reported nothing (chromium exit {proc.returncode}): " \
-              f"{proc.stderr[-2000:]}"
+    assert m, (
+        f"the driver reported nothing (chromium exit {proc.returncode}): {proc.stderr[-2000:]}"
+    )
     return json.loads(html.unescape(m.group(1)))
 
 
 @pytest.mark.slow
 def test_report_holds_the_figures_and_tables(report_html):
     text = report_html.read_text(encoding="utf-8")
-    for name in ("training_time.png", "file_size.png", "graph_metrics.png",
-                 "interpolation_error.png", "graph_evaluation.csv"):
+    for name in (
+        "training_time.png",
+        "file_size.png",
+        "graph_metrics.png",
+        "interpolation_error.png",
+        "graph_evaluation.csv",
+    ):
         assert name in text, name
     assert report_html.stat().st_size > 500_000  # the PNGs are embedded
 
@@ -183,8 +202,12 @@ def test_report_screenshot_is_not_blank(report_html, tmp_path):
     import matplotlib.image as mpimg
 
     shot = tmp_path / "report.png"
-    proc = run_chromium("--virtual-time-budget=20000", "--window-size=1400,1000",
-                        f"--screenshot={shot}", report_html.as_uri())
+    proc = run_chromium(
+        "--virtual-time-budget=20000",
+        "--window-size=1400,1000",
+        f"--screenshot={shot}",
+        report_html.as_uri(),
+    )
     assert shot.is_file(), proc.stderr[-2000:]
     rgb = mpimg.imread(shot)[..., :3]
     assert rgb.shape[0] >= 900 and rgb.shape[1] >= 1300

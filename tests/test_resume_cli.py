@@ -34,8 +34,10 @@ from neural_em.voxelmap import write_map
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_NEURAL = importlib.util.find_spec("neural_em.fields.neural") is not None
-pytestmark = pytest.mark.skipif(not HAS_NEURAL, reason="neural module (neural_em.fields."
-                                "neural) not present yet: nothing to resume")
+pytestmark = pytest.mark.skipif(
+    not HAS_NEURAL,
+    reason="neural module (neural_em.fields.neural) not present yet: nothing to resume",
+)
 COUNTS: Counter = Counter()
 
 
@@ -59,8 +61,18 @@ def _env(**extra: str) -> dict:
 
 
 def fit_cmd(map_path: Path, out: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "neural_em.cli.main", "fit", str(map_path), "-o", str(out),
-            "--seed", "3", *args]
+    return [
+        sys.executable,
+        "-m",
+        "neural_em.cli.main",
+        "fit",
+        str(map_path),
+        "-o",
+        str(out),
+        "--seed",
+        "3",
+        *args,
+    ]
 
 
 def run_fit(argv: list[str], **env: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -88,12 +100,20 @@ def assert_same_field(a: Path, b: Path, tol: float) -> float:
     return diff
 
 
-def kill_after_checkpoint(argv: list[str], ckpt: Path, out: Path, *, settle_s: float = 0.0,
-                          timeout_s: float = 600, **env: str) -> float:
+def kill_after_checkpoint(
+    argv: list[str],
+    ckpt: Path,
+    out: Path,
+    *,
+    settle_s: float = 0.0,
+    timeout_s: float = 600,
+    **env: str,
+) -> float:
     """Start ``argv``; SIGKILL it once ``ckpt`` exists (plus ``settle_s``); returns when."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=_env(**env), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv, env=_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + timeout_s
     while not ckpt.exists():
         if proc.poll() is not None:
@@ -115,10 +135,10 @@ def maps(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("resume")
     rng = np.random.default_rng(0)
     # 100 voxels along x: two paper regions (64 max, overlap 4).
-    long = gaussian_blobs(rng.uniform(3, [97, 17, 17], size=(14, 3)), shape_xyz=(100, 20, 20),
-                          sigma_A=1.5)
-    small = gaussian_blobs(rng.uniform(3, 25, size=(8, 3)), shape_xyz=(28, 28, 28),
-                           sigma_A=1.5)
+    long = gaussian_blobs(
+        rng.uniform(3, [97, 17, 17], size=(14, 3)), shape_xyz=(100, 20, 20), sigma_A=1.5
+    )
+    small = gaussian_blobs(rng.uniform(3, 25, size=(8, 3)), shape_xyz=(28, 28, 28), sigma_A=1.5)
     out = {"long": tmp / "long.mrc", "small": tmp / "small.mrc", "tmp": tmp}
     write_map(out["long"], long)
     write_map(out["small"], small)
@@ -159,8 +179,13 @@ def test_fast_fit_resumes_mid_group(maps, tmp_path):
     proc, _ = run_fit(fit_cmd(maps["small"], ref, *args))
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out.neural"
-    kill_after_checkpoint(fit_cmd(maps["small"], out, *args), checkpoint_of(out), out,
-                          settle_s=0.1, NEURAL_EM_CHECKPOINT_EVERY_S="0")
+    kill_after_checkpoint(
+        fit_cmd(maps["small"], out, *args),
+        checkpoint_of(out),
+        out,
+        settle_s=0.1,
+        NEURAL_EM_CHECKPOINT_EVERY_S="0",
+    )
     proc, _ = run_fit(fit_cmd(maps["small"], out, *args), NEURAL_EM_CHECKPOINT_EVERY_S="0")
     assert proc.returncode == 0, proc.stderr
     assert "resuming from checkpoint" in proc.stderr + proc.stdout
@@ -182,8 +207,18 @@ def test_no_resume_ignores_the_checkpoint(maps, tmp_path):
 def test_time_budget_and_epoch_cap_are_honoured_and_reported(maps, tmp_path):
     out = tmp_path / "budget.neural"
     budget = 2.0
-    proc, wall = run_fit(fit_cmd(maps["long"], out, "--preset", "paper", "--time-budget",
-                                 str(budget), "--max-epochs", "100000"))
+    proc, wall = run_fit(
+        fit_cmd(
+            maps["long"],
+            out,
+            "--preset",
+            "paper",
+            "--time-budget",
+            str(budget),
+            "--max-epochs",
+            "100000",
+        )
+    )
     assert proc.returncode == 0, proc.stderr
     records = training_header(out)["training"]["regions"]
     assert {r["stop"] for r in records} == {"time_budget"}
@@ -241,15 +276,27 @@ def test_crafted_checkpoints_are_ignored(maps, tmp_path):
     }
     # A real checkpoint of another fit (different seed) to truncate and to reuse.
     other = tmp_path / "other.neural"
-    kill_after_checkpoint([*fit_cmd(maps["small"], other, *args)[:-2], "--seed", "99"],
-                          checkpoint_of(other), other, NEURAL_EM_CHECKPOINT_EVERY_S="0")
+    kill_after_checkpoint(
+        [*fit_cmd(maps["small"], other, *args)[:-2], "--seed", "99"],
+        checkpoint_of(other),
+        other,
+        NEURAL_EM_CHECKPOINT_EVERY_S="0",
+    )
     real = checkpoint_of(other).read_bytes()
     cases["truncated"] = real[: len(real) // 2]
     cases["other_fit"] = real
     wrong = tmp_path / "wrong.neural"
-    write_field_file(wrong, {"kind": "neural-checkpoint", "version": 1,
-                             "fingerprint": "x", "done": [1, 2], "in_progress": "no"},
-                     {"w": np.zeros(3, np.float32)})
+    write_field_file(
+        wrong,
+        {
+            "kind": "neural-checkpoint",
+            "version": 1,
+            "fingerprint": "x",
+            "done": [1, 2],
+            "in_progress": "no",
+        },
+        {"w": np.zeros(3, np.float32)},
+    )
     cases["wrong_structure"] = wrong.read_bytes()
     for name, content in cases.items():
         ckpt.write_bytes(content)
@@ -269,13 +316,20 @@ def test_forged_checkpoint_structure_is_ignored(maps, tmp_path):
 
     args = ("--max-epochs", "2")
     out = tmp_path / "f.neural"
-    kill_after_checkpoint(fit_cmd(maps["small"], out, *args), checkpoint_of(out), out,
-                          NEURAL_EM_CHECKPOINT_EVERY_S="0")
+    kill_after_checkpoint(
+        fit_cmd(maps["small"], out, *args),
+        checkpoint_of(out),
+        out,
+        NEURAL_EM_CHECKPOINT_EVERY_S="0",
+    )
     header, tensors = read_field_file(checkpoint_of(out))
-    for field_name, bad in (("done", [1, 2]), ("in_progress", "no"), ("done", {"0": 5}),
-                            ("in_progress", {"zero": {}})):
-        write_field_file(checkpoint_of(out), {**header, field_name: bad}, tensors,
-                         overwrite=True)
+    for field_name, bad in (
+        ("done", [1, 2]),
+        ("in_progress", "no"),
+        ("done", {"0": 5}),
+        ("in_progress", {"zero": {}}),
+    ):
+        write_field_file(checkpoint_of(out), {**header, field_name: bad}, tensors, overwrite=True)
         proc, _ = run_fit(fit_cmd(maps["small"], out, *args, "--force"))
         assert proc.returncode == 0, f"{field_name}={bad!r}: {proc.stderr[-800:]}"
         assert "ignoring" in proc.stderr

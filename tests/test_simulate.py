@@ -30,8 +30,10 @@ def pdb_text(atoms) -> str:
         altloc = atom[6] if len(atom) > 6 else " "
         hetatm = "HETATM" if resname == "HOH" else "ATOM  "
         seq = 2 if resname == "HOH" else 1
-        lines.append(f"{hetatm}{i:5d} {name:<4s}{altloc}{resname:>3s} A{seq:4d}    "
-                     f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00          {element:>2s}")
+        lines.append(
+            f"{hetatm}{i:5d} {name:<4s}{altloc}{resname:>3s} A{seq:4d}    "
+            f"{x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00          {element:>2s}"
+        )
     return "\n".join(lines + ["END", ""])
 
 
@@ -73,14 +75,22 @@ def test_atom_on_grid_point_lands_at_its_voxel(tmp_path):
     assert vmap.value_at([[1.0, 2.0, 3.0]])[0] == pytest.approx(peak, rel=1e-6)
     # Asymmetric neighbours: one voxel along x is exp(-1/(2 sigma^2)) of the peak.
     assert vmap.value_at([[2.0, 2.0, 3.0]])[0] == pytest.approx(
-        peak * math.exp(-0.5 / sigma**2), rel=1e-5)
+        peak * math.exp(-0.5 / sigma**2), rel=1e-5
+    )
 
 
 def test_aligned_pair_shares_points():
-    st = gemmi.read_pdb_string(pdb_text([
-        ("N", "N", "ALA", 0.31, 0.52, 0.13), ("CA", "C", "ALA", 1.7, 0.9, -0.4),
-        ("C", "C", "ALA", 2.4, 2.2, 0.2), ("O", "O", "ALA", 3.1, 2.4, 1.3),
-        ("CB", "C", "ALA", 1.9, -0.3, -1.6)]))
+    st = gemmi.read_pdb_string(
+        pdb_text(
+            [
+                ("N", "N", "ALA", 0.31, 0.52, 0.13),
+                ("CA", "C", "ALA", 1.7, 0.9, -0.4),
+                ("C", "C", "ALA", 2.4, 2.2, 0.2),
+                ("O", "O", "ALA", 3.1, 2.4, 1.3),
+                ("CB", "C", "ALA", 1.9, -0.3, -1.6),
+            ]
+        )
+    )
     coarse, fine, spec = simulate_aligned_pair(st, resolution_A=3.0, fine_step_A=0.2)
     assert spec.integer_ratio and spec.ratio == pytest.approx((5.0, 5.0, 5.0))
     np.testing.assert_allclose(fine.origin, coarse.origin)
@@ -91,8 +101,9 @@ def test_aligned_pair_shares_points():
 
 
 def test_fine_grid_when_step_does_not_divide():
-    coarse = bounding_grid(np.array([[0.0, 0.0, 0.0], [10.0, 7.0, 5.0]]),
-                           voxel_size_A=3.2 / 3, edge_padding_A=9.6)
+    coarse = bounding_grid(
+        np.array([[0.0, 0.0, 0.0], [10.0, 7.0, 5.0]]), voxel_size_A=3.2 / 3, edge_padding_A=9.6
+    )
     spec = aligned_fine_grid(coarse, 0.2)
     assert not spec.integer_ratio
     np.testing.assert_allclose(spec.voxel_size, 0.2)
@@ -117,12 +128,21 @@ def test_chimera_grid_rule():
 
 def test_selection(tmp_path):
     path = tmp_path / "m.pdb"
-    path.write_text(pdb_text([
-        ("N", "N", "CYS", 0.0, 0.0, 0.0), ("CA", "C", "CYS", 1.5, 0.0, 0.0),
-        ("C", "C", "CYS", 2.0, 1.4, 0.0), ("O", "O", "CYS", 3.2, 1.6, 0.0),
-        ("SG", "S", "CYS", 1.5, -1.0, 1.5), ("H", "H", "CYS", -0.5, 0.8, 0.0),
-        ("O", "O", "HOH", 6.0, 6.0, 6.0), ("CB", "C", "CYS", 1.0, -0.5, 1.0, "A"),
-        ("CB", "C", "CYS", 1.1, -0.6, 1.2, "B")]))
+    path.write_text(
+        pdb_text(
+            [
+                ("N", "N", "CYS", 0.0, 0.0, 0.0),
+                ("CA", "C", "CYS", 1.5, 0.0, 0.0),
+                ("C", "C", "CYS", 2.0, 1.4, 0.0),
+                ("O", "O", "CYS", 3.2, 1.6, 0.0),
+                ("SG", "S", "CYS", 1.5, -1.0, 1.5),
+                ("H", "H", "CYS", -0.5, 0.8, 0.0),
+                ("O", "O", "HOH", 6.0, 6.0, 6.0),
+                ("CB", "C", "CYS", 1.0, -0.5, 1.0, "A"),
+                ("CB", "C", "CYS", 1.1, -0.6, 1.2, "B"),
+            ]
+        )
+    )
     assert sorted(read_atoms(path).element) == ["C", "C", "C", "N", "O"]
     heavy = read_atoms(path, elements=None, include_waters=True, altlocs="all")
     assert len(heavy.xyz) == 8 and "H" not in heavy.element
@@ -143,8 +163,15 @@ def test_reproduces_chimera_molmap_of_3i2n():
     """The shared 3i2n_sim3A.mrc (molmap at 3 Å) is reproduced with Chimera's exact options."""
     ref = read_map(shared_file("simulated/3i2n/3i2n_sim3A.mrc"))
     model = shared_file("simulated/3i2n/3i2n.pdb")
-    sim = simulate_map(model, resolution_A=3.0, elements=None, include_waters=True,
-                       altlocs="all", sigma_factor=CHIMERA_SIGMA_FACTOR, grid="chimera")
+    sim = simulate_map(
+        model,
+        resolution_A=3.0,
+        elements=None,
+        include_waters=True,
+        altlocs="all",
+        sigma_factor=CHIMERA_SIGMA_FACTOR,
+        grid="chimera",
+    )
     assert sim.shape_xyz == ref.shape_xyz
     np.testing.assert_allclose(sim.origin, ref.origin, atol=1e-4)
     # Measured: 7e-6 of the maximum (float32 rounding).

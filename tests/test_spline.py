@@ -33,8 +33,9 @@ def test_interpolates_voxels_exactly(field):
 def test_matches_scipy_map_coordinates(field):
     pts = _random_inside(field, 2000)
     zyx = ((pts - field.origin) / field.voxel_size)[:, ::-1].T
-    expected = scipy.ndimage.map_coordinates(field.volume.astype(np.float64), zyx, order=3,
-                                             mode="mirror")
+    expected = scipy.ndimage.map_coordinates(
+        field.volume.astype(np.float64), zyx, order=3, mode="mirror"
+    )
     np.testing.assert_allclose(field.get_densities(pts), expected, atol=1e-5)
 
 
@@ -136,5 +137,8 @@ def test_real_map_field_equals_voxels_at_grid():
     field = SplineDensityMap(vmap)
     rng = np.random.default_rng(2)
     idx = rng.integers(0, 100, size=(500, 3))
-    np.testing.assert_allclose(field.get_densities(vmap.index_to_world(idx)),
-                               vmap.data[idx[:, 2], idx[:, 1], idx[:, 0]], atol=1e-5)
+    np.testing.assert_allclose(
+        field.get_densities(vmap.index_to_world(idx)),
+        vmap.data[idx[:, 2], idx[:, 1], idx[:, 0]],
+        atol=1e-5,
+    )

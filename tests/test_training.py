@@ -22,8 +22,14 @@ def test_trainer_adam_equals_torch_adam_on_one_region(softplus_beta):
     """The trainer keeps the sine layers' weights folded (multiplied by ω0) and steps them
     with lr x ω0 and eps / ω0: exactly Adam on the standard (unfolded) weights. Written by hand
     because regions leave the batch one by one and their moments are compacted with them."""
-    preset = dataclasses.replace(training.PRESETS["paper"], hidden_width=16, hidden_layers=2,
-                                 lr=1e-3, batch_points=None, softplus_beta=softplus_beta)
+    preset = dataclasses.replace(
+        training.PRESETS["paper"],
+        hidden_width=16,
+        hidden_layers=2,
+        lr=1e-3,
+        batch_points=None,
+        softplus_beta=softplus_beta,
+    )
     trainer = training.GroupTrainer(preset, _one_region(), seed=5)
     # float64 throughout, so that the comparison sees the algorithm, not float32 rounding
     trainer.x, trainer.y = trainer.x.double(), trainer.y.double()
@@ -33,8 +39,9 @@ def test_trainer_adam_equals_torch_adam_on_one_region(softplus_beta):
     n = trainer.n_layers
     w0, b0 = siren.unfold_omega(trainer.params[:n], trainer.params[n:])
     standard = [t.clone().requires_grad_(True) for t in w0 + b0]
-    optimiser = torch.optim.Adam(standard, lr=preset.lr, betas=training._ADAM_BETAS,
-                                 eps=training._ADAM_EPS)
+    optimiser = torch.optim.Adam(
+        standard, lr=preset.lr, betas=training._ADAM_BETAS, eps=training._ADAM_EPS
+    )
     mask = trainer.mask_full
 
     def loss_of(params: list[torch.Tensor]) -> torch.Tensor:
@@ -62,7 +69,6 @@ def test_trainer_adam_equals_torch_adam_on_one_region(softplus_beta):
     w, b = siren.unfold_omega(trainer.params[:n], trainer.params[n:])
     moved = 0.0
     for ours, theirs, start in zip(w + b, standard, w0 + b0, strict=True):
-        np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-9,
-                                   atol=1e-12)
+        np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-9, atol=1e-12)
         moved = max(moved, float((ours - start).abs().max()))
     assert moved > 3e-3  # six steps of lr 1e-3 moved the weights: the comparison is not empty

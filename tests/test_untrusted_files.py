@@ -88,15 +88,13 @@ def pickle_payloads(marker: Path) -> dict[str, bytes]:
     """Crafted files that run code when unpickled (or torch.load'ed without weights_only)."""
     out = {}
     for proto in (0, 2, 4, 5):
-        out[f"pickle_p{proto}"] = pickle.dumps({"weights": MarkerPayload(marker)},
-                                               protocol=proto)
+        out[f"pickle_p{proto}"] = pickle.dumps({"weights": MarkerPayload(marker)}, protocol=proto)
     out["pickle_touch"] = pickle.dumps([TouchPayload(marker)])
     out["pickle_gzip"] = gzip.compress(pickle.dumps(MarkerPayload(marker)))
     # A torch.save-style zip archive whose data.pkl holds the payload.
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("archive/data.pkl", pickle.dumps({"state": MarkerPayload(marker)},
-                                                     protocol=2))
+        zf.writestr("archive/data.pkl", pickle.dumps({"state": MarkerPayload(marker)}, protocol=2))
         zf.writestr("archive/version", "3\n")
     out["torch_zip_payload"] = buf.getvalue()
     # A tar of pickles, like the original study's .neural files.
@@ -155,9 +153,12 @@ def assert_refused(code: int, err: str, path: Path, argv: list[str]) -> None:
 def field_commands(path: Path, tmp: Path) -> list[list[str]]:
     points = tmp / "points.csv"
     points.write_text("x,y,z\n1,2,3\n")
-    cmds = [["info", str(path)], ["info", str(path), "--json"],
-            ["resample", str(path), "-o", str(tmp / "r.mrc")],
-            ["query", str(path), str(points), "-o", str(tmp / "q.csv")]]
+    cmds = [
+        ["info", str(path)],
+        ["info", str(path), "--json"],
+        ["resample", str(path), "-o", str(tmp / "r.mrc")],
+        ["query", str(path), str(points), "-o", str(tmp / "q.csv")],
+    ]
     if HAS_GRAPH_CLI:
         cmds.append(["graph", str(path), "-o", str(tmp / "g.graph.json")])
     return cmds
@@ -197,8 +198,10 @@ def test_pickles_as_maps_never_run(tmp_path, capsys, marker):
     for name, content in pickle_payloads(marker).items():
         path = tmp_path / f"{name}.mrc"
         path.write_bytes(content)
-        for argv in (["info", str(path)],
-                     ["fit", str(path), "--field", "spline", "-o", str(tmp_path / "x.neural")]):
+        for argv in (
+            ["info", str(path)],
+            ["fit", str(path), "--field", "spline", "-o", str(tmp_path / "x.neural")],
+        ):
             code, err = run_cli(capsys, argv)
             assert_refused(code, err, path, argv)
         COUNTS["crafted_code_files"] += 1
@@ -267,9 +270,15 @@ def test_convert_never_runs_pickled_code(tmp_path, capsys, marker):
 # ---------------------------------------------------------------------------- foreign formats
 def test_foreign_formats_are_named(tmp_path, capsys):
     """torch.save zips, tars and other formats: refused, saying what the file is."""
-    cases = {"tar": None, "zip": None, "gzip": gzip.compress(b"hello"),
-             "json": b'{"kind": "spline"}', "empty": b"", "short": b"\x01\x02",
-             "text": b"just some text\n" * 10}
+    cases = {
+        "tar": None,
+        "zip": None,
+        "gzip": gzip.compress(b"hello"),
+        "json": b'{"kind": "spline"}',
+        "empty": b"",
+        "short": b"\x01\x02",
+        "text": b"just some text\n" * 10,
+    }
     torch_bytes = torch_save_bytes()
     if torch_bytes is not None:
         cases["torch_save"] = torch_bytes
@@ -283,8 +292,7 @@ def test_foreign_formats_are_named(tmp_path, capsys):
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("a.txt", "x")
     cases["zip"] = buf.getvalue()
-    expected = {"tar": "tar", "zip": "zip", "torch_save": "zip", "gzip": "gzip",
-                "json": "json"}
+    expected = {"tar": "tar", "zip": "zip", "torch_save": "zip", "gzip": "gzip", "json": "json"}
     for name, content in cases.items():
         path = tmp_path / f"{name}.neural"
         path.write_bytes(content)
@@ -334,15 +342,14 @@ def _field_file_variants(path: Path) -> dict[str, bytes]:
     out["length_zero"] = struct.pack("<Q", 0) + data[8:]
     out["length_short"] = struct.pack("<Q", n - 5) + data[8:]
     out["length_long"] = struct.pack("<Q", n + 7) + data[8:]
-    header = bytearray(data[8:8 + n])
+    header = bytearray(data[8 : 8 + n])
     # Break the JSON at a colon (outer header, or the JSON metadata inside its string).
     colons = [i for i, c in enumerate(header) if c == ord(":")]
-    for i, pos in enumerate((1, colons[len(colons) // 3], colons[len(colons) // 2],
-                             colons[-1])):
+    for i, pos in enumerate((1, colons[len(colons) // 3], colons[len(colons) // 2], colons[-1])):
         bad = bytearray(header)
         bad[pos] = ord("#")
-        out[f"header_flip_{i}"] = data[:8] + bytes(bad) + data[8 + n:]
-    out["not_utf8"] = data[:8] + b"\xff" * n + data[8 + n:]
+        out[f"header_flip_{i}"] = data[:8] + bytes(bad) + data[8 + n :]
+    out["not_utf8"] = data[:8] + b"\xff" * n + data[8 + n :]
     out["header_array"] = struct.pack("<Q", 2) + b"[]"
     return out
 
@@ -364,15 +371,28 @@ def _rewrite(path: Path, out: Path, *, header=None, tensors=None, meta=None) -> 
     h, t = read_field_file(path)
     h = h if header is None else header(h)
     t = t if tensors is None else tensors(t)
-    m = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-         "header": json.dumps(h)}
+    m = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "header": json.dumps(h)}
     if meta is not None:
         m = meta(m)
     out.write_bytes(safetensors.numpy.save(t, metadata=m))
 
 
-WRONG_VALUES = ["text", None, [], {}, -1, 0, 1.5, [1, 2], [[1, 2, 3]], ["a", "b", "c"],
-                [0, 0, 0], [-1.0, 1.0, 1.0], [1e308, 1e308, 1e308], True]
+WRONG_VALUES = [
+    "text",
+    None,
+    [],
+    {},
+    -1,
+    0,
+    1.5,
+    [1, 2],
+    [[1, 2, 3]],
+    ["a", "b", "c"],
+    [0, 0, 0],
+    [-1.0, 1.0, 1.0],
+    [1e308, 1e308, 1e308],
+    True,
+]
 
 
 @pytest.mark.parametrize("which", ["spline", "neural"])
@@ -445,29 +465,40 @@ def test_tensor_shapes_nan_and_versions(which, request, tmp_path, capsys):
         return {k: (v.reshape(-1) if v.ndim > 1 else v.reshape(1, -1)) for k, v in t.items()}
 
     def shrink(t):
-        return {k: v[..., :-1].copy() if v.shape[-1] > 1 else np.zeros((0,), v.dtype)
-                for k, v in t.items()}
+        return {
+            k: v[..., :-1].copy() if v.shape[-1] > 1 else np.zeros((0,), v.dtype)
+            for k, v in t.items()
+        }
 
     def drop_all(t):
         return {"unrelated": np.zeros(3, np.float32)}
 
-    for name, fn in {"nan": nan_first, "inf": inf_last, "drop_dim": drop_dim,
-                     "shrink": shrink, "no_tensors": drop_all}.items():
+    for name, fn in {
+        "nan": nan_first,
+        "inf": inf_last,
+        "drop_dim": drop_dim,
+        "shrink": shrink,
+        "no_tensors": drop_all,
+    }.items():
         variants[name] = {"tensors": fn}
     for version in ("2", "0", "1.0", "", "999"):
         variants[f"version_{version or 'empty'}"] = {
-            "meta": lambda m, v=version: {**m, "format_version": v}}
+            "meta": lambda m, v=version: {**m, "format_version": v}
+        }
     variants["version_missing"] = {
-        "meta": lambda m: {k: v for k, v in m.items() if k != "format_version"}}
+        "meta": lambda m: {k: v for k, v in m.items() if k != "format_version"}
+    }
     variants["format_other"] = {"meta": lambda m: {**m, "format": "pytorch"}}
     variants["header_not_json"] = {"meta": lambda m: {**m, "header": "{not json"}}
     variants["header_list"] = {"meta": lambda m: {**m, "header": "[1, 2]"}}
-    variants["header_nan"] = {"meta": lambda m: {**m, "header": m["header"].replace(
-        '"origin": [', '"origin": [NaN, ', 1)}}
+    variants["header_nan"] = {
+        "meta": lambda m: {**m, "header": m["header"].replace('"origin": [', '"origin": [NaN, ', 1)}
+    }
     variants["kind_unknown"] = {"header": lambda h: {**h, "kind": "gaussian-process"}}
     if HAS_NEURAL:  # (without the neural module, load_field cannot try the other kind)
-        variants["kind_other"] = {"header": lambda h: {
-            **h, "kind": "neural" if h.get("kind") == "spline" else "spline"}}
+        variants["kind_other"] = {
+            "header": lambda h: {**h, "kind": "neural" if h.get("kind") == "spline" else "spline"}
+        }
     for name, parts in variants.items():
         path = tmp_path / f"{which}_{name}.neural"
         _rewrite(good, path, **parts)
@@ -482,8 +513,8 @@ def test_safetensors_records_that_lie(tmp_path, capsys, spline_file):
     """Raw safetensors headers whose tensor records lie about dtype, shape or offsets."""
     data = spline_file.read_bytes()
     n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    body = data[8 + n:]
+    header = json.loads(data[8 : 8 + n])
+    body = data[8 + n :]
     name = next(k for k in header if k != "__metadata__")
     lies = {
         "shape_huge": {"shape": [10**6, 10**6, 10**6]},
@@ -508,7 +539,8 @@ def test_safetensors_records_that_lie(tmp_path, capsys, spline_file):
 PDB_ONE_CA = (
     "ATOM      1  N   ALA A   1      10.000  10.000  10.000  1.00  0.00           N\n"
     "ATOM      2  CA  ALA A   1      11.000  10.000  10.000  1.00  0.00           C\n"
-    "END\n")
+    "END\n"
+)
 
 
 @pytest.mark.skipif(not HAS_GRAPH, reason="graph module (neural_em.graph.export) not present")
@@ -517,9 +549,13 @@ def test_malformed_graph_json_and_npz(tmp_path, capsys):
     from neural_em.graph.export import load_npz
 
     node = {"id": 0, "x": 1.0, "y": 2.0, "z": 3.0, "density": 0.5}
-    good = {"directed": False, "multigraph": False, "graph": {"map_id": "m"},
-            "nodes": [node, {**node, "id": 1, "x": 2.0}],
-            "edges": [{"source": 0, "target": 1, "length": 1.0}]}
+    good = {
+        "directed": False,
+        "multigraph": False,
+        "graph": {"map_id": "m"},
+        "nodes": [node, {**node, "id": 1, "x": 2.0}],
+        "edges": [{"source": 0, "target": 1, "length": 1.0}],
+    }
     (tmp_path / "good.graph.json").write_text(json.dumps(good))
     assert len(DensityGraph.load(tmp_path / "good.graph.json")) == 2
     bad_json = {
@@ -532,11 +568,13 @@ def test_malformed_graph_json_and_npz(tmp_path, capsys):
         "nodes_dict": json.dumps({**good, "nodes": {"0": node}}),
         "edge_to_nowhere": json.dumps({**good, "edges": [{"source": 0, "target": 9}]}),
         "edge_negative_length": json.dumps(
-            {**good, "edges": [{"source": 0, "target": 1, "length": -1}]}),
+            {**good, "edges": [{"source": 0, "target": 1, "length": -1}]}
+        ),
         "node_id_string": json.dumps({**good, "nodes": [{**node, "id": "a"}], "edges": []}),
         "duplicate_nodes": json.dumps({**good, "nodes": [node, node], "edges": []}),
-        "nested_attribute": json.dumps({**good, "nodes": [{**node, "extra": {"a": 1}}],
-                                        "edges": []}),
+        "nested_attribute": json.dumps(
+            {**good, "nodes": [{**node, "extra": {"a": 1}}], "edges": []}
+        ),
         "directed": json.dumps({**good, "directed": True}),
         "future_version": json.dumps({**good, "graph": {"format_version": 999}}),
         "deep_nesting": "[" * 100_000 + "]" * 100_000,
@@ -559,10 +597,14 @@ def test_malformed_graph_json_and_npz(tmp_path, capsys):
     # npz
     n = 3
     arrays = {
-        "positions": np.zeros((n, 3)), "features": np.zeros((n, 2), np.float32),
+        "positions": np.zeros((n, 3)),
+        "features": np.zeros((n, 2), np.float32),
         "feature_names": np.array(["density", "gradient_norm"]),
-        "edge_index": np.array([[0], [1]], np.int64), "edge_length": np.ones(1),
-        "node_ids": np.arange(n), "density": np.ones(n), "gradient_norm": np.ones(n),
+        "edge_index": np.array([[0], [1]], np.int64),
+        "edge_length": np.ones(1),
+        "node_ids": np.arange(n),
+        "density": np.ones(n),
+        "gradient_norm": np.ones(n),
         "graph_attrs": np.array("{}"),
     }
     np.savez(tmp_path / "good.npz", **arrays)
@@ -611,7 +653,7 @@ def test_bad_models(tmp_path):
         "garbage.pdb": "this is not a model\n" * 5,
         "no_ca.pdb": PDB_ONE_CA.replace(" CA ", " CB "),
         "calcium_only.pdb": "HETATM    1 CA    CA A   1      11.000  10.000  10.000  1.00  "
-                            "0.00          CA\nEND\n",
+        "0.00          CA\nEND\n",
         "broken.cif": "data_x\nloop_\n_atom_site.id\n_atom_site.Cartn_x\n1\n",
         "binary.cif": "\x00\x01\x02" * 50,
     }
@@ -628,8 +670,13 @@ def test_bad_models(tmp_path):
 def test_model_outside_the_map_gives_defined_metrics(tmp_path, capsys):
     """A model far from every node: recall 0 and precision 0, not NaN or a crash."""
     node = {"x": 1.0, "y": 2.0, "z": 3.0, "density": 0.5}
-    graph = {"directed": False, "multigraph": False, "graph": {"map_id": "m"},
-             "nodes": [{**node, "id": i, "x": 1.0 + 3 * i} for i in range(4)], "edges": []}
+    graph = {
+        "directed": False,
+        "multigraph": False,
+        "graph": {"map_id": "m"},
+        "nodes": [{**node, "id": i, "x": 1.0 + 3 * i} for i in range(4)],
+        "edges": [],
+    }
     path = tmp_path / "g.graph.json"
     path.write_text(json.dumps(graph))
     model = tmp_path / "far.pdb"
@@ -658,9 +705,20 @@ def test_convert_refusal_is_one_line_in_a_real_process(tmp_path):
         info.size = len(data)
         tf.addfile(info, io.BytesIO(data))
     path.write_bytes(buf.getvalue())
-    proc = subprocess.run([sys.executable, "-m", "neural_em.cli.main", "convert", str(path),
-                           "-o", str(tmp_path / "out.neural")], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "neural_em.cli.main",
+            "convert",
+            str(path),
+            "-o",
+            str(tmp_path / "out.neural"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not marker.exists()
     assert proc.returncode == 2
     assert_refused(proc.returncode, proc.stderr, path, ["convert"])

@@ -56,8 +56,9 @@ def test_emd21457_three_placements_agree():
     np.testing.assert_array_equal(orig0.origin, [0.0, 0.0, 0.0])
     np.testing.assert_array_equal(seg.data, orig0.data)
     # NSTART (155, 220, 195) times the voxel size gives the world origin.
-    np.testing.assert_allclose(nstart.origin, np.array([155, 220, 195]) * nstart.voxel_size,
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        nstart.origin, np.array([155, 220, 195]) * nstart.voxel_size, atol=1e-3
+    )
 
 
 def test_emd3001_axes_312_anisotropic_nonzero_start():
@@ -99,7 +100,10 @@ def test_hot_voxel_write_read_query(tmp_path):
     np.testing.assert_allclose(back.origin, vmap.origin, atol=1e-5)
     with mrcfile.open(out) as mrc:
         assert (int(mrc.header.nxstart), int(mrc.header.nystart), int(mrc.header.nzstart)) == (
-            0, 0, 0)
+            0,
+            0,
+            0,
+        )
         assert (int(mrc.header.mapc), int(mrc.header.mapr), int(mrc.header.maps)) == (1, 2, 3)
     hot_world = vmap.origin + np.array([1, 2, 3]) * vmap.voxel_size
     field = SplineDensityMap(back)

@@ -29,17 +29,34 @@ SEARCH_CSV = REPO / "data" / "reference" / "emdb_search_highres.csv"
 
 
 # ====================================================================== helpers
-def snakemake(workdir: Path, *args: str, timeout: float = 300, check: bool = True
-              ) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run snakemake on the repository's Snakefile in ``workdir``; output in .stdout."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory",
-           str(workdir), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, env=env, check=False)
+    proc = subprocess.run(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}"
+        )
     return proc
 
 
@@ -95,8 +112,9 @@ def test_configs_are_valid():
         validate(copy.deepcopy(merged(*names)), str(REPO / "config" / "schema.yaml"))
 
 
-@pytest.mark.parametrize("section, key", [("fit", "max_epoch"), ("download", "mirorr"),
-                                          (None, "interpolations")])
+@pytest.mark.parametrize(
+    "section, key", [("fit", "max_epoch"), ("download", "mirorr"), (None, "interpolations")]
+)
 def test_schema_rejects_a_wrong_key_naming_it(section, key):
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
@@ -112,8 +130,7 @@ def test_schema_rejects_a_wrong_key_naming_it(section, key):
 
 def test_wrong_key_stops_the_workflow_before_any_job(tmp_path):
     bad = write_config(tmp_path / "bad.yaml", {"fit": {"max_epoch": 3}})
-    proc = snakemake(tmp_path, "--configfile", str(bad), "--cores", "1", check=False,
-                     timeout=120)
+    proc = snakemake(tmp_path, "--configfile", str(bad), "--cores", "1", check=False, timeout=120)
     assert proc.returncode != 0
     assert "max_epoch" in proc.stdout and "was unexpected" in proc.stdout
     assert not (tmp_path / "results").exists()
@@ -126,10 +143,25 @@ def test_wrong_value_is_refused(tmp_path):
 
 
 # ====================================================================== dry runs
-DEMO_JOBS = {"dataset": 1, "download_metadata": 1, "download_map": 1, "download_model": 1,
-             "download_fasta": 1, "entry_info": 1, "fit_neural": 1, "resample_neural": 1,
-             "fit_spline": 1, "graph": 4, "evaluate_graph": 4, "interpolation": 1,
-             "collect": 1, "figures": 1, "table_html": 6, "summary": 1, "all": 1}
+DEMO_JOBS = {
+    "dataset": 1,
+    "download_metadata": 1,
+    "download_map": 1,
+    "download_model": 1,
+    "download_fasta": 1,
+    "entry_info": 1,
+    "fit_neural": 1,
+    "resample_neural": 1,
+    "fit_spline": 1,
+    "graph": 4,
+    "evaluate_graph": 4,
+    "interpolation": 1,
+    "collect": 1,
+    "figures": 1,
+    "table_html": 6,
+    "summary": 1,
+    "all": 1,
+}
 
 
 def test_dry_run_demo(tmp_path):
@@ -148,13 +180,29 @@ def test_dry_run_paper_plans_the_study(tmp_path):
     if not SEARCH_CSV.is_file():
         pytest.skip(f"{SEARCH_CSV} is absent")
     pytest.importorskip("neural_em.pipeline.dataset")
-    proc = snakemake(tmp_path, "--configfile", str(REPO / "config" / "paper.yaml"),
-                     "--cores", "8", "--resources", "gpu=7", "-n", timeout=240)
+    proc = snakemake(
+        tmp_path,
+        "--configfile",
+        str(REPO / "config" / "paper.yaml"),
+        "--cores",
+        "8",
+        "--resources",
+        "gpu=7",
+        "-n",
+        timeout=240,
+    )
     counts = job_counts(proc.stdout)
     n = counts["fit_neural"]
     assert 110 <= n <= 125, counts  # the study: 115 maps; this selection without voxel counts
-    for rule in ("download_map", "download_metadata", "download_model", "download_fasta",
-                 "fit_spline", "interpolation", "resample_neural"):
+    for rule in (
+        "download_map",
+        "download_metadata",
+        "download_model",
+        "download_fasta",
+        "fit_spline",
+        "interpolation",
+        "resample_neural",
+    ):
         assert counts[rule] == n, (rule, counts)
     assert counts["graph"] == counts["evaluate_graph"] == 4 * n  # 2 fields x 2 methods
     fits = [b for r, b in job_blocks(proc.stdout) if r == "fit_neural"]
@@ -164,9 +212,12 @@ def test_dry_run_paper_plans_the_study(tmp_path):
     graphs = [b for r, b in job_blocks(proc.stdout) if r == "graph"]
     neural_graphs = [b for b in graphs if "field=neural" in b]
     assert len(neural_graphs) == 2 * n and all(re.search(r"\bgpu=1\b", b) for b in neural_graphs)
-    assert not any(re.search(r"\bgpu=1\b", b) for r, b in job_blocks(proc.stdout)
-                   if r in ("download_map", "collect", "fit_spline", "evaluate_graph")
-                   or (r == "graph" and "field=spline" in b))
+    assert not any(
+        re.search(r"\bgpu=1\b", b)
+        for r, b in job_blocks(proc.stdout)
+        if r in ("download_map", "collect", "fit_spline", "evaluate_graph")
+        or (r == "graph" and "field=spline" in b)
+    )
 
 
 def test_dry_run_with_voxel_counts_drops_big_maps(tmp_path):
@@ -176,16 +227,19 @@ def test_dry_run_with_voxel_counts_drops_big_maps(tmp_path):
     pytest.importorskip("neural_em.pipeline.dataset")
     paper = str(REPO / "config" / "paper.yaml")
     first = job_blocks(snakemake(tmp_path, "--configfile", paper, "-n", timeout=240).stdout)
-    keys = sorted(re.search(r"wildcards: entry=(\w+)", b).group(1)
-                  for r, b in first if r == "fit_neural")
+    keys = sorted(
+        re.search(r"wildcards: entry=(\w+)", b).group(1) for r, b in first if r == "fit_neural"
+    )
     counts = tmp_path / "results" / "dataset" / "voxel_counts.csv"
     counts.parent.mkdir(parents=True)
     big = keys[0]
-    counts.write_text("emdb_id,key,shape_xyz,voxels,over_limit\n"
-                      f"EMD-{big[4:]},{big},600 600 600,{600**3},True\n")
+    counts.write_text(
+        f"emdb_id,key,shape_xyz,voxels,over_limit\nEMD-{big[4:]},{big},600 600 600,{600**3},True\n"
+    )
     second = job_blocks(snakemake(tmp_path, "--configfile", paper, "-n", timeout=240).stdout)
-    keys2 = sorted(re.search(r"wildcards: entry=(\w+)", b).group(1)
-                   for r, b in second if r == "fit_neural")
+    keys2 = sorted(
+        re.search(r"wildcards: entry=(\w+)", b).group(1) for r, b in second if r == "fit_neural"
+    )
     assert big not in keys2
     assert len(keys2) >= len(keys) - 1
 
@@ -206,9 +260,22 @@ def test_chimera_rule_path(tmp_path):
     assert "chimera/coarse.mrc" in interp and "chimera/trilinear.mrc" in interp
     # and from the environment variable
     env_proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory",
-         str(tmp_path), "-n"], env={**os.environ, "CHIMERA_PATH": str(fake)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(SNAKEFILE),
+            "--directory",
+            str(tmp_path),
+            "-n",
+        ],
+        env={**os.environ, "CHIMERA_PATH": str(fake)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
     assert job_counts(env_proc.stdout)["chimera_maps"] == 1
 
 
@@ -238,11 +305,31 @@ def test_chimera_script_with_a_fake_chimera(tmp_path, code):
     model = REPO / "data" / "demo" / "mirror" / "files.rcsb.org" / "download" / "5ni1.cif.gz"
     outs = {k: tmp_path / "out" / f"{k}.mrc" for k in ("coarse", "fine", "trilinear")}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "chimera_molmap.py"), "--model", str(model),
-         "--resolution", "3.2", "--fine-step", "0.2", "--coarse", str(outs["coarse"]),
-         "--fine", str(outs["fine"]), "--trilinear", str(outs["trilinear"]),
-         "--commands", str(tmp_path / "out" / "molmap.cmd"), "--chimera", str(fake)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+        [
+            sys.executable,
+            str(REPO / "scripts" / "chimera_molmap.py"),
+            "--model",
+            str(model),
+            "--resolution",
+            "3.2",
+            "--fine-step",
+            "0.2",
+            "--coarse",
+            str(outs["coarse"]),
+            "--fine",
+            str(outs["fine"]),
+            "--trilinear",
+            str(outs["trilinear"]),
+            "--commands",
+            str(tmp_path / "out" / "molmap.cmd"),
+            "--chimera",
+            str(fake),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
     commands = (tmp_path / "out" / "molmap.cmd").read_text()
     assert "molmap #0@C,N,O 3.2 modelId 1" in commands
     assert "molmap #0@C,N,O 3.2 gridSpacing 0.2 modelId 2" in commands
@@ -260,8 +347,10 @@ def test_chimera_script_with_a_fake_chimera(tmp_path, code):
 def test_deeptracer_runs_only_when_configured(tmp_path):
     proc = snakemake(tmp_path, "-n", timeout=120)
     assert "deeptracer" not in job_counts(proc.stdout)
-    cfg = write_config(tmp_path / "dt.yaml", {"deeptracer": {
-        "command": "deeptracer-cli --map {map} --fasta {fasta} --out {output}"}})
+    cfg = write_config(
+        tmp_path / "dt.yaml",
+        {"deeptracer": {"command": "deeptracer-cli --map {map} --fasta {fasta} --out {output}"}},
+    )
     proc = snakemake(tmp_path, "--configfile", str(cfg), "-n", timeout=120)
     counts = job_counts(proc.stdout)
     assert counts["deeptracer"] == 1 and counts["evaluate_deeptracer"] == 1
@@ -274,9 +363,22 @@ def test_gpu_slot_wrapper(tmp_path):
     record = tmp_path / "record.json"
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "with_gpu_slot.py"), "--record", str(record),
-         "--", sys.executable, "-c", "import sys, os; print('ARGS', sys.argv[1:])"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60, env=env)
+        [
+            sys.executable,
+            str(REPO / "scripts" / "with_gpu_slot.py"),
+            "--record",
+            str(record),
+            "--",
+            sys.executable,
+            "-c",
+            "import sys, os; print('ARGS', sys.argv[1:])",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout
     device = json.loads(record.read_text())["device"]
     assert device in ("cpu", "cuda")
@@ -284,8 +386,19 @@ def test_gpu_slot_wrapper(tmp_path):
     # a failing command: its exit code, and no record
     record.unlink()
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "with_gpu_slot.py"), "--record", str(record),
-         "--", sys.executable, "-c", "import sys; sys.exit(7)"], timeout=60, env=env)
+        [
+            sys.executable,
+            str(REPO / "scripts" / "with_gpu_slot.py"),
+            "--record",
+            str(record),
+            "--",
+            sys.executable,
+            "-c",
+            "import sys; sys.exit(7)",
+        ],
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 7 and not record.exists()
 
 
@@ -300,8 +413,14 @@ def smoke_workdir() -> Path:
     if "dir" not in _SMOKE:
         workdir = Path(tempfile.mkdtemp(prefix="neural-em-smoke-"))
         atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-        snakemake(workdir, "--configfile", str(REPO / "config" / "smoke.yaml"), "--cores", "2",
-                  timeout=900)
+        snakemake(
+            workdir,
+            "--configfile",
+            str(REPO / "config" / "smoke.yaml"),
+            "--cores",
+            "2",
+            timeout=900,
+        )
         _SMOKE["dir"] = workdir
     return _SMOKE["dir"]
 
@@ -342,8 +461,13 @@ def test_smoke_run_outputs(smoke):
     assert methods["spline"]["mae"] < methods["trilinear"]["mae"]  # measured: 2-3x smaller
     assert entry["deeptracer"] == {"status": "not run"}
     assert entry["neural"]["device"] in ("cpu", "cuda")
-    for name in ("training_time", "file_size", "graph_metrics", "graph_methods",
-                 "interpolation_error"):
+    for name in (
+        "training_time",
+        "file_size",
+        "graph_metrics",
+        "graph_methods",
+        "interpolation_error",
+    ):
         for ext in ("png", "svg"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 10_000
     graph_csv = (results / "graph_evaluation.csv").read_text().splitlines()
@@ -365,11 +489,14 @@ DOWNSTREAM = {"collect": 1, "figures": 1, "table_html": 6, "summary": 1, "all": 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("output, expected", [
-    ("results/metrics.json", DOWNSTREAM),
-    ("results/figures/file_size.png", {"figures": 1, "summary": 1, "all": 1}),
-    ("results/tables/graph.html", {"table_html": 1, "all": 1}),
-])
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ("results/metrics.json", DOWNSTREAM),
+        ("results/figures/file_size.png", {"figures": 1, "summary": 1, "all": 1}),
+        ("results/tables/graph.html", {"table_html": 1, "all": 1}),
+    ],
+)
 def test_deleting_one_output_reruns_only_its_dependents(smoke, output, expected):
     path = smoke / output
     backup = path.with_name(path.name + ".bak")
@@ -383,11 +510,14 @@ def test_deleting_one_output_reruns_only_its_dependents(smoke, output, expected)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("output, producer", [
-    ("results/interpolation/emd_3488.json", "interpolation"),
-    ("results/graphs/emd_3488/spline.study.metrics.json", "evaluate_graph"),
-    ("results/fits/emd_3488/emd_3488_neural.mrc", "resample_neural"),
-])
+@pytest.mark.parametrize(
+    "output, producer",
+    [
+        ("results/interpolation/emd_3488.json", "interpolation"),
+        ("results/graphs/emd_3488/spline.study.metrics.json", "evaluate_graph"),
+        ("results/fits/emd_3488/emd_3488_neural.mrc", "resample_neural"),
+    ],
+)
 def test_regenerated_intermediate_reruns_only_its_dependents(smoke, output, producer):
     """Snakemake leaves a deleted intermediate file alone while everything after it is up to
     date (as for temp files); asked for, only its own job runs, and once it is newer only the
@@ -417,17 +547,21 @@ def test_summary_lists_every_output_as_up_to_date(smoke):
     proc = snakemake(smoke, *smoke_args(), "--summary", timeout=120)
     rows = [ln.split("\t") for ln in proc.stdout.splitlines() if ln.startswith("results/")]
     assert len(rows) > 20
-    header = next(ln.split("\t") for ln in proc.stdout.splitlines()
-                  if ln.startswith("output_file"))
+    header = next(ln.split("\t") for ln in proc.stdout.splitlines() if ln.startswith("output_file"))
     status, plan = header.index("status"), header.index("plan")
-    stale = {r[0]: (r[status], r[plan]) for r in rows
-             if r[status] != "ok" or r[plan] != "no update"}
+    stale = {
+        r[0]: (r[status], r[plan]) for r in rows if r[status] != "ok" or r[plan] != "no update"
+    }
     assert not stale, stale
 
 
 def test_docs_show_the_commands():
     text = (REPO / "docs" / "workflow.md").read_text()
-    for cmd in ("snakemake --cores 2", "snakemake --report results/report.html",
-                "--configfile config/paper.yaml", "config/smoke.yaml"):
+    for cmd in (
+        "snakemake --cores 2",
+        "snakemake --report results/report.html",
+        "--configfile config/paper.yaml",
+        "config/smoke.yaml",
+    ):
         assert cmd in text, cmd
     assert textwrap.dedent(text)

@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 SCHEMA = REPO / "config" / "schema.yaml"
 
-pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None and not (
-    Path(sys.executable).parent / "snakemake").exists(), reason="snakemake is not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("snakemake") is None and not (Path(sys.executable).parent / "snakemake").exists(),
+    reason="snakemake is not installed",
+)
 
 
 def snakemake_exe() -> str:
@@ -33,17 +35,37 @@ def snakemake_exe() -> str:
 
 def test_snakemake_lint_finds_nothing(tmp_path):
     overlay = tmp_path / "every_rule.yaml"
-    overlay.write_text(yaml.safe_dump({
-        "interpolation": {"chimera": "/nonexistent/chimera"},
-        "deeptracer": {"command": "deeptracer {map} {fasta} {output}"},
-    }))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "interpolation": {"chimera": "/nonexistent/chimera"},
+                "deeptracer": {"command": "deeptracer {map} {fasta} {output}"},
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+    }
     env.pop("CHIMERA_PATH", None)
     proc = subprocess.run(
-        [snakemake_exe(), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
-         str(REPO / "config" / "config.yaml"), str(overlay), "--lint"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        [
+            snakemake_exe(),
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config" / "config.yaml"),
+            str(overlay),
+            "--lint",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     out = proc.stdout + proc.stderr
     # every rule was there to lint
     assert "Lints for" not in out, out[-6000:]
@@ -52,8 +74,14 @@ def test_snakemake_lint_finds_nothing(tmp_path):
 
 # ---------------------------------------------------------------------- defaults
 #: Names the rules give to blocks of the validated config (``FIT = section("fit")``, ...).
-ALIASES = {"FIT": ("fit",), "GRAPH_CFG": ("graph",), "INTERP_CFG": ("interpolation",),
-           "ds": ("dataset",), "backbone": ("graph", "backbone"), "download": ("download",)}
+ALIASES = {
+    "FIT": ("fit",),
+    "GRAPH_CFG": ("graph",),
+    "INTERP_CFG": ("interpolation",),
+    "ds": ("dataset",),
+    "backbone": ("graph", "backbone"),
+    "download": ("download",),
+}
 KEY = r"""\[["']([A-Za-z0-9_]+)["']\]"""
 
 
@@ -96,18 +124,29 @@ def test_the_schema_fills_every_key_the_rules_read():
             node = node[key]
     assert missing == []
     # the resources of each rule group keep their own defaults, also beside a key that is given
-    partial = copy.deepcopy({"dataset": {"source": "entries"}, "graph": {},
-                             "fit": {"resources": {"mem_mb": 100}}, "interpolation": {}})
+    partial = copy.deepcopy(
+        {
+            "dataset": {"source": "entries"},
+            "graph": {},
+            "fit": {"resources": {"mem_mb": 100}},
+            "interpolation": {},
+        }
+    )
     validate(partial, str(SCHEMA))
     assert partial["fit"]["resources"] == {"mem_mb": 100, "runtime": 60, "threads": 2}
     assert partial["interpolation"]["resources"] == {"mem_mb": 6000, "runtime": 60, "threads": 2}
 
 
 def test_rules_do_not_repeat_defaults():
-    pattern = re.compile(r"""(?:config|section\([^)]*\)|\b(?:FIT|GRAPH_CFG|INTERP_CFG|ds|res|"""
-                         r"""download))\.get\(""")
-    found = [f"{p.name}: {line.strip()}"
-             for p in [*RULES, REPO / "Snakefile", *sorted((REPO / "scripts").glob("*.py"))]
-             for line in p.read_text(encoding="utf-8").splitlines() if pattern.search(line)]
+    pattern = re.compile(
+        r"""(?:config|section\([^)]*\)|\b(?:FIT|GRAPH_CFG|INTERP_CFG|ds|res|"""
+        r"""download))\.get\("""
+    )
+    found = [
+        f"{p.name}: {line.strip()}"
+        for p in [*RULES, REPO / "Snakefile", *sorted((REPO / "scripts").glob("*.py"))]
+        for line in p.read_text(encoding="utf-8").splitlines()
+        if pattern.search(line)
+    ]
     # the entry list has no default: its absence is reported by config_entries, naming it
     assert found == ['common.smk: return config_entries(config.get("entries"))']

@@ -24,9 +24,12 @@ def add_command(sub: Any, name: str, help_text: str, example: str) -> argparse.A
 
 def add_max_voxels(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--max-voxels", type=positive_int, default=None,
+        "--max-voxels",
+        type=positive_int,
+        default=None,
         help="refuse maps and grids larger than this many voxels "
-        "(default: NEURAL_EM_MAX_VOXELS or 268435456)")
+        "(default: NEURAL_EM_MAX_VOXELS or 268435456)",
+    )
 
 
 def print_json(obj: Any) -> None:

@@ -51,15 +51,28 @@ _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net")
 
 def register(sub: Any) -> None:
     p = add_command(
-        sub, "convert", "Convert an original-study .neural file (tar of torch files) to this "
+        sub,
+        "convert",
+        "Convert an original-study .neural file (tar of torch files) to this "
         "project's safe format.",
-        "neural-em convert emd_3488_study.neural -o emd_3488.neural")
+        "neural-em convert emd_3488_study.neural -o emd_3488.neural",
+    )
     p.add_argument("old", type=Path, help="original-study .neural file (a tar archive)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .neural file")
-    p.add_argument("--voxel-size", type=float, nargs="+", default=None,
-                   help="voxel size in Å (one value or x y z) where the archive lacks it")
-    p.add_argument("--origin", type=float, nargs=3, default=None,
-                   help="world position (Å, x y z) of the first voxel where the archive lacks it")
+    p.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs="+",
+        default=None,
+        help="voxel size in Å (one value or x y z) where the archive lacks it",
+    )
+    p.add_argument(
+        "--origin",
+        type=float,
+        nargs=3,
+        default=None,
+        help="world position (Å, x y z) of the first voxel where the archive lacks it",
+    )
     p.add_argument("--float16", action="store_true", help="store weights as float16")
     p.add_argument("--force", action="store_true", help="overwrite the output")
     p.set_defaults(func=run)
@@ -91,8 +104,9 @@ def read_study_archive(path: str | os.PathLike) -> list[tuple[str, Any]]:
     try:
         archive = tarfile.open(path, mode="r:*")
     except (tarfile.TarError, OSError) as exc:
-        raise InputError(f"not a tar archive like the original study's .neural files "
-                         f"({exc})", path) from exc
+        raise InputError(
+            f"not a tar archive like the original study's .neural files ({exc})", path
+        ) from exc
     out = []
     with archive:
         try:
@@ -105,8 +119,9 @@ def read_study_archive(path: str | os.PathLike) -> list[tuple[str, Any]]:
                     logger.warning("%s: skipping %s (not a regular file)", path, member.name)
                 continue
             if member.size > MAX_MEMBER_BYTES:
-                raise InputError(f"member {member.name!r} is larger than "
-                                 f"{MAX_MEMBER_BYTES} bytes", path)
+                raise InputError(
+                    f"member {member.name!r} is larger than {MAX_MEMBER_BYTES} bytes", path
+                )
             try:
                 handle = archive.extractfile(member)
                 raw = handle.read() if handle is not None else b""
@@ -128,7 +143,8 @@ def read_study_archive(path: str | os.PathLike) -> list[tuple[str, Any]]:
                 first = " ".join(str(exc).split())[:160]
                 raise InputError(
                     f"member {member.name!r} is not a plain tensor file (refused by safe "
-                    f"loading, weights_only=True: {type(exc).__name__}: {first})", path
+                    f"loading, weights_only=True: {type(exc).__name__}: {first})",
+                    path,
                 ) from exc
             out.append((member.name, obj))
     if not out:
@@ -144,8 +160,9 @@ def _tensor_items(obj: Any) -> list[tuple[str, Any]] | None:
     return None
 
 
-def _linear_layers(items: list[tuple[str, Any]], where: str, path: Path
-                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+def _linear_layers(
+    items: list[tuple[str, Any]], where: str, path: Path
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Linear (weight, bias) pairs, in state-dict order."""
     import torch
 
@@ -157,8 +174,7 @@ def _linear_layers(items: list[tuple[str, Any]], where: str, path: Path
         bias_name = name[: -len("weight")] + "bias"
         bias = table.get(bias_name)
         if bias is None or bias.ndim != 1 or bias.shape[0] != tensor.shape[0]:
-            raise InputError(f"{where}: weight {name!r} has no matching bias {bias_name!r}",
-                             path)
+            raise InputError(f"{where}: weight {name!r} has no matching bias {bias_name!r}", path)
         w = tensor.detach().to(dtype=torch.float32).numpy().copy()
         b = bias.detach().to(dtype=torch.float32).numpy().copy()
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
@@ -171,8 +187,11 @@ def _linear_layers(items: list[tuple[str, Any]], where: str, path: Path
         if layers[k][0].shape[1] != layers[k - 1][0].shape[0]:
             raise InputError(f"{where}: layer sizes do not chain ({widths})", path)
     if widths[0] != 3 or widths[-1] != 1:
-        raise InputError(f"{where}: network maps {widths[0]} -> {widths[-1]} values, not "
-                         "3 coordinates -> 1 density", path)
+        raise InputError(
+            f"{where}: network maps {widths[0]} -> {widths[-1]} values, not "
+            "3 coordinates -> 1 density",
+            path,
+        )
     return layers
 
 
@@ -197,8 +216,11 @@ def _box(obj: Any, where: str, path: Path) -> tuple[tuple[int, ...], tuple[int, 
         hi_t = tuple(int(v) for v in _as_list(hi))
     except (TypeError, ValueError) as exc:
         raise InputError(f"{where}: box corners must be integer voxel indices", path) from exc
-    if len(lo_t) != 3 or len(hi_t) != 3 or any(a >= b or a < 0 for a, b in zip(lo_t, hi_t,
-                                                                             strict=True)):
+    if (
+        len(lo_t) != 3
+        or len(hi_t) != 3
+        or any(a >= b or a < 0 for a, b in zip(lo_t, hi_t, strict=True))
+    ):
         raise InputError(f"{where}: box {lo_t} .. {hi_t} is not a 3D box with lo < hi", path)
     return lo_t, hi_t
 
@@ -209,8 +231,9 @@ def _as_list(v: Any) -> list[Any]:
     return list(v)
 
 
-def convert_study_file(path: str | os.PathLike, *, voxel_size: Any = None,
-                       origin: Any = None) -> Any:
+def convert_study_file(
+    path: str | os.PathLike, *, voxel_size: Any = None, origin: Any = None
+) -> Any:
     """Convert an original-study archive (see the module docstring) to a NeuralDensityMap."""
     from neural_em.fields.neural import NeuralDensityMap
     from neural_em.fields.records import RegionRecord
@@ -229,8 +252,7 @@ def convert_study_file(path: str | os.PathLike, *, voxel_size: Any = None,
                 if key in obj:
                     items = _tensor_items(obj[key])
                     if items is None:
-                        raise InputError(f"member {name!r}: {key!r} is not a dict of tensors",
-                                         path)
+                        raise InputError(f"member {name!r}: {key!r} is not a dict of tensors", path)
                     box = _box(obj, f"member {name!r}", path)
                     break
         if items is not None:
@@ -238,8 +260,11 @@ def convert_study_file(path: str | os.PathLike, *, voxel_size: Any = None,
         elif isinstance(obj, dict):
             meta.update({str(k): v for k, v in obj.items()})
         else:
-            raise InputError(f"member {name!r} holds a {type(obj).__name__}, neither a state "
-                             "dict nor a metadata dict", path)
+            raise InputError(
+                f"member {name!r} holds a {type(obj).__name__}, neither a state "
+                "dict nor a metadata dict",
+                path,
+            )
     if not regions:
         raise InputError("no region networks (state dicts) found in the archive", path)
     listed = meta.get("regions")
@@ -247,17 +272,22 @@ def convert_study_file(path: str | os.PathLike, *, voxel_size: Any = None,
     for k, (name, _, box) in enumerate(regions):
         if box is None and isinstance(listed, list | tuple) and len(listed) == len(regions):
             item = listed[k]
-            box = _box(item if isinstance(item, dict) else {"box": item},
-                       f"metadata region {k}", path)
+            box = _box(
+                item if isinstance(item, dict) else {"box": item}, f"metadata region {k}", path
+            )
         if box is None:
-            raise InputError(f"member {name!r}: no region box (neither in the member nor in "
-                             "the metadata 'regions' list)", path)
+            raise InputError(
+                f"member {name!r}: no region box (neither in the member nor in "
+                "the metadata 'regions' list)",
+                path,
+            )
         boxes.append(box)
     widths = [3] + [w.shape[0] for w, _ in regions[0][1]]
     for name, layers, _ in regions:
         if [3] + [w.shape[0] for w, _ in layers] != widths:
-            raise InputError(f"member {name!r}: network widths differ from the first region's "
-                             f"{widths}", path)
+            raise InputError(
+                f"member {name!r}: network widths differ from the first region's {widths}", path
+            )
     shape = meta.get("shape_xyz", meta.get("shape"))
     if shape is None:
         shape = [max(b[1][a] for b in boxes) for a in range(3)]
@@ -269,8 +299,9 @@ def convert_study_file(path: str | os.PathLike, *, voxel_size: Any = None,
     try:
         tiling = Tiling.from_lists(shape, [[list(t) for t in axis] for axis in per_axis])
     except InputError as exc:
-        raise InputError(f"the region boxes do not form a grid of overlapping tiles "
-                         f"({exc.message})", path) from exc
+        raise InputError(
+            f"the region boxes do not form a grid of overlapping tiles ({exc.message})", path
+        ) from exc
     index = {box: k for k, box in enumerate(boxes)}
     if len(index) != len(boxes):
         raise InputError("two region members have the same box", path)
@@ -296,11 +327,18 @@ def convert_study_file(path: str | os.PathLike, *, voxel_size: Any = None,
     try:
         normalisation = Normalisation.from_dict(norm) if isinstance(norm, dict) else None
         vs_arr = np.broadcast_to(np.asarray(_as_list(vs) if np.ndim(vs) else vs, float), (3,))
-        org_arr = np.broadcast_to(np.asarray(_as_list(org) if np.ndim(org) else org, float),
-                                  (3,))
+        org_arr = np.broadcast_to(np.asarray(_as_list(org) if np.ndim(org) else org, float), (3,))
     except (TypeError, ValueError) as exc:
         raise InputError(f"metadata voxel size / origin not numeric ({exc})", path) from exc
     return NeuralDensityMap.from_networks(
-        tiling, weights, biases, voxel_size=vs_arr, origin=org_arr, preset="converted",
-        normalisation=normalisation, map_id=str(meta.get("map_id", path.stem)),
-        records=records, extra={"converted_from": path.name})
+        tiling,
+        weights,
+        biases,
+        voxel_size=vs_arr,
+        origin=org_arr,
+        preset="converted",
+        normalisation=normalisation,
+        map_id=str(meta.get("map_id", path.stem)),
+        records=records,
+        extra={"converted_from": path.name},
+    )

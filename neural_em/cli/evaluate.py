@@ -15,22 +15,31 @@ logger = logging.getLogger(__name__)
 
 def register(sub: Any) -> None:
     p = add_command(
-        sub, "evaluate",
+        sub,
+        "evaluate",
         "C-alpha recall, one-to-one precision, F1, coverage, precision, RMSD, chain recall, "
         "edge precision and mean degree of a density graph against an atomic model (and the "
         "node metrics of the local-maximum baseline of its map).",
-        "neural-em evaluate emd_3488.graph.json --model 5ni1.cif --json")
-    p.add_argument("graph", type=Path,
-                   help="graph JSON (or .npz) written by 'neural-em graph'")
+        "neural-em evaluate emd_3488.graph.json --model 5ni1.cif --json",
+    )
+    p.add_argument("graph", type=Path, help="graph JSON (or .npz) written by 'neural-em graph'")
     p.add_argument("--model", type=Path, required=True, help="PDB or mmCIF model")
-    p.add_argument("--resolution", type=positive_float, default=None, metavar="R",
-                   help="map resolution in Å; unset: the graph's. Below 2 Å atom-level metrics "
-                   "(1 Å, heavy atoms) are added")
-    p.add_argument("--cutoff", type=positive_float, default=3.0,
-                   help="C-alpha match distance in Å")
-    p.add_argument("--map", type=Path, default=None,
-                   help="map (or .neural) for the local-maximum baseline; unset: the graph's "
-                   "source file, where it exists")
+    p.add_argument(
+        "--resolution",
+        type=positive_float,
+        default=None,
+        metavar="R",
+        help="map resolution in Å; unset: the graph's. Below 2 Å atom-level metrics "
+        "(1 Å, heavy atoms) are added",
+    )
+    p.add_argument("--cutoff", type=positive_float, default=3.0, help="C-alpha match distance in Å")
+    p.add_argument(
+        "--map",
+        type=Path,
+        default=None,
+        help="map (or .neural) for the local-maximum baseline; unset: the graph's "
+        "source file, where it exists",
+    )
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -75,8 +84,13 @@ def run(args: argparse.Namespace) -> int:
             baseline_map = _baseline_map(source, graph.graph.graph.get("contour"))
         else:
             logger.warning("no map for the baseline (pass --map)")
-    result = evaluate_graph(graph, model, resolution_A=args.resolution,
-                            baseline_map=baseline_map, ca_cutoff_A=args.cutoff)
+    result = evaluate_graph(
+        graph,
+        model,
+        resolution_A=args.resolution,
+        baseline_map=baseline_map,
+        ca_cutoff_A=args.cutoff,
+    )
     result["graph"] = str(args.graph)
     if args.json:
         print_json(result)
@@ -86,23 +100,33 @@ def run(args: argparse.Namespace) -> int:
     rows = [("graph", result)]
     if "baseline" in result:
         rows.append(("local maxima", result["baseline"]))
-    print(f"{result['map_id'] or args.graph}: {result['ca']} C-alpha in {args.model}, "
-          f"cutoff {args.cutoff:g} Å")
-    print(f"{'':14s} {'nodes':>7s} {'recall':>7s} {'1:1 prec':>8s} {'F1':>6s} "
-          f"{'coverage':>8s} {'precision':>9s} {'rmsd':>6s} {'nodes/CA':>8s}")
+    print(
+        f"{result['map_id'] or args.graph}: {result['ca']} C-alpha in {args.model}, "
+        f"cutoff {args.cutoff:g} Å"
+    )
+    print(
+        f"{'':14s} {'nodes':>7s} {'recall':>7s} {'1:1 prec':>8s} {'F1':>6s} "
+        f"{'coverage':>8s} {'precision':>9s} {'rmsd':>6s} {'nodes/CA':>8s}"
+    )
     for name, r in rows:
-        print(f"{name:14s} {r['nodes']:7d} {_fmt(r['recall']):>7s} "
-              f"{_fmt(r.get('one_to_one_precision')):>8s} {_fmt(r.get('f1')):>6s} "
-              f"{_fmt(r['coverage']):>8s} {_fmt(r['precision']):>9s} {_fmt(r['rmsd'], 2):>6s} "
-              f"{_fmt(r['nodes_per_ca'], 2):>8s}")
-    print(f"edges {result['edges']} ({result.get('method', 'study')} method): chain recall "
-          f"{_fmt(result.get('chain_recall'))}, edge precision "
-          f"{_fmt(result.get('edge_precision'))}, mean degree "
-          f"{_fmt(result.get('mean_degree'), 2)}")
+        print(
+            f"{name:14s} {r['nodes']:7d} {_fmt(r['recall']):>7s} "
+            f"{_fmt(r.get('one_to_one_precision')):>8s} {_fmt(r.get('f1')):>6s} "
+            f"{_fmt(r['coverage']):>8s} {_fmt(r['precision']):>9s} {_fmt(r['rmsd'], 2):>6s} "
+            f"{_fmt(r['nodes_per_ca'], 2):>8s}"
+        )
+    print(
+        f"edges {result['edges']} ({result.get('method', 'study')} method): chain recall "
+        f"{_fmt(result.get('chain_recall'))}, edge precision "
+        f"{_fmt(result.get('edge_precision'))}, mean degree "
+        f"{_fmt(result.get('mean_degree'), 2)}"
+    )
     for name, r in rows:
         if "atoms" in r:
             a = r["atoms"]
-            print(f"{name} atoms (heavy, {a['cutoff_A']:g} Å): {a['reference']} atoms, recall "
-                  f"{_fmt(a['recall'])}, coverage {_fmt(a['coverage'])}, precision "
-                  f"{_fmt(a['precision'])}, rmsd {_fmt(a['rmsd'], 2)}")
+            print(
+                f"{name} atoms (heavy, {a['cutoff_A']:g} Å): {a['reference']} atoms, recall "
+                f"{_fmt(a['recall'])}, coverage {_fmt(a['coverage'])}, precision "
+                f"{_fmt(a['precision'])}, rmsd {_fmt(a['rmsd'], 2)}"
+            )
     return 0

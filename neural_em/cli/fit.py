@@ -19,34 +19,67 @@ from neural_em.fields import SplineDensityMap
 
 def register(sub: Any) -> None:
     p = add_command(
-        sub, "fit", "Fit a neural (SIREN per region), cubic-spline or learned (a network "
+        sub,
+        "fit",
+        "Fit a neural (SIREN per region), cubic-spline or learned (a network "
         "trained across maps refines the map 2x) field to a map.",
-        "neural-em fit emd_3488.mrc --contour 0.7 -o emd_3488.neural --preset fast")
+        "neural-em fit emd_3488.mrc --contour 0.7 -o emd_3488.neural --preset fast",
+    )
     p.add_argument("map", type=Path, help="MRC/MAP/CCP4 map (optionally .gz/.bz2)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .neural file")
-    p.add_argument("--field", choices=("neural", "spline", "learned"), default="neural",
-                   help="field kind: neural (trained), spline (cubic B-spline, instant) or "
-                   "learned (packaged network refines the map 2x, seconds)")
-    p.add_argument("--weights", type=Path, default=None,
-                   help="learned field: network weights (.safetensors with its .json "
-                   "beside it); default: the weights packaged with neural-em")
-    p.add_argument("--preset", choices=("fast", "paper"), default="fast",
-                   help="neural training preset: fast (batched, this project's) or paper "
-                   "(the study's protocol)")
-    p.add_argument("--contour", type=float, default=None,
-                   help="crop to the box of voxels >= this raw density level plus 5 Å")
+    p.add_argument(
+        "--field",
+        choices=("neural", "spline", "learned"),
+        default="neural",
+        help="field kind: neural (trained), spline (cubic B-spline, instant) or "
+        "learned (packaged network refines the map 2x, seconds)",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="learned field: network weights (.safetensors with its .json "
+        "beside it); default: the weights packaged with neural-em",
+    )
+    p.add_argument(
+        "--preset",
+        choices=("fast", "paper"),
+        default="fast",
+        help="neural training preset: fast (batched, this project's) or paper "
+        "(the study's protocol)",
+    )
+    p.add_argument(
+        "--contour",
+        type=float,
+        default=None,
+        help="crop to the box of voxels >= this raw density level plus 5 Å",
+    )
     p.add_argument("--margin", type=non_negative_float, default=5.0, help="crop margin in Å")
-    p.add_argument("--device", nargs="+", default=["cpu"],
-                   help="cpu, cuda, cuda:N; several GPUs split the regions")
-    p.add_argument("--max-epochs", type=positive_int, default=None,
-                   help="epoch cap per region (default: the preset's)")
-    p.add_argument("--time-budget", type=positive_float, default=None,
-                   help="training time budget in seconds per region batch "
-                   "(default: the preset's)")
+    p.add_argument(
+        "--device",
+        nargs="+",
+        default=["cpu"],
+        help="cpu, cuda, cuda:N; several GPUs split the regions",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=positive_int,
+        default=None,
+        help="epoch cap per region (default: the preset's)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=positive_float,
+        default=None,
+        help="training time budget in seconds per region batch (default: the preset's)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (CPU fits are repeatable)")
     p.add_argument("--float16", action="store_true", help="store weights as float16")
-    p.add_argument("--no-resume", action="store_true",
-                   help="ignore a checkpoint left by an interrupted fit of the same output")
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="ignore a checkpoint left by an interrupted fit of the same output",
+    )
     p.add_argument("--force", action="store_true", help="overwrite the output")
     add_max_voxels(p)
     p.set_defaults(func=run)
@@ -57,22 +90,30 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{args.output}: exists (pass --force to replace it)")
     start = time.perf_counter()
     if args.field == "spline":
-        field = SplineDensityMap.from_voxel_map(args.map, contour=args.contour,
-                                                margin_A=args.margin, max_voxels=args.max_voxels)
+        field = SplineDensityMap.from_voxel_map(
+            args.map, contour=args.contour, margin_A=args.margin, max_voxels=args.max_voxels
+        )
         field.save(args.output, overwrite=args.force, float16=args.float16)
-        print(f"wrote {args.output} (spline field, {field.shape_xyz} voxels, "
-              f"{time.perf_counter() - start:.1f} s)")
+        print(
+            f"wrote {args.output} (spline field, {field.shape_xyz} voxels, "
+            f"{time.perf_counter() - start:.1f} s)"
+        )
         return 0
     if args.field == "learned":
         from neural_em.fields.learned import LearnedDensityMap
 
-        field = LearnedDensityMap.from_voxel_map(args.map, contour=args.contour,
-                                                 margin_A=args.margin,
-                                                 max_voxels=args.max_voxels,
-                                                 weights=args.weights)
+        field = LearnedDensityMap.from_voxel_map(
+            args.map,
+            contour=args.contour,
+            margin_A=args.margin,
+            max_voxels=args.max_voxels,
+            weights=args.weights,
+        )
         field.save(args.output, overwrite=args.force, float16=args.float16)
-        print(f"wrote {args.output} (learned field, {field.shape_xyz} voxels refined to "
-              f"{field.refined.shape_xyz}, {time.perf_counter() - start:.1f} s)")
+        print(
+            f"wrote {args.output} (learned field, {field.shape_xyz} voxels refined to "
+            f"{field.refined.shape_xyz}, {time.perf_counter() - start:.1f} s)"
+        )
         return 0
     from neural_em.fields.neural import NeuralDensityMap, fit_report
 

@@ -15,8 +15,12 @@ from neural_em.voxelmap import mean_std, read_map
 
 
 def register(sub: Any) -> None:
-    p = add_command(sub, "info", "Describe a voxel map or a .neural field file.",
-                    "neural-em info emd_3488.mrc --json")
+    p = add_command(
+        sub,
+        "info",
+        "Describe a voxel map or a .neural field file.",
+        "neural-em info emd_3488.mrc --json",
+    )
     p.add_argument("file", type=Path, help="MRC/MAP/CCP4 map (optionally .gz) or .neural file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_max_voxels(p)
@@ -27,8 +31,9 @@ def describe(path: Path, max_voxels: int | None = None) -> dict[str, Any]:
     """A JSON-able description of a map or field file."""
     with open(path, "rb") as handle:
         head = handle.read(16)
-    is_field = path.suffix == ".neural" or (len(head) > 8 and head[8:9] == b"{"
-                                             and sniff_format(head) is None)
+    is_field = path.suffix == ".neural" or (
+        len(head) > 8 and head[8:9] == b"{" and sniff_format(head) is None
+    )
     if is_field:
         header, tensors = read_field_file(path)
         load_field(path)  # a file that cannot be used as a field is reported, not described

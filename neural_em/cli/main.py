@@ -51,8 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code = args.func(args)
-    except (InputError, FileExistsError, FileNotFoundError, IsADirectoryError,
-            PermissionError) as exc:
+    except (
+        InputError,
+        FileExistsError,
+        FileNotFoundError,
+        IsADirectoryError,
+        PermissionError,
+    ) as exc:
         if args.debug:
             raise
         print(f"neural-em {args.command}: error: {_one_line(exc)}", file=sys.stderr)
@@ -63,14 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         if args.debug:
             raise
-        print(f"neural-em {args.command}: error: out of memory (see --max-voxels)",
-              file=sys.stderr)
+        print(f"neural-em {args.command}: error: out of memory (see --max-voxels)", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI reports, --debug shows the traceback
         if args.debug:
             raise
-        print(f"neural-em {args.command}: internal error: {type(exc).__name__}: "
-              f"{_one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"neural-em {args.command}: internal error: {type(exc).__name__}: "
+            f"{_one_line(exc)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return int(code or 0)
 

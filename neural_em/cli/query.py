@@ -16,13 +16,23 @@ from neural_em.fields import load_field
 
 
 def register(sub: Any) -> None:
-    p = add_command(sub, "query", "Density and gradient (per Å) of a field at x,y,z points.",
-                    "neural-em query emd_3488.neural points.csv -o values.csv")
+    p = add_command(
+        sub,
+        "query",
+        "Density and gradient (per Å) of a field at x,y,z points.",
+        "neural-em query emd_3488.neural points.csv -o values.csv",
+    )
     p.add_argument("field", type=Path, help=".neural file")
-    p.add_argument("points", type=Path,
-                   help="CSV with columns x,y,z in Å (a header line is optional)")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="CSV with x,y,z,density,grad_x,grad_y,grad_z (NaN outside the box)")
+    p.add_argument(
+        "points", type=Path, help="CSV with columns x,y,z in Å (a header line is optional)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="CSV with x,y,z,density,grad_x,grad_y,grad_z (NaN outside the box)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite the output")
     p.set_defaults(func=run)
 

@@ -12,13 +12,21 @@ from neural_em.fields import load_field
 
 
 def register(sub: Any) -> None:
-    p = add_command(sub, "resample", "Resample a .neural field to an MRC map.",
-                    "neural-em resample emd_3488.neural -o emd_3488_0.5A.mrc --voxel-size 0.5")
+    p = add_command(
+        sub,
+        "resample",
+        "Resample a .neural field to an MRC map.",
+        "neural-em resample emd_3488.neural -o emd_3488_0.5A.mrc --voxel-size 0.5",
+    )
     p.add_argument("field", type=Path, help=".neural file (neural or spline field)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .mrc")
-    p.add_argument("--voxel-size", type=positive_float, nargs="+", default=None,
-                   help="voxel size in Å (one value, or three for x y z); default: the "
-                   "field's own")
+    p.add_argument(
+        "--voxel-size",
+        type=positive_float,
+        nargs="+",
+        default=None,
+        help="voxel size in Å (one value, or three for x y z); default: the field's own",
+    )
     p.add_argument("--force", action="store_true", help="overwrite the output")
     add_max_voxels(p)
     p.set_defaults(func=run)

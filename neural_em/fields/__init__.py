@@ -47,5 +47,8 @@ def load_field(path: str | os.PathLike) -> DensityField:
         from neural_em.fields.learned import LearnedDensityMap
 
         return LearnedDensityMap.from_file_contents(header, tensors, path)
-    raise FieldFormatError(f"unknown field kind {kind!r} (known: 'spline', 'neural', "
-                           "'trilinear', 'fourier', 'learned')", path)
+    raise FieldFormatError(
+        f"unknown field kind {kind!r} (known: 'spline', 'neural', "
+        "'trilinear', 'fourier', 'learned')",
+        path,
+    )

@@ -63,8 +63,7 @@ def _xyz(value: Any, name: str) -> np.ndarray:
     try:
         return np.broadcast_to(np.asarray(value, dtype=np.float64), (3,)).copy()
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} must be one or three numbers (x, y, z), got {value!r}"
-                         ) from exc
+        raise InputError(f"{name} must be one or three numbers (x, y, z), got {value!r}") from exc
 
 
 class DensityField(abc.ABC):
@@ -81,14 +80,22 @@ class DensityField(abc.ABC):
     #: or the default (see :func:`neural_em.voxelmap.max_voxels_limit`).
     max_voxels: int | None = None
 
-    def __init__(self, *, shape_xyz: Any, voxel_size: Any, origin: Any,
-                 normalisation: Normalisation | None, map_id: str = "",
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        shape_xyz: Any,
+        voxel_size: Any,
+        origin: Any,
+        normalisation: Normalisation | None,
+        map_id: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         try:
             self.shape_xyz = tuple(int(n) for n in shape_xyz)
         except (TypeError, ValueError) as exc:
-            raise InputError(f"shape_xyz must be three positive integers, got {shape_xyz!r}"
-                             ) from exc
+            raise InputError(
+                f"shape_xyz must be three positive integers, got {shape_xyz!r}"
+            ) from exc
         if len(self.shape_xyz) != 3 or min(self.shape_xyz) < 1:
             raise InputError(f"shape_xyz must be three positive integers, got {shape_xyz!r}")
         self.voxel_size = _xyz(voxel_size, "voxel_size")
@@ -136,10 +143,10 @@ class DensityField(abc.ABC):
         out = np.full((len(pts), 4), np.nan, dtype=np.float32)
         # The box test runs chunk by chunk too: no whole-size masks or index arrays.
         for start in range(0, len(pts), self.chunk_points):
-            chunk = pts[start:start + self.chunk_points]
+            chunk = pts[start : start + self.chunk_points]
             inside = self.contains(chunk)
             if inside.all():
-                out[start:start + len(chunk)] = self._evaluate(chunk)
+                out[start : start + len(chunk)] = self._evaluate(chunk)
             elif inside.any():
                 out[start + np.flatnonzero(inside)] = self._evaluate(chunk[inside])
         return out
@@ -163,7 +170,7 @@ class DensityField(abc.ABC):
         pts = as_points(points)
         out = np.full((len(pts), 3, 3), np.nan, dtype=np.float64)
         for start in range(0, len(pts), self.chunk_points):
-            chunk = pts[start:start + self.chunk_points]
+            chunk = pts[start : start + self.chunk_points]
             inside = self.contains(chunk)
             if inside.any():
                 out[start + np.flatnonzero(inside)] = self._evaluate_hessians(chunk[inside])
@@ -191,8 +198,9 @@ class DensityField(abc.ABC):
         return 0.5 * (hess + hess.transpose(0, 2, 1))
 
     # ------------------------------------------------------------------ grids
-    def grid_axes(self, step_x: float, step_y: float | None = None,
-                  step_z: float | None = None) -> list[np.ndarray]:
+    def grid_axes(
+        self, step_x: float, step_y: float | None = None, step_z: float | None = None
+    ) -> list[np.ndarray]:
         """World coordinates (Å) along x, y, z of a uniform grid over the box from ``origin``."""
         steps = [step_x, step_x if step_y is None else step_y, step_x if step_z is None else step_z]
         lo, hi = self.bounds
@@ -211,8 +219,11 @@ class DensityField(abc.ABC):
                 counts.append(n)
             total = float(np.prod(counts))
         # Check the size before anything is allocated (a tiny step could ask for 10^30 points).
-        check_voxel_count(int(total) if np.isfinite(total) and total < 2**62 else 2**62,
-                          "the sampling grid", self.max_voxels)
+        check_voxel_count(
+            int(total) if np.isfinite(total) and total < 2**62 else 2**62,
+            "the sampling grid",
+            self.max_voxels,
+        )
         return [a + s * np.arange(int(n)) for s, a, n in zip(steps, lo, counts, strict=True)]
 
     def _grid_planes(self, n_x: int, n_y: int, chunk_points: int | None = None) -> int:
@@ -225,18 +236,18 @@ class DensityField(abc.ABC):
         zz, yy, xx = np.meshgrid(az, ay, ax, indexing="ij")
         return np.stack([xx.ravel(), yy.ravel(), zz.ravel()], axis=1)
 
-    def iter_grid_chunks(self, step_x: float, step_y: float | None = None,
-                         step_z: float | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+    def iter_grid_chunks(
+        self, step_x: float, step_y: float | None = None, step_z: float | None = None
+    ) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(z_slice, points)`` for consecutive z-slabs of the grid, each slab's points
         ``(m, 3)`` Å in ``(z, y, x)`` C order, with about ``chunk_points`` points a slab."""
         ax, ay, az = self.grid_axes(step_x, step_y, step_z)
         planes = self._grid_planes(len(ax), len(ay))
         for z0 in range(0, len(az), planes):
-            zs = az[z0:z0 + planes]
+            zs = az[z0 : z0 + planes]
             yield slice(z0, z0 + len(zs)), self._slab_points(ax, ay, zs)
 
-    def _grid_slab_densities(self, ax: np.ndarray, ay: np.ndarray, az: np.ndarray
-                             ) -> np.ndarray:
+    def _grid_slab_densities(self, ax: np.ndarray, ay: np.ndarray, az: np.ndarray) -> np.ndarray:
         """Densities ``(len(az), len(ay), len(ax))`` on a grid slab inside the box.
 
         Fields with a faster evaluation on regular grids (separable splines, batched
@@ -245,19 +256,20 @@ class DensityField(abc.ABC):
         pts = self._slab_points(ax, ay, az)
         return self._densities_fast(pts).reshape(len(az), len(ay), len(ax))
 
-    def iter_grid_densities(self, step_x: float, step_y: float | None = None,
-                            step_z: float | None = None
-                            ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    def iter_grid_densities(
+        self, step_x: float, step_y: float | None = None, step_z: float | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(ax, ay, az_slab, densities (len(az_slab), len(ay), len(ax)))`` slab by slab
         over the uniform grid from ``origin`` (axes in Å), so memory stays bounded."""
         ax, ay, az = self.grid_axes(step_x, step_y, step_z)
         planes = self._grid_planes(len(ax), len(ay), self.grid_chunk_points)
         for z0 in range(0, len(az), planes):
-            zs = az[z0:z0 + planes]
+            zs = az[z0 : z0 + planes]
             yield ax, ay, zs, self._grid_slab_densities(ax, ay, zs)
 
-    def sample_values(self, step_x: float, step_y: float | None = None,
-                      step_z: float | None = None) -> np.ndarray:
+    def sample_values(
+        self, step_x: float, step_y: float | None = None, step_z: float | None = None
+    ) -> np.ndarray:
         """Values on a uniform grid from ``origin``: ``(nz, ny, nx, 4)`` float32."""
         ax, ay, az = self.grid_axes(step_x, step_y, step_z)
         out = np.empty((len(az), len(ay), len(ax), 4), dtype=np.float32)
@@ -265,19 +277,26 @@ class DensityField(abc.ABC):
             out[zslice] = self.get_values(pts).reshape(-1, len(ay), len(ax), 4)
         return out
 
-    def sample_densities(self, step_x: float, step_y: float | None = None,
-                         step_z: float | None = None) -> np.ndarray:
+    def sample_densities(
+        self, step_x: float, step_y: float | None = None, step_z: float | None = None
+    ) -> np.ndarray:
         """Densities on a uniform grid from ``origin``: ``(nz, ny, nx)`` float32."""
         return self.sample_values(step_x, step_y, step_z)[..., 0]
 
-    def sample_gradients(self, step_x: float, step_y: float | None = None,
-                         step_z: float | None = None) -> np.ndarray:
+    def sample_gradients(
+        self, step_x: float, step_y: float | None = None, step_z: float | None = None
+    ) -> np.ndarray:
         """Gradients on a uniform grid from ``origin``: ``(nz, ny, nx, 3)`` float32, per Å."""
         return self.sample_values(step_x, step_y, step_z)[..., 1:]
 
-    def sample_points(self, step_x: float, step_y: float | None = None,
-                      step_z: float | None = None, *, density_threshold: float = 0.0
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def sample_points(
+        self,
+        step_x: float,
+        step_y: float | None = None,
+        step_z: float | None = None,
+        *,
+        density_threshold: float = 0.0,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Grid points whose density is ``>= density_threshold``.
 
         Returns ``(points (m, 3) Å, values (m, 4))``, processed slab by slab so memory is
@@ -301,19 +320,28 @@ class DensityField(abc.ABC):
     # ------------------------------------------------------------------ resampling
     def to_voxel_density_map(self, voxel_size: Any = None) -> VoxelMap:
         """Resample the field on a grid of ``voxel_size`` Å (default: the field's own)."""
-        vs = self.voxel_size if voxel_size is None else np.broadcast_to(
-            np.asarray(voxel_size, dtype=np.float64), (3,))
+        vs = (
+            self.voxel_size
+            if voxel_size is None
+            else np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,))
+        )
         ax, ay, az = self.grid_axes(*vs)
         data = np.empty((len(az), len(ay), len(ax)), dtype=np.float32)
         z0 = 0
         for _, _, zs, dens in self.iter_grid_densities(*vs):
-            data[z0:z0 + len(zs)] = dens
+            data[z0 : z0 + len(zs)] = dens
             z0 += len(zs)
-        return VoxelMap(data=data, voxel_size=vs, origin=self.origin, map_id=self.map_id,
-                        normalisation=self.normalisation)
+        return VoxelMap(
+            data=data,
+            voxel_size=vs,
+            origin=self.origin,
+            map_id=self.map_id,
+            normalisation=self.normalisation,
+        )
 
-    def save_as_voxel_map(self, path: str | os.PathLike, voxel_size: Any = None, *,
-                          overwrite: bool = False) -> Path:
+    def save_as_voxel_map(
+        self, path: str | os.PathLike, voxel_size: Any = None, *, overwrite: bool = False
+    ) -> Path:
         """Resample (see :meth:`to_voxel_density_map`) and write an MRC file atomically."""
         return write_map(path, self.to_voxel_density_map(voxel_size), overwrite=overwrite)
 
@@ -334,11 +362,13 @@ class DensityField(abc.ABC):
     def tensors(self) -> dict[str, np.ndarray]:
         """The arrays a field file stores, by name (see :meth:`save`)."""
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False,
-             float16: bool = False) -> Path:
+    def save(
+        self, path: str | os.PathLike, *, overwrite: bool = False, float16: bool = False
+    ) -> Path:
         """Write the field as a ``.neural`` file (safetensors + JSON metadata), atomically."""
-        return write_field_file(path, self.file_metadata(), self.tensors(),
-                                overwrite=overwrite, float16=float16)
+        return write_field_file(
+            path, self.file_metadata(), self.tensors(), overwrite=overwrite, float16=float16
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DensityField:
@@ -348,14 +378,17 @@ class DensityField(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
-                           path: str | os.PathLike) -> DensityField:
+    def from_file_contents(
+        cls, header: dict[str, Any], tensors: dict[str, np.ndarray], path: str | os.PathLike
+    ) -> DensityField:
         """Build from a file's header and tensors; :class:`FieldFormatError` if inconsistent."""
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(map_id={self.map_id!r}, shape_xyz={self.shape_xyz}, "
-                f"voxel_size={self.voxel_size.round(4).tolist()}, "
-                f"origin={self.origin.round(3).tolist()})")
+        return (
+            f"{type(self).__name__}(map_id={self.map_id!r}, shape_xyz={self.shape_xyz}, "
+            f"voxel_size={self.voxel_size.round(4).tolist()}, "
+            f"origin={self.origin.round(3).tolist()})"
+        )
 
 
 class VolumeField(DensityField):
@@ -366,23 +399,42 @@ class VolumeField(DensityField):
     def __init__(self, volume: VoxelMap, metadata: dict[str, Any]) -> None:
         if volume.normalisation is None:
             volume = volume.normalised()
-        super().__init__(shape_xyz=volume.shape_xyz, voxel_size=volume.voxel_size,
-                         origin=volume.origin, normalisation=volume.normalisation,
-                         map_id=volume.map_id, metadata=metadata)
+        super().__init__(
+            shape_xyz=volume.shape_xyz,
+            voxel_size=volume.voxel_size,
+            origin=volume.origin,
+            normalisation=volume.normalisation,
+            map_id=volume.map_id,
+            metadata=metadata,
+        )
         self.volume = volume.data
 
     @classmethod
-    def from_voxel_map(cls, path: str | os.PathLike, contour: float | None = None, *,
-                       margin_A: float = 5.0, max_voxels: int | None = None,
-                       **options: Any) -> VolumeField:
+    def from_voxel_map(
+        cls,
+        path: str | os.PathLike,
+        contour: float | None = None,
+        *,
+        margin_A: float = 5.0,
+        max_voxels: int | None = None,
+        **options: Any,
+    ) -> VolumeField:
         """Read, normalise and (with ``contour``) crop a map file, then build the field."""
-        return cls(load_normalised(path, contour=contour, margin_A=margin_A,
-                                   max_voxels=max_voxels), **options)
+        return cls(
+            load_normalised(path, contour=contour, margin_A=margin_A, max_voxels=max_voxels),
+            **options,
+        )
 
     @classmethod
-    def from_voxel_data(cls, data: VoxelMap | np.ndarray, voxel_size: Any = 1.0,
-                        origin: Any = 0.0, *, map_id: str = "", **options: Any
-                        ) -> VolumeField:
+    def from_voxel_data(
+        cls,
+        data: VoxelMap | np.ndarray,
+        voxel_size: Any = 1.0,
+        origin: Any = 0.0,
+        *,
+        map_id: str = "",
+        **options: Any,
+    ) -> VolumeField:
         """Build from a :class:`VoxelMap` or an array ``(nz, ny, nx)`` (normalised here)."""
         return cls(as_voxel_map(data, voxel_size, origin, map_id), **options)
 
@@ -391,6 +443,7 @@ class VolumeField(DensityField):
         return {"volume": self.volume}
 
     @classmethod
-    def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
-                           path: str | os.PathLike) -> VolumeField:
+    def from_file_contents(
+        cls, header: dict[str, Any], tensors: dict[str, np.ndarray], path: str | os.PathLike
+    ) -> VolumeField:
         return cls(volume_from_file(cls.kind, header, tensors, path))

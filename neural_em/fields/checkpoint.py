@@ -45,7 +45,6 @@ class GroupResult:
     records: list[dict[str, Any]]
 
 
-
 class Checkpoint:
     """Finished groups and groups in progress of one fit, in one safetensors file.
 
@@ -70,8 +69,11 @@ class Checkpoint:
             if header.get("kind") != "neural-checkpoint":
                 raise InputError("not a checkpoint")
             if header.get("fingerprint") != self.fingerprint:
-                logger.warning("ignoring checkpoint %s: it belongs to a fit with other "
-                               "arguments or another map", self.path)
+                logger.warning(
+                    "ignoring checkpoint %s: it belongs to a fit with other "
+                    "arguments or another map",
+                    self.path,
+                )
                 return
             ts = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
             for key, records in header["done"].items():
@@ -80,16 +82,18 @@ class Checkpoint:
                     raise TypeError(f"group {g}: records are not a list")
                 records = [RegionRecord.from_dict(r).to_dict() for r in records]
                 n = len([k for k in ts if k.startswith(f"done{g}.w")])
-                self.done[g] = GroupResult([ts[f"done{g}.w{k}"] for k in range(n)],
-                                           [ts[f"done{g}.b{k}"] for k in range(n)], records)
+                self.done[g] = GroupResult(
+                    [ts[f"done{g}.w{k}"] for k in range(n)],
+                    [ts[f"done{g}.b{k}"] for k in range(n)],
+                    records,
+                )
             for key, record in header["in_progress"].items():
                 g = int(key)
                 if not isinstance(record, dict):
                     raise TypeError(f"group {g}: progress record is not an object")
                 prefix = f"prog{g}."
                 self.in_progress[g] = {
-                    "tensors": {k[len(prefix):]: v for k, v in ts.items()
-                                if k.startswith(prefix)},
+                    "tensors": {k[len(prefix) :]: v for k, v in ts.items() if k.startswith(prefix)},
                     "record": record,
                 }
             for state in self.in_progress.values():
@@ -99,8 +103,12 @@ class Checkpoint:
             logger.warning("ignoring unreadable checkpoint %s (%s)", self.path, exc)
             self.done, self.in_progress = {}, {}
             return
-        logger.info("resuming from checkpoint %s: %d group(s) done, %d in progress",
-                    self.path, len(self.done), len(self.in_progress))
+        logger.info(
+            "resuming from checkpoint %s: %d group(s) done, %d in progress",
+            self.path,
+            len(self.done),
+            len(self.in_progress),
+        )
 
     def finish(self, group: int, result: GroupResult) -> None:
         with self.lock:
@@ -144,10 +152,18 @@ def fingerprint(data: np.ndarray, geometry: dict[str, Any], preset: Preset, seed
     """A hash of the normalised map, its geometry, the preset (with overrides) and the seed."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(data, dtype=np.float32).tobytes())
-    h.update(json.dumps({"geometry": geometry, "preset": preset.to_dict(), "seed": int(seed),
-                         "version": CHECKPOINT_VERSION}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "geometry": geometry,
+                "preset": preset.to_dict(),
+                "seed": int(seed),
+                "version": CHECKPOINT_VERSION,
+            },
+            sort_keys=True,
+        ).encode()
+    )
     return h.hexdigest()
-
 
 
 def checkpoint_interval() -> float:

@@ -32,10 +32,7 @@ import scipy.ndimage
 
 from neural_em.errors import FieldFormatError, InputError
 from neural_em.fields.base import VolumeField
-from neural_em.fields.fileformat import (
-    require,
-    volume_from_file,
-)
+from neural_em.fields.fileformat import require, volume_from_file
 from neural_em.fields.spline import SplineDensityMap
 from neural_em.voxelmap import VoxelMap
 
@@ -92,15 +89,14 @@ class TrilinearDensityMap(VolumeField):
         inside = self.contains(points)
         if inside.any():
             zyx = ((points[inside] - self.origin) / self.voxel_size)[:, ::-1].T
-            out[inside] = scipy.ndimage.map_coordinates(self.volume, zyx, order=1,
-                                                        mode="nearest")
+            out[inside] = scipy.ndimage.map_coordinates(self.volume, zyx, order=1, mode="nearest")
         return out
 
 
-
 # ====================================================================== Fourier
-def fourier_upsample(data: np.ndarray, factors_zyx: Any, *, boundary: str = "mirror",
-                     margin: int = 0) -> np.ndarray:
+def fourier_upsample(
+    data: np.ndarray, factors_zyx: Any, *, boundary: str = "mirror", margin: int = 0
+) -> np.ndarray:
     """Band-limited upsampling of ``data (nz, ny, nx)`` by integer factors per axis.
 
     Returns ``((nz-1)*kz+1, (ny-1)*ky+1, (nx-1)*kx+1)`` float32 whose every ``k``-th sample is
@@ -125,8 +121,9 @@ def fourier_upsample(data: np.ndarray, factors_zyx: Any, *, boundary: str = "mir
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _upsample_axis(arr: np.ndarray, axis: int, k: int, boundary: str,
-                   margin: int = 0) -> np.ndarray:
+def _upsample_axis(
+    arr: np.ndarray, axis: int, k: int, boundary: str, margin: int = 0
+) -> np.ndarray:
     n = arr.shape[axis]
     n_out = (n - 1) * k + 1
     moved = np.moveaxis(arr, axis, -1)
@@ -136,7 +133,7 @@ def _upsample_axis(arr: np.ndarray, axis: int, k: int, boundary: str,
     per = max(1, (1 << 22) // max(1, int(np.prod(moved.shape[1:-1]) * (n_out + 2 * margin))))
     take = np.arange(-margin, n_out + margin) % (n * k)
     for s in range(0, lead, per):
-        block = np.asarray(moved[s:s + per], dtype=np.float32)
+        block = np.asarray(moved[s : s + per], dtype=np.float32)
         if boundary == "mirror":
             coef = scipy.fft.dct(block, type=1, axis=-1)  # length n, period 2(n-1)
             padded = np.zeros(block.shape[:-1] + (n_out,), dtype=coef.dtype)
@@ -147,17 +144,21 @@ def _upsample_axis(arr: np.ndarray, axis: int, k: int, boundary: str,
             coef = scipy.fft.rfft(block, axis=-1)
             m = n * k
             padded = np.zeros(block.shape[:-1] + (m // 2 + 1,), dtype=coef.dtype)
-            padded[..., :coef.shape[-1]] = coef
+            padded[..., : coef.shape[-1]] = coef
             if n % 2 == 0:
                 padded[..., n // 2] *= 0.5
             up = scipy.fft.irfft(padded, n=m, axis=-1)[..., take] * k
-        result[s:s + per] = up
+        result[s : s + per] = up
     return np.moveaxis(result, -1, axis)
 
 
-def choose_upsampling(shape_xyz: Any, voxel_size: Any, *, target_spacing_A: float | None = None,
-                      max_upsampled_voxels: int = DEFAULT_MAX_UPSAMPLED_VOXELS
-                      ) -> tuple[int, int, int]:
+def choose_upsampling(
+    shape_xyz: Any,
+    voxel_size: Any,
+    *,
+    target_spacing_A: float | None = None,
+    max_upsampled_voxels: int = DEFAULT_MAX_UPSAMPLED_VOXELS,
+) -> tuple[int, int, int]:
     """Integer factors (x, y, z) so the upsampled spacing is <= ``target_spacing_A`` (default a
     quarter of the smallest voxel edge), lowered (largest first) until the upsampled grid has
     at most ``max_upsampled_voxels`` voxels (never below 1)."""
@@ -176,9 +177,14 @@ def choose_upsampling(shape_xyz: Any, voxel_size: Any, *, target_spacing_A: floa
     while size(k) > max_upsampled_voxels and k.max() > 1:
         k[int(np.argmax(np.where(n > 1, k * vs, -1.0)))] -= 1
     if np.any(k < wanted):
-        logger.warning("Fourier upsampling lowered from %s to %s to stay within %d voxels "
-                       "(raise max_upsampled_voxels for a finer grid; at 1 the field is the "
-                       "cubic spline)", wanted.tolist(), k.tolist(), max_upsampled_voxels)
+        logger.warning(
+            "Fourier upsampling lowered from %s to %s to stay within %d voxels "
+            "(raise max_upsampled_voxels for a finer grid; at 1 the field is the "
+            "cubic spline)",
+            wanted.tolist(),
+            k.tolist(),
+            max_upsampled_voxels,
+        )
     return tuple(int(v) for v in k)
 
 
@@ -192,24 +198,37 @@ class FourierDensityMap(VolumeField):
 
     kind = "fourier"
 
-    def __init__(self, volume: VoxelMap, *, upsample: Any = None,
-                 target_spacing_A: float | None = None,
-                 max_upsampled_voxels: int = DEFAULT_MAX_UPSAMPLED_VOXELS,
-                 boundary: str = "mirror") -> None:
+    def __init__(
+        self,
+        volume: VoxelMap,
+        *,
+        upsample: Any = None,
+        target_spacing_A: float | None = None,
+        max_upsampled_voxels: int = DEFAULT_MAX_UPSAMPLED_VOXELS,
+        boundary: str = "mirror",
+    ) -> None:
         if volume.normalisation is None:
             volume = volume.normalised()
         if upsample is None:
-            k = choose_upsampling(volume.shape_xyz, volume.voxel_size,
-                                  target_spacing_A=target_spacing_A,
-                                  max_upsampled_voxels=max_upsampled_voxels)
+            k = choose_upsampling(
+                volume.shape_xyz,
+                volume.voxel_size,
+                target_spacing_A=target_spacing_A,
+                max_upsampled_voxels=max_upsampled_voxels,
+            )
         else:
             k = tuple(int(v) for v in np.broadcast_to(np.asarray(upsample), (3,)))
             if min(k) < 1:
                 raise InputError(f"upsample factors must be >= 1, got {upsample!r}")
         k = tuple(1 if n == 1 else f for n, f in zip(volume.shape_xyz, k, strict=True))
-        super().__init__(volume, {"interpolation": f"Fourier ({boundary} boundary), "
-                                  "upsampled then cubic B-spline",
-                                  "upsample": list(k), "boundary": boundary})
+        super().__init__(
+            volume,
+            {
+                "interpolation": f"Fourier ({boundary} boundary), upsampled then cubic B-spline",
+                "upsample": list(k),
+                "boundary": boundary,
+            },
+        )
         self.upsample = k
         self.boundary = boundary
         # Periodic: the spline's own (mirror) boundary must not meet the box, so the upsampled
@@ -218,10 +237,20 @@ class FourierDensityMap(VolumeField):
         up = fourier_upsample(volume.data, k[::-1], boundary=boundary, margin=margin)
         fine_vs = volume.voxel_size / np.array(k)
         extended = np.array([margin if n > 1 else 0 for n in volume.shape_xyz])
-        fine = VoxelMap(data=up, voxel_size=fine_vs, origin=volume.origin - extended * fine_vs,
-                        map_id=volume.map_id, normalisation=volume.normalisation)
-        logger.debug("Fourier field %s: upsampled %s by %s to %s", volume.map_id,
-                     volume.shape_xyz, k, fine.shape_xyz)
+        fine = VoxelMap(
+            data=up,
+            voxel_size=fine_vs,
+            origin=volume.origin - extended * fine_vs,
+            map_id=volume.map_id,
+            normalisation=volume.normalisation,
+        )
+        logger.debug(
+            "Fourier field %s: upsampled %s by %s to %s",
+            volume.map_id,
+            volume.shape_xyz,
+            k,
+            fine.shape_xyz,
+        )
         self._spline = SplineDensityMap(fine)
 
     def _evaluate(self, points: np.ndarray) -> np.ndarray:
@@ -231,8 +260,9 @@ class FourierDensityMap(VolumeField):
         return self._spline._densities_fast(points)
 
     @classmethod
-    def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
-                           path: str | os.PathLike) -> FourierDensityMap:
+    def from_file_contents(
+        cls, header: dict[str, Any], tensors: dict[str, np.ndarray], path: str | os.PathLike
+    ) -> FourierDensityMap:
         volume = volume_from_file(cls.kind, header, tensors, path)
         k = require(header, "upsample", list, path)
         boundary = header.get("boundary", "mirror")

@@ -28,9 +28,14 @@ FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 
 
-def write_field_file(path: str | os.PathLike, header: dict[str, Any],
-                     tensors: dict[str, np.ndarray], *, overwrite: bool = False,
-                     float16: bool = False) -> Path:
+def write_field_file(
+    path: str | os.PathLike,
+    header: dict[str, Any],
+    tensors: dict[str, np.ndarray],
+    *,
+    overwrite: bool = False,
+    float16: bool = False,
+) -> Path:
     """Write tensors and a JSON header as a ``.neural`` file, atomically.
 
     With ``float16`` every floating tensor is stored as float16 (half the size).
@@ -58,10 +63,10 @@ def _canonical_header(raw: bytes) -> bytes:
     changes from run to run; sorted keys make equal fields give identical files.
     """
     n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # keep the data block 8-byte aligned, as safetensors does
-    return struct.pack("<Q", len(text)) + text + raw[8 + n:]
+    return struct.pack("<Q", len(text)) + text + raw[8 + n :]
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -119,8 +124,9 @@ def read_field_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         if len(head) > 8 and head[8:9] == b"{":
             raise FieldFormatError("file is truncated (safetensors header cut short)", path)
         raise FieldFormatError(
-            "not a neural-em field file (no valid safetensors header; truncated or another "
-            "format)", path)
+            "not a neural-em field file (no valid safetensors header; truncated or another format)",
+            path,
+        )
     with open(path, "rb") as handle:
         handle.seek(8)
         raw_header = handle.read(n_header)
@@ -136,8 +142,9 @@ def read_field_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     version = meta.get("format_version")
     if version != str(FORMAT_VERSION):
         raise FieldFormatError(
-            f"unknown format version {version!r} (this neural-em reads version "
-            f"{FORMAT_VERSION})", path)
+            f"unknown format version {version!r} (this neural-em reads version {FORMAT_VERSION})",
+            path,
+        )
     end = 0
     for name, info in st_header.items():
         if name == "__metadata__":
@@ -148,7 +155,8 @@ def read_field_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
             raise FieldFormatError(f"corrupt tensor record {name!r}", path) from exc
     if 8 + n_header + end > size:
         raise FieldFormatError(
-            f"file is truncated: tensors need {8 + n_header + end} bytes, file has {size}", path)
+            f"file is truncated: tensors need {8 + n_header + end} bytes, file has {size}", path
+        )
     try:
         header = json.loads(meta["header"])
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
@@ -169,21 +177,27 @@ def read_field_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     return header, out
 
 
-def require(header: dict[str, Any], key: str, types: type | tuple[type, ...],
-            path: str | os.PathLike) -> Any:
+def require(
+    header: dict[str, Any], key: str, types: type | tuple[type, ...], path: str | os.PathLike
+) -> Any:
     """``header[key]`` if present and of ``types``; else :class:`FieldFormatError`."""
     if key not in header:
         raise FieldFormatError(f"metadata lacks {key!r}", path)
     value = header[key]
-    if not isinstance(value, types) or isinstance(value, bool) and bool not in (
-            types if isinstance(types, tuple) else (types,)):
-        raise FieldFormatError(f"metadata {key!r} has the wrong type ({type(value).__name__})",
-                               path)
+    if (
+        not isinstance(value, types)
+        or isinstance(value, bool)
+        and bool not in (types if isinstance(types, tuple) else (types,))
+    ):
+        raise FieldFormatError(
+            f"metadata {key!r} has the wrong type ({type(value).__name__})", path
+        )
     return value
 
 
-def volume_from_file(kind: str, header: dict[str, Any], tensors: dict[str, np.ndarray],
-                     path: str | os.PathLike) -> VoxelMap:
+def volume_from_file(
+    kind: str, header: dict[str, Any], tensors: dict[str, np.ndarray], path: str | os.PathLike
+) -> VoxelMap:
     """The normalised volume saved by a grid-based field of ``kind`` (spline, trilinear,
     Fourier): tensor ``volume`` ``(nz, ny, nx)`` with the header's grid and normalisation.
     Raises :class:`FieldFormatError` for another kind or inconsistent contents."""
@@ -194,10 +208,12 @@ def volume_from_file(kind: str, header: dict[str, Any], tensors: dict[str, np.nd
     if volume is None or volume.ndim != 3 or list(volume.shape[::-1]) != shape_xyz:
         raise FieldFormatError("tensor 'volume' missing or not shaped like shape_xyz", path)
     try:
-        return VoxelMap(data=volume, voxel_size=require(header, "voxel_size", list, path),
-                        origin=require(header, "origin", list, path),
-                        map_id=str(header.get("map_id", "")),
-                        normalisation=Normalisation.from_dict(
-                            require(header, "normalisation", dict, path)))
+        return VoxelMap(
+            data=volume,
+            voxel_size=require(header, "voxel_size", list, path),
+            origin=require(header, "origin", list, path),
+            map_id=str(header.get("map_id", "")),
+            normalisation=Normalisation.from_dict(require(header, "normalisation", dict, path)),
+        )
     except InputError as exc:
         raise FieldFormatError(exc.message, path) from exc

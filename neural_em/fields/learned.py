@@ -61,14 +61,16 @@ def pack_blocks(fine: np.ndarray) -> np.ndarray:
     ``4*dz + 2*dy + dx`` holds the sample at fine index ``(2i+dz, 2j+dy, 2k+dx)``."""
     a, b, c = (n // 2 for n in fine.shape)
     return np.ascontiguousarray(
-        fine.reshape(a, 2, b, 2, c, 2).transpose(1, 3, 5, 0, 2, 4).reshape(8, a, b, c))
+        fine.reshape(a, 2, b, 2, c, 2).transpose(1, 3, 5, 0, 2, 4).reshape(8, a, b, c)
+    )
 
 
 def unpack_blocks(blocks: np.ndarray) -> np.ndarray:
     """Inverse of :func:`pack_blocks`: ``(8, a, b, c)`` to ``(2a, 2b, 2c)``."""
     _, a, b, c = blocks.shape
     return np.ascontiguousarray(
-        blocks.reshape(2, 2, 2, a, b, c).transpose(3, 0, 4, 1, 5, 2).reshape(2 * a, 2 * b, 2 * c))
+        blocks.reshape(2, 2, 2, a, b, c).transpose(3, 0, 4, 1, 5, 2).reshape(2 * a, 2 * b, 2 * c)
+    )
 
 
 def fourier_blocks(coarse: np.ndarray) -> np.ndarray:
@@ -92,10 +94,14 @@ def spline_blocks(coarse: np.ndarray) -> np.ndarray:
 
     coarse = np.asarray(coarse, dtype=np.float32)
     out_shape = [2 * n - 1 for n in coarse.shape]
-    up = scipy.ndimage.zoom(coarse, [m / n for m, n in zip(out_shape, coarse.shape,
-                                                           strict=True)],
-                            order=3, mode="mirror", grid_mode=False)
-    up = up[:out_shape[0], :out_shape[1], :out_shape[2]]
+    up = scipy.ndimage.zoom(
+        coarse,
+        [m / n for m, n in zip(out_shape, coarse.shape, strict=True)],
+        order=3,
+        mode="mirror",
+        grid_mode=False,
+    )
+    up = up[: out_shape[0], : out_shape[1], : out_shape[2]]
     pad = [(0, 2 * n - m) for n, m in zip(coarse.shape, up.shape, strict=True)]
     blocks = pack_blocks(np.pad(up, pad, mode="edge"))
     blocks[0] = coarse
@@ -139,15 +145,17 @@ def build_net(channels: int = DEFAULT_ARCH["channels"], layers: int = DEFAULT_AR
     torch = _torch()
     nn = torch.nn
     if layers < 2 or channels < 1:
-        raise InputError(f"the network needs >= 2 layers and >= 1 channel, got {layers}, "
-                         f"{channels}")
+        raise InputError(
+            f"the network needs >= 2 layers and >= 1 channel, got {layers}, {channels}"
+        )
 
     class RefineNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             sizes = [IN_CHANNELS] + [channels] * (layers - 1) + [7]
-            self.convs = nn.ModuleList(nn.Conv3d(a, b, 3, padding=1)
-                                       for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+            self.convs = nn.ModuleList(
+                nn.Conv3d(a, b, 3, padding=1) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            )
             for conv in self.convs[:-1]:  # He init keeps the signal through the ReLUs
                 nn.init.kaiming_normal_(conv.weight, a=0.1, nonlinearity="leaky_relu")
                 nn.init.zeros_(conv.bias)
@@ -173,12 +181,15 @@ def net_from_state(state: dict[str, np.ndarray], arch: dict[str, Any]):
     torch = _torch()
     net = build_net(int(arch["channels"]), int(arch["layers"]))
     expected = net.state_dict()
-    if set(state) != set(expected) or any(tuple(state[k].shape) != tuple(v.shape)
-                                          for k, v in expected.items()):
-        raise InputError("network weights do not match the architecture "
-                         f"{arch} (names or shapes differ)")
-    net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
-                         for k, v in state.items()})
+    if set(state) != set(expected) or any(
+        tuple(state[k].shape) != tuple(v.shape) for k, v in expected.items()
+    ):
+        raise InputError(
+            f"network weights do not match the architecture {arch} (names or shapes differ)"
+        )
+    net.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()}
+    )
     net.eval()
     return net.to(memory_format=torch.channels_last_3d)
 
@@ -192,8 +203,9 @@ def weights_digest(state: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def load_weights(path: str | os.PathLike | None = None
-                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_weights(
+    path: str | os.PathLike | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Weights and record of a trained network: ``path`` (a ``.safetensors`` file with a
     ``.json`` record beside it) or, by default, the ones packaged with neural-em.
 
@@ -221,8 +233,9 @@ def load_weights(path: str | os.PathLike | None = None
     return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, record
 
 
-def refine(coarse: np.ndarray, net: Any, *, tile: int = DEFAULT_TILE,
-           halo: int | None = None) -> np.ndarray:
+def refine(
+    coarse: np.ndarray, net: Any, *, tile: int = DEFAULT_TILE, halo: int | None = None
+) -> np.ndarray:
     """Refine ``coarse (nz, ny, nx)`` to ``(2nz-1, 2ny-1, 2nx-1)`` float32 with ``net``.
 
     The network runs on tiles of ``tile`` coarse voxels per edge with a halo of ``halo``
@@ -247,15 +260,16 @@ def refine(coarse: np.ndarray, net: Any, *, tile: int = DEFAULT_TILE,
                     start, stop = (z0, y0, x0), (z1, y1, x1)
                     lo = [max(0, s - halo) for s in start]
                     hi = [min(n, e + halo) for e, n in zip(stop, dims, strict=True)]
-                    part = x[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]][None]
+                    part = x[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]][None]
                     part = part.contiguous(memory_format=torch.channels_last_3d)
                     r = net(part)[0].numpy()
                     a = [s - low for s, low in zip(start, lo, strict=True)]
                     b = [e - low for e, low in zip(stop, lo, strict=True)]
-                    out[1:, z0:z1, y0:y1, x0:x1] += scale * r[:, a[0]:b[0], a[1]:b[1],
-                                                             a[2]:b[2]]
+                    out[1:, z0:z1, y0:y1, x0:x1] += (
+                        scale * r[:, a[0] : b[0], a[1] : b[1], a[2] : b[2]]
+                    )
     fine = unpack_blocks(out)
-    return np.ascontiguousarray(fine[:2 * dims[0] - 1, :2 * dims[1] - 1, :2 * dims[2] - 1])
+    return np.ascontiguousarray(fine[: 2 * dims[0] - 1, : 2 * dims[1] - 1, : 2 * dims[2] - 1])
 
 
 # ====================================================================== field
@@ -269,27 +283,37 @@ class LearnedDensityMap(VolumeField):
 
     kind = "learned"
 
-    def __init__(self, volume: VoxelMap, *, weights: Any = None, tile: int = DEFAULT_TILE
-                 ) -> None:
+    def __init__(self, volume: VoxelMap, *, weights: Any = None, tile: int = DEFAULT_TILE) -> None:
         if isinstance(weights, tuple):
             state, record = weights
         else:
             state, record = load_weights(weights)
-        arch = {"channels": int(record["arch"]["channels"]),
-                "layers": int(record["arch"]["layers"])}
+        arch = {
+            "channels": int(record["arch"]["channels"]),
+            "layers": int(record["arch"]["layers"]),
+        }
         digest = weights_digest(state)
-        super().__init__(volume, {
-            "interpolation": "learned: Fourier 2x upsampling corrected by a residual 3D CNN "
-                             "trained across maps, then cubic B-spline",
-            "arch": arch, "weights_sha256": digest,
-            "weights_name": str(record.get("name", WEIGHTS_NAME)),
-        })
+        super().__init__(
+            volume,
+            {
+                "interpolation": "learned: Fourier 2x upsampling corrected by a residual 3D CNN "
+                "trained across maps, then cubic B-spline",
+                "arch": arch,
+                "weights_sha256": digest,
+                "weights_name": str(record.get("name", WEIGHTS_NAME)),
+            },
+        )
         self._state = state
         self._record = record
         net = net_from_state(state, arch)
         fine_data = refine(self.volume, net, tile=tile)
-        fine = VoxelMap(data=fine_data, voxel_size=self.voxel_size / 2.0, origin=self.origin,
-                        map_id=self.map_id, normalisation=self.normalisation)
+        fine = VoxelMap(
+            data=fine_data,
+            voxel_size=self.voxel_size / 2.0,
+            origin=self.origin,
+            map_id=self.map_id,
+            normalisation=self.normalisation,
+        )
         self.refined = fine
         self._spline = SplineDensityMap(fine)
 
@@ -302,26 +326,27 @@ class LearnedDensityMap(VolumeField):
     def _evaluate_hessians(self, points: np.ndarray) -> np.ndarray:
         return self._spline._evaluate_hessians(points)  # analytic, on the refined grid
 
-    def _grid_slab_densities(self, ax: np.ndarray, ay: np.ndarray, az: np.ndarray
-                             ) -> np.ndarray:
+    def _grid_slab_densities(self, ax: np.ndarray, ay: np.ndarray, az: np.ndarray) -> np.ndarray:
         return self._spline._grid_slab_densities(ax, ay, az)
 
     def tensors(self) -> dict[str, np.ndarray]:
         """The normalised volume and the network's weights (the refinement is recomputed)."""
-        return {"volume": self.volume,
-                **{_TENSOR_PREFIX + k: v for k, v in self._state.items()}}
+        return {"volume": self.volume, **{_TENSOR_PREFIX + k: v for k, v in self._state.items()}}
 
     @classmethod
-    def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
-                           path: str | os.PathLike) -> LearnedDensityMap:
+    def from_file_contents(
+        cls, header: dict[str, Any], tensors: dict[str, np.ndarray], path: str | os.PathLike
+    ) -> LearnedDensityMap:
         volume = volume_from_file(cls.kind, header, tensors, path)
         arch = require(header, "arch", dict, path)
-        state = {k[len(_TENSOR_PREFIX):]: v for k, v in tensors.items()
-                 if k.startswith(_TENSOR_PREFIX)}
+        state = {
+            k[len(_TENSOR_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_TENSOR_PREFIX)
+        }
         if not state:
             raise FieldFormatError("learned field file holds no network weights", path)
         try:
-            return cls(volume, weights=(state, {"arch": arch,
-                                                "name": header.get("weights_name", "")}))
+            return cls(
+                volume, weights=(state, {"arch": arch, "name": header.get("weights_name", "")})
+            )
         except (InputError, KeyError, TypeError, ValueError) as exc:
             raise FieldFormatError(f"network weights unusable: {exc}", path) from exc

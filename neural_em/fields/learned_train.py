@@ -97,13 +97,18 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     q = rng.normal(size=4)
     q /= np.linalg.norm(q)
     a, b, c, d = q
-    return np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
-                     [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
-                     [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d]])
+    return np.array(
+        [
+            [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+            [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
+            [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d],
+        ]
+    )
 
 
-def random_chain_atoms(rng: np.random.Generator, n_residues: int = 120) -> tuple[np.ndarray,
-                                                                                  np.ndarray]:
+def random_chain_atoms(
+    rng: np.random.Generator, n_residues: int = 120
+) -> tuple[np.ndarray, np.ndarray]:
     """A random protein-like chain: positions ``(n, 3)`` Å and atomic numbers ``(n,)``.
 
     Helical (rise 1.5 Å, 100 degrees a residue, radius 2.3 Å) and coil segments (3.8 Å steps,
@@ -140,8 +145,12 @@ def random_chain_atoms(rng: np.random.Generator, n_residues: int = 120) -> tuple
         side = rng.normal(size=3)
         side -= side @ nxt * nxt
         side /= np.linalg.norm(side) + 1e-9
-        pos += [p, p - 1.2 * nxt + 0.6 * side, p + 1.3 * nxt + 0.5 * side,
-                p + 1.8 * nxt + 1.6 * side]
+        pos += [
+            p,
+            p - 1.2 * nxt + 0.6 * side,
+            p + 1.3 * nxt + 0.5 * side,
+            p + 1.8 * nxt + 1.6 * side,
+        ]
         z += [6, 7, 6, 8]
         q = p.copy()
         d = -side
@@ -154,8 +163,15 @@ def random_chain_atoms(rng: np.random.Generator, n_residues: int = 120) -> tuple
     return np.array(pos), np.array(z, dtype=np.float64)
 
 
-def _simulate_box(xyz: np.ndarray, znum: np.ndarray, *, resolution: float, voxel: float,
-                  box: int, centre: np.ndarray) -> np.ndarray:
+def _simulate_box(
+    xyz: np.ndarray,
+    znum: np.ndarray,
+    *,
+    resolution: float,
+    voxel: float,
+    box: int,
+    centre: np.ndarray,
+) -> np.ndarray:
     """Gaussian-per-atom map (Chimera molmap amplitudes) on a ``box``^3 grid centred at
     ``centre``; returns ``(box, box, box)`` float32 (z, y, x)."""
     from neural_em.simulate import Atoms, simulate_map
@@ -167,19 +183,29 @@ def _simulate_box(xyz: np.ndarray, znum: np.ndarray, *, resolution: float, voxel
     keep = np.all((xyz >= lo) & (xyz <= hi), axis=1)
     if not keep.any():
         return np.zeros((box, box, box), dtype=np.float32)
-    atoms = Atoms(xyz=xyz[keep], atomic_number=znum[keep],
-                  element=tuple("C" for _ in range(int(keep.sum()))),
-                  name=tuple("CA" for _ in range(int(keep.sum()))))
-    vm = simulate_map(atoms, resolution_A=resolution, voxel_size_A=voxel, origin=origin,
-                      shape_xyz=(box, box, box))
+    atoms = Atoms(
+        xyz=xyz[keep],
+        atomic_number=znum[keep],
+        element=tuple("C" for _ in range(int(keep.sum()))),
+        name=tuple("CA" for _ in range(int(keep.sum()))),
+    )
+    vm = simulate_map(
+        atoms, resolution_A=resolution, voxel_size_A=voxel, origin=origin, shape_xyz=(box, box, box)
+    )
     return np.asarray(vm.data, dtype=np.float32)
 
 
 class Sources:
     """The training data: real maps and models (minus excluded names), and random chains."""
 
-    def __init__(self, data_dir: Path | None, exclude: list[str], *,
-                 extra_maps: list[Path] = (), extra_models: list[Path] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None,
+        exclude: list[str],
+        *,
+        extra_maps: list[Path] = (),
+        extra_models: list[Path] = (),
+    ) -> None:
         from neural_em.simulate import read_atoms
         from neural_em.voxelmap import read_map
 
@@ -188,8 +214,9 @@ class Sources:
         self.used: dict[str, list[str]] = {"maps": [], "models": [], "excluded": list(exclude)}
         unknown = [e for e in exclude if e not in SHARED_MAPS]
         if unknown:
-            raise ValueError(f"--exclude: unknown map name(s) {unknown} "
-                             f"(known: {', '.join(SHARED_MAPS)})")
+            raise ValueError(
+                f"--exclude: unknown map name(s) {unknown} (known: {', '.join(SHARED_MAPS)})"
+            )
         seen_models: set[str] = set()
         if data_dir is not None:
             for name, (map_rel, models) in SHARED_MAPS.items():
@@ -217,8 +244,9 @@ class Sources:
 
     def _add_model(self, name: str, atoms: Any) -> None:
         xyz = np.asarray(atoms.xyz, dtype=np.float64)
-        self.models.append((name, xyz - xyz.mean(axis=0), np.asarray(atoms.atomic_number,
-                                                                      dtype=np.float64)))
+        self.models.append(
+            (name, xyz - xyz.mean(axis=0), np.asarray(atoms.atomic_number, dtype=np.float64))
+        )
         self.used["models"].append(name)
 
 
@@ -238,7 +266,7 @@ def _real_volume(rng: np.random.Generator, vmap: Any, box: int) -> np.ndarray | 
     else:
         c = np.array([rng.integers(n) for n in data.shape])
     lo = np.clip(c - need // 2, 0, np.array(data.shape) - need)
-    crop = data[lo[0]:lo[0] + need[0], lo[1]:lo[1] + need[1], lo[2]:lo[2] + need[2]]
+    crop = data[lo[0] : lo[0] + need[0], lo[1] : lo[1] + need[1], lo[2] : lo[2] + need[2]]
     if np.any(zoom != 1):
         crop = scipy.ndimage.zoom(crop, zoom, order=3, mode="mirror", grid_mode=False)
     crop = crop[:box, :box, :box]
@@ -247,8 +275,9 @@ def _real_volume(rng: np.random.Generator, vmap: Any, box: int) -> np.ndarray | 
     return np.asarray(crop, dtype=np.float32)
 
 
-def _sim_volume(rng: np.random.Generator, xyz: np.ndarray, znum: np.ndarray, box: int
-                ) -> np.ndarray:
+def _sim_volume(
+    rng: np.random.Generator, xyz: np.ndarray, znum: np.ndarray, box: int
+) -> np.ndarray:
     # Real maps are blurrier than a molmap at their nominal resolution (B-factors): the
     # Gaussians are those of a molmap at 1-2x the nominal resolution (measured: sharp
     # molmaps alone taught corrections that made real maps worse than Fourier).
@@ -266,8 +295,9 @@ def _sim_volume(rng: np.random.Generator, xyz: np.ndarray, znum: np.ndarray, box
 def _bfactor(rng: np.random.Generator, vol: np.ndarray, voxel_guess: float = 1.0) -> np.ndarray:
     b = float(rng.uniform(0.0, 80.0))
     f = np.fft.rfftn(vol)
-    freqs = np.meshgrid(*(np.fft.fftfreq(n) for n in vol.shape[:2]),
-                        np.fft.rfftfreq(vol.shape[2]), indexing="ij")
+    freqs = np.meshgrid(
+        *(np.fft.fftfreq(n) for n in vol.shape[:2]), np.fft.rfftfreq(vol.shape[2]), indexing="ij"
+    )
     s2 = sum(q * q for q in freqs) / voxel_guess**2
     gain = np.exp(-b * s2 / 4.0)
     if b < 0:  # sharpening: keep the boost bounded (a real map's sharpening is band-limited)
@@ -285,8 +315,9 @@ def augment(rng: np.random.Generator, vol: np.ndarray, *, real: bool = False) ->
     if not real and rng.random() < 0.3:
         vol = _bfactor(rng, vol)
     if not real and rng.random() < 0.25:
-        noise = scipy.ndimage.gaussian_filter(rng.normal(size=vol.shape).astype(np.float32),
-                                              float(rng.uniform(0.5, 1.5)))
+        noise = scipy.ndimage.gaussian_filter(
+            rng.normal(size=vol.shape).astype(np.float32), float(rng.uniform(0.5, 1.5))
+        )
         noise *= scale * float(rng.uniform(0.01, 0.05)) / (float(noise.std()) + 1e-9)
         vol = vol + noise
     r = rng.random()
@@ -300,7 +331,7 @@ def augment(rng: np.random.Generator, vol: np.ndarray, *, real: bool = False) ->
         lo = [int(rng.integers(0, n // 3 + 1)) for n in vol.shape]
         hi = [n - int(rng.integers(0, n // 3 + 1)) for n in vol.shape]
         box = np.zeros_like(vol)
-        box[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 1
+        box[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 1
         vol = vol * box
     vol = np.transpose(vol, rng.permutation(3))
     for ax in range(3):
@@ -315,7 +346,7 @@ def training_pair(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | N
     """Network input (Fourier and spline 2x of the even voxels) and target blocks, both
     divided by the coarse map's density scale: ``((16, a, b, c), (8, a, b, c), scale)``."""
     odd = [n if n % 2 else n - 1 for n in truth.shape]
-    truth = truth[:odd[0], :odd[1], :odd[2]]
+    truth = truth[: odd[0], : odd[1], : odd[2]]
     coarse = truth[::2, ::2, ::2]
     if coarse.max() <= 0:
         return None
@@ -324,8 +355,9 @@ def training_pair(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | N
     return inp, tgt / s, s
 
 
-def make_volume(rng: np.random.Generator, sources: Sources, cfg: TrainConfig
-                ) -> tuple[np.ndarray, np.ndarray] | None:
+def make_volume(
+    rng: np.random.Generator, sources: Sources, cfg: TrainConfig
+) -> tuple[np.ndarray, np.ndarray] | None:
     box = int(rng.integers(cfg.box_min, cfg.box_max + 1))
     r = rng.random()
     real = bool(sources.maps) and r < cfg.weights_real
@@ -347,8 +379,9 @@ def make_volume(rng: np.random.Generator, sources: Sources, cfg: TrainConfig
 
 
 # ====================================================================== training
-def train(cfg: TrainConfig, sources: Sources, out: Path, *, progress: bool = True
-          ) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, sources: Sources, out: Path, *, progress: bool = True
+) -> dict[str, Any]:
     """Train and write ``out`` (.safetensors) and its ``.json`` record; returns the record."""
     import safetensors.numpy
     import torch
@@ -374,16 +407,25 @@ def train(cfg: TrainConfig, sources: Sources, out: Path, *, progress: bool = Tru
 
     def save(final: bool) -> dict[str, Any]:
         state = state_to_numpy(net)
-        rec = {"name": out.stem, "arch": {"channels": cfg.channels, "layers": cfg.layers},
-               "parameters": int(sum(v.size for v in state.values())),
-               "task": "refine the Fourier 2x upsampling of a map's even voxels towards the map",
-               "config": dataclasses.asdict(cfg), "data": sources.used, "steps": step,
-               "train_s": round(time.perf_counter() - t0, 1), "final": final,
-               "threads": torch.get_num_threads(), "history": history}
-        atomic_write_bytes(out, safetensors.numpy.save(state, metadata={"name": out.stem}),
-                           overwrite=True)
-        atomic_write_text(out.with_suffix(".json"), json.dumps(rec, indent=1) + "\n",
-                          overwrite=True)
+        rec = {
+            "name": out.stem,
+            "arch": {"channels": cfg.channels, "layers": cfg.layers},
+            "parameters": int(sum(v.size for v in state.values())),
+            "task": "refine the Fourier 2x upsampling of a map's even voxels towards the map",
+            "config": dataclasses.asdict(cfg),
+            "data": sources.used,
+            "steps": step,
+            "train_s": round(time.perf_counter() - t0, 1),
+            "final": final,
+            "threads": torch.get_num_threads(),
+            "history": history,
+        }
+        atomic_write_bytes(
+            out, safetensors.numpy.save(state, metadata={"name": out.stem}), overwrite=True
+        )
+        atomic_write_text(
+            out.with_suffix(".json"), json.dumps(rec, indent=1) + "\n", overwrite=True
+        )
         return rec
 
     while True:
@@ -409,9 +451,10 @@ def train(cfg: TrainConfig, sources: Sources, out: Path, *, progress: bool = Tru
             m = np.zeros((1, cfg.patch, cfg.patch, cfg.patch), np.float32)
             x[dst] = inp[sl]
             y[dst] = tgt[sl]
-            inner = [slice(margin if a > 0 else 0,
-                           q - margin if a + q < n else q - 1)
-                     for a, q, n in zip(lo, p, dims, strict=True)]
+            inner = [
+                slice(margin if a > 0 else 0, q - margin if a + q < n else q - 1)
+                for a, q, n in zip(lo, p, dims, strict=True)
+            ]
             m[(0,) + tuple(inner)] = 1.0
             xs.append(x)
             ys.append(y)
@@ -448,11 +491,22 @@ def train(cfg: TrainConfig, sources: Sources, out: Path, *, progress: bool = Tru
             if v is not None:
                 pool[rng.integers(len(pool))] = v
         if step % 50 == 0:
-            history.append({"step": step, "s": round(time.perf_counter() - t0, 1),
-                            "loss_over_fourier": round(running, 4), "lr": lr})
+            history.append(
+                {
+                    "step": step,
+                    "s": round(time.perf_counter() - t0, 1),
+                    "loss_over_fourier": round(running, 4),
+                    "lr": lr,
+                }
+            )
             if progress:
-                logger.info("step %d  %.0f s  loss/Fourier %.4f  lr %.2g", step,
-                            time.perf_counter() - t0, running, lr)
+                logger.info(
+                    "step %d  %.0f s  loss/Fourier %.4f  lr %.2g",
+                    step,
+                    time.perf_counter() - t0,
+                    running,
+                    lr,
+                )
         if time.perf_counter() - last_save > cfg.save_every_s:
             save(False)
             last_save = time.perf_counter()
@@ -467,17 +521,30 @@ def main(argv: list[str] | None = None) -> int:
         description="Train the learned field's network (writes NAME.safetensors + NAME.json).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="example: python -m neural_em.fields.learned_train --data-dir ../shared/data "
-               "--out learned.safetensors --minutes 30 --exclude emd_3488")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder laid out as ../shared/data (real maps and their models); "
-                   "without it: random chains and --map/--model files only")
+        "--out learned.safetensors --minutes 30 --exclude emd_3488",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder laid out as ../shared/data (real maps and their models); "
+        "without it: random chains and --map/--model files only",
+    )
     p.add_argument("--out", type=Path, required=True, help="output .safetensors file")
-    p.add_argument("--exclude", action="append", default=[],
-                   help=f"leave this map and its structure's models out (names: "
-                   f"{', '.join(SHARED_MAPS)})")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        help=f"leave this map and its structure's models out (names: {', '.join(SHARED_MAPS)})",
+    )
     p.add_argument("--map", action="append", type=Path, default=[], help="extra real map")
-    p.add_argument("--model", action="append", type=Path, default=[],
-                   help="extra model (PDB/mmCIF) to simulate maps from")
+    p.add_argument(
+        "--model",
+        action="append",
+        type=Path,
+        default=[],
+        help="extra model (PDB/mmCIF) to simulate maps from",
+    )
     p.add_argument("--minutes", type=float, default=TrainConfig.minutes)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=TrainConfig.batch)
@@ -500,18 +567,27 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    cfg = TrainConfig(minutes=args.minutes, max_steps=args.max_steps, batch=args.batch,
-                      patch=args.patch, pool=args.pool, channels=args.channels,
-                      layers=args.layers, lr=args.lr, seed=args.seed)
+    cfg = TrainConfig(
+        minutes=args.minutes,
+        max_steps=args.max_steps,
+        batch=args.batch,
+        patch=args.patch,
+        pool=args.pool,
+        channels=args.channels,
+        layers=args.layers,
+        lr=args.lr,
+        seed=args.seed,
+    )
     try:
-        sources = Sources(args.data_dir, args.exclude, extra_maps=args.map,
-                          extra_models=args.model)
+        sources = Sources(args.data_dir, args.exclude, extra_maps=args.map, extra_models=args.model)
     except ValueError as exc:
         p.error(str(exc))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rec = train(cfg, sources, args.out)
-    print(f"wrote {args.out} ({rec['steps']} steps, {rec['train_s']:.0f} s, "
-          f"loss/Fourier {rec['history'][-1]['loss_over_fourier'] if rec['history'] else '-'})")
+    print(
+        f"wrote {args.out} ({rec['steps']} steps, {rec['train_s']:.0f} s, "
+        f"loss/Fourier {rec['history'][-1]['loss_over_fourier'] if rec['history'] else '-'})"
+    )
     return 0
 
 

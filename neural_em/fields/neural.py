@@ -41,6 +41,7 @@ from neural_em.voxelmap import Normalisation, VoxelMap, load_normalised
 
 logger = logging.getLogger(__name__)
 
+
 class NeuralDensityMap(NeuralEvaluation, DensityField):
     """A neural field: per-region SIRENs blended over the box of a normalised map.
 
@@ -51,12 +52,27 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
 
     kind = "neural"
 
-    def __init__(self, *, tiling: Tiling, weights: Sequence[np.ndarray],
-                 biases: Sequence[np.ndarray], preset: str, voxel_size: Any, origin: Any,
-                 normalisation: Normalisation | None, map_id: str = "",
-                 metadata: dict[str, Any] | None = None) -> None:
-        super().__init__(shape_xyz=tiling.shape_xyz, voxel_size=voxel_size, origin=origin,
-                         normalisation=normalisation, map_id=map_id, metadata=metadata)
+    def __init__(
+        self,
+        *,
+        tiling: Tiling,
+        weights: Sequence[np.ndarray],
+        biases: Sequence[np.ndarray],
+        preset: str,
+        voxel_size: Any,
+        origin: Any,
+        normalisation: Normalisation | None,
+        map_id: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            shape_xyz=tiling.shape_xyz,
+            voxel_size=voxel_size,
+            origin=origin,
+            normalisation=normalisation,
+            map_id=map_id,
+            metadata=metadata,
+        )
         self.tiling = tiling
         self.preset = preset
         self.weights = [np.ascontiguousarray(w, dtype=np.float32) for w in weights]
@@ -67,30 +83,46 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
             records = [{"stop": "converged"}] * len(boxes)
         self.trained = [r for r, rec in enumerate(records) if rec.get("stop") != "empty"]
         if len(self.trained) != (self.weights[0].shape[0] if self.weights else 0):
-            raise InputError(f"{len(self.trained)} trained regions but weights for "
-                             f"{self.weights[0].shape[0]}")
+            raise InputError(
+                f"{len(self.trained)} trained regions but weights for {self.weights[0].shape[0]}"
+            )
         beta = self.metadata.get("network", {}).get("softplus_beta")
-        if beta is not None and not (isinstance(beta, int | float) and not isinstance(beta, bool)
-                                     and math.isfinite(beta) and beta > 0):
+        if beta is not None and not (
+            isinstance(beta, int | float)
+            and not isinstance(beta, bool)
+            and math.isfinite(beta)
+            and beta > 0
+        ):
             raise InputError(f"network softplus_beta must be a positive number, got {beta!r}")
         #: β of the softplus output (density = softplus_β((y + 1) / 2)); None: linear.
         self.softplus_beta = None if beta is None else float(beta)
         self._boxes = [boxes[r] for r in self.trained]
         self._tiles = [tiling.tile_index(boxes[r]) for r in self.trained]
         # Folded float64 copies for evaluation.
-        w64, b64 = siren.fold_omega([torch.from_numpy(w).double() for w in self.weights],
-                                    [torch.from_numpy(b).double() for b in self.biases])
+        w64, b64 = siren.fold_omega(
+            [torch.from_numpy(w).double() for w in self.weights],
+            [torch.from_numpy(b).double() for b in self.biases],
+        )
         self._w, self._b = w64, b64
         self._setup_fast()
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_voxel_map(cls, path: str | os.PathLike, contour: float | None = None, *,
-                       margin_A: float = 5.0, devices: str | Sequence[str] = ("cpu",),
-                       preset: str = "fast", max_epochs: int | None = None,
-                       time_budget_s: float | None = None, seed: int = 0,
-                       checkpoint: str | os.PathLike | None = None, progress: bool = False,
-                       max_voxels: int | None = None) -> NeuralDensityMap:
+    def from_voxel_map(
+        cls,
+        path: str | os.PathLike,
+        contour: float | None = None,
+        *,
+        margin_A: float = 5.0,
+        devices: str | Sequence[str] = ("cpu",),
+        preset: str = "fast",
+        max_epochs: int | None = None,
+        time_budget_s: float | None = None,
+        seed: int = 0,
+        checkpoint: str | os.PathLike | None = None,
+        progress: bool = False,
+        max_voxels: int | None = None,
+    ) -> NeuralDensityMap:
         """Read, normalise and (with ``contour``, a raw density level) crop a map, then fit.
 
         See :meth:`from_voxel_data` for the training options.
@@ -98,18 +130,35 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
         presets.parse_devices(devices)  # refuse bad devices before reading anything
         presets.get_preset(preset, max_epochs=max_epochs, time_budget_s=time_budget_s)
         vmap = load_normalised(path, contour=contour, margin_A=margin_A, max_voxels=max_voxels)
-        return cls.from_voxel_data(vmap, devices=devices, preset=preset, max_epochs=max_epochs,
-                                   time_budget_s=time_budget_s, seed=seed,
-                                   checkpoint=checkpoint, progress=progress)
+        return cls.from_voxel_data(
+            vmap,
+            devices=devices,
+            preset=preset,
+            max_epochs=max_epochs,
+            time_budget_s=time_budget_s,
+            seed=seed,
+            checkpoint=checkpoint,
+            progress=progress,
+        )
 
     @classmethod
-    def from_voxel_data(cls, data: VoxelMap | np.ndarray, voxel_size: Any = 1.0,
-                        origin: Any = 0.0, *, map_id: str = "", margin_A: float = 5.0,
-                        devices: str | Sequence[str] = ("cpu",), preset: str = "fast",
-                        max_epochs: int | None = None, time_budget_s: float | None = None,
-                        seed: int = 0, checkpoint: str | os.PathLike | None = None,
-                        progress: bool = False, max_voxels: int | None = None
-                        ) -> NeuralDensityMap:
+    def from_voxel_data(
+        cls,
+        data: VoxelMap | np.ndarray,
+        voxel_size: Any = 1.0,
+        origin: Any = 0.0,
+        *,
+        map_id: str = "",
+        margin_A: float = 5.0,
+        devices: str | Sequence[str] = ("cpu",),
+        preset: str = "fast",
+        max_epochs: int | None = None,
+        time_budget_s: float | None = None,
+        seed: int = 0,
+        checkpoint: str | os.PathLike | None = None,
+        progress: bool = False,
+        max_voxels: int | None = None,
+    ) -> NeuralDensityMap:
         """Fit a neural field to a :class:`VoxelMap` or an array ``(nz, ny, nx)``.
 
         The map is normalised here if it is not already. ``preset``: "fast" or "paper";
@@ -122,8 +171,9 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
         """
         del margin_A
         if not isinstance(data, VoxelMap):
-            data = VoxelMap(data=np.asarray(data), voxel_size=voxel_size, origin=origin,
-                            map_id=map_id)
+            data = VoxelMap(
+                data=np.asarray(data), voxel_size=voxel_size, origin=origin, map_id=map_id
+            )
         if max_voxels is not None:
             from neural_em.voxelmap import check_voxel_count
 
@@ -134,28 +184,60 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
         devs = presets.parse_devices(devices)
         tiling = Tiling.plan(data.shape_xyz, size=cfg.region_size, overlap=cfg.overlap)
         boxes = tiling.boxes()
-        geometry = {"shape_xyz": list(data.shape_xyz), "voxel_size": data.voxel_size.tolist(),
-                    "origin": data.origin.tolist()}
+        geometry = {
+            "shape_xyz": list(data.shape_xyz),
+            "voxel_size": data.voxel_size.tolist(),
+            "origin": data.origin.tolist(),
+        }
         start = time.perf_counter()
-        fit = training.fit_regions(data.data, boxes, cfg, devices=devs, seed=seed,
-                                   checkpoint=checkpoint, progress=progress, geometry=geometry)
+        fit = training.fit_regions(
+            data.data,
+            boxes,
+            cfg,
+            devices=devs,
+            seed=seed,
+            checkpoint=checkpoint,
+            progress=progress,
+            geometry=geometry,
+        )
         field = cls.from_networks(
-            tiling, fit.weights, fit.biases, voxel_size=data.voxel_size, origin=data.origin,
-            preset=cfg.name, normalisation=data.normalisation, map_id=data.map_id,
-            records=fit.records, devices=fit.devices, seconds=time.perf_counter() - start,
-            seed=seed, softplus_beta=cfg.softplus_beta,
-            extra={"preset_settings": cfg.to_dict()})
+            tiling,
+            fit.weights,
+            fit.biases,
+            voxel_size=data.voxel_size,
+            origin=data.origin,
+            preset=cfg.name,
+            normalisation=data.normalisation,
+            map_id=data.map_id,
+            records=fit.records,
+            devices=fit.devices,
+            seconds=time.perf_counter() - start,
+            seed=seed,
+            softplus_beta=cfg.softplus_beta,
+            extra={"preset_settings": cfg.to_dict()},
+        )
         field.history = fit.history
         return field
 
     @classmethod
-    def from_networks(cls, tiling: Tiling, weights: Sequence[np.ndarray],
-                      biases: Sequence[np.ndarray], *, voxel_size: Any, origin: Any,
-                      preset: str = "converted", normalisation: Normalisation | None = None,
-                      map_id: str = "", records: list[dict[str, Any]] | None = None,
-                      devices: Sequence[str] = (), seconds: float = 0.0, seed: int = 0,
-                      softplus_beta: float | None = None,
-                      extra: dict[str, Any] | None = None) -> NeuralDensityMap:
+    def from_networks(
+        cls,
+        tiling: Tiling,
+        weights: Sequence[np.ndarray],
+        biases: Sequence[np.ndarray],
+        *,
+        voxel_size: Any,
+        origin: Any,
+        preset: str = "converted",
+        normalisation: Normalisation | None = None,
+        map_id: str = "",
+        records: list[dict[str, Any]] | None = None,
+        devices: Sequence[str] = (),
+        seconds: float = 0.0,
+        seed: int = 0,
+        softplus_beta: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> NeuralDensityMap:
         """A field from given networks: ``weights[k]`` ``(R, out, in)``, ``biases[k]``
         ``(R, out)`` (standard SIREN parameterisation) for the regions of ``tiling`` whose
         record (``records``, one per region; default: all trained) is not ``"empty"``;
@@ -166,21 +248,36 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
             records = [RegionRecord.untrained().to_dict() for _ in boxes]
         metadata = {
             "preset": preset,
-            "network": {"widths": widths, "activation": "sine", "omega0": siren.OMEGA0,
-                        "coordinates": "voxel index scaled to [-1, 1] per region",
-                        "targets": "normalised density d scaled to 2d - 1",
-                        "output": ("density = (y + 1) / 2" if softplus_beta is None else
-                                   "density = softplus_beta((y + 1) / 2)"),
-                        "softplus_beta": softplus_beta},
+            "network": {
+                "widths": widths,
+                "activation": "sine",
+                "omega0": siren.OMEGA0,
+                "coordinates": "voxel index scaled to [-1, 1] per region",
+                "targets": "normalised density d scaled to 2d - 1",
+                "output": (
+                    "density = (y + 1) / 2"
+                    if softplus_beta is None
+                    else "density = softplus_beta((y + 1) / 2)"
+                ),
+                "softplus_beta": softplus_beta,
+            },
             "tiling": tiling.to_lists(),
             "regions": [{"lo": list(lo), "hi": list(hi)} for lo, hi in boxes],
             "training": training_summary(records, seconds, seed),
             "devices": list(devices),
             **(extra or {}),
         }
-        return cls(tiling=tiling, weights=weights, biases=biases, preset=preset,
-                   voxel_size=voxel_size, origin=origin, normalisation=normalisation,
-                   map_id=map_id, metadata=metadata)
+        return cls(
+            tiling=tiling,
+            weights=weights,
+            biases=biases,
+            preset=preset,
+            voxel_size=voxel_size,
+            origin=origin,
+            normalisation=normalisation,
+            map_id=map_id,
+            metadata=metadata,
+        )
 
     # ------------------------------------------------------------------ evaluation
     @property
@@ -210,8 +307,9 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
         return out
 
     @classmethod
-    def from_file_contents(cls, header: dict[str, Any], tensors: dict[str, np.ndarray],
-                           path: str | os.PathLike) -> NeuralDensityMap:
+    def from_file_contents(
+        cls, header: dict[str, Any], tensors: dict[str, np.ndarray], path: str | os.PathLike
+    ) -> NeuralDensityMap:
         """Build from a file's header and tensors, checking every type and shape; raises
         :class:`FieldFormatError` (one line) for anything inconsistent."""
         if header.get("kind") != cls.kind:
@@ -222,14 +320,20 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
         preset = require(header, "preset", str, path)
         network = require(header, "network", dict, path)
         widths = network.get("widths")
-        if (not isinstance(widths, list) or len(widths) < 2
-                or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0
-                           for n in widths) or widths[0] != 3 or widths[-1] != 1):
-            raise FieldFormatError("network widths must be a list of positive integers "
-                                   "from 3 to 1", path)
+        if (
+            not isinstance(widths, list)
+            or len(widths) < 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in widths)
+            or widths[0] != 3
+            or widths[-1] != 1
+        ):
+            raise FieldFormatError(
+                "network widths must be a list of positive integers from 3 to 1", path
+            )
         if network.get("omega0", siren.OMEGA0) != siren.OMEGA0:
-            raise FieldFormatError(f"network omega0 {network.get('omega0')!r} is not "
-                                   f"{siren.OMEGA0}", path)
+            raise FieldFormatError(
+                f"network omega0 {network.get('omega0')!r} is not {siren.OMEGA0}", path
+            )
         try:
             tiling = Tiling.from_lists(shape_xyz, require(header, "tiling", list, path))
         except InputError as exc:
@@ -237,11 +341,13 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
         regions = require(header, "regions", list, path)
         boxes = tiling.boxes()
         try:
-            stored = [((tuple(int(v) for v in r["lo"]), tuple(int(v) for v in r["hi"])))
-                      for r in regions]
+            stored = [
+                ((tuple(int(v) for v in r["lo"]), tuple(int(v) for v in r["hi"]))) for r in regions
+            ]
         except (KeyError, TypeError, ValueError) as exc:
-            raise FieldFormatError("regions must be objects with integer 'lo' and 'hi'",
-                                   path) from exc
+            raise FieldFormatError(
+                "regions must be objects with integer 'lo' and 'hi'", path
+            ) from exc
         if stored != [tuple(b) for b in boxes]:
             raise FieldFormatError("region boxes do not match the tiling", path)
         train = require(header, "training", dict, path)
@@ -257,31 +363,47 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
             expected[f"b{k}"] = (n_trained, n_out)
         if set(tensors) != set(expected):
             raise FieldFormatError(
-                f"tensors {sorted(tensors)} do not match the network (expected "
-                f"{sorted(expected)})", path)
+                f"tensors {sorted(tensors)} do not match the network (expected {sorted(expected)})",
+                path,
+            )
         for name, shape in expected.items():
             arr = tensors[name]
             if arr.dtype.kind != "f":
                 raise FieldFormatError(f"tensor {name!r} is {arr.dtype}, not floating", path)
             if tuple(arr.shape) != shape:
-                raise FieldFormatError(f"tensor {name!r} has shape {tuple(arr.shape)}, "
-                                       f"expected {shape}", path)
+                raise FieldFormatError(
+                    f"tensor {name!r} has shape {tuple(arr.shape)}, expected {shape}", path
+                )
             if not np.all(np.isfinite(arr)):
                 raise FieldFormatError(f"tensor {name!r} holds NaN or infinite values", path)
         try:
             norm = header.get("normalisation")
             normalisation = None if norm is None else Normalisation.from_dict(norm)
-            metadata = {k: header[k] for k in ("preset_settings", "network", "tiling",
-                                               "regions", "training", "devices",
-                                               "converted_from")
-                        if k in header}
+            metadata = {
+                k: header[k]
+                for k in (
+                    "preset_settings",
+                    "network",
+                    "tiling",
+                    "regions",
+                    "training",
+                    "devices",
+                    "converted_from",
+                )
+                if k in header
+            }
             metadata["preset"] = preset
-            return cls(tiling=tiling,
-                       weights=[tensors[f"w{k}"] for k in range(len(dims))],
-                       biases=[tensors[f"b{k}"] for k in range(len(dims))],
-                       preset=preset, voxel_size=voxel_size, origin=origin,
-                       normalisation=normalisation, map_id=str(header.get("map_id", "")),
-                       metadata=metadata)
+            return cls(
+                tiling=tiling,
+                weights=[tensors[f"w{k}"] for k in range(len(dims))],
+                biases=[tensors[f"b{k}"] for k in range(len(dims))],
+                preset=preset,
+                voxel_size=voxel_size,
+                origin=origin,
+                normalisation=normalisation,
+                map_id=str(header.get("map_id", "")),
+                metadata=metadata,
+            )
         except InputError as exc:
             raise FieldFormatError(exc.message, path) from exc
         except (TypeError, ValueError) as exc:
@@ -298,15 +420,19 @@ def fit_report(field: NeuralDensityMap) -> str:
         counts[rec.get("stop", "epoch_cap")] += 1
     fitted = [r for r in records if r.get("stop") != "empty"]
     losses = np.array([r["loss"] for r in fitted if r.get("loss") is not None], dtype=float)
-    errors = np.array([r["max_error"] for r in fitted if r.get("max_error") is not None],
-                      dtype=float)
+    errors = np.array(
+        [r["max_error"] for r in fitted if r.get("max_error") is not None], dtype=float
+    )
     epochs = np.array([r.get("epochs", 0) for r in fitted], dtype=float)
     widths = meta.get("network", {}).get("widths", [])
     lines = [
         f"neural map {field.map_id or '(no id)'}: preset {field.preset}, network "
         f"{'-'.join(str(w) for w in widths)}"
-        + (f" with a softplus output (β {field.softplus_beta:g})"
-           if field.softplus_beta is not None else "")
+        + (
+            f" with a softplus output (β {field.softplus_beta:g})"
+            if field.softplus_beta is not None
+            else ""
+        )
         + f", {field.n_parameters} parameters",
         f"regions: {len(records)} ({len(fitted)} trained, {counts['empty']} empty skipped); "
         f"stopped: {counts['converged']} converged, {counts['patience']} patience, "
@@ -316,7 +442,10 @@ def fit_report(field: NeuralDensityMap) -> str:
         lines.append(
             f"loss (MSE, targets on [-1, 1]): median {np.median(losses):.2e}, "
             f"max {losses.max():.2e}; max error (density) worst region {errors.max():.4f}; "
-            f"epochs median {np.median(epochs):.0f}, max {epochs.max():.0f}")
-    lines.append(f"training time {train.get('seconds', 0.0):.1f} s on "
-                 f"{', '.join(meta.get('devices', ['?']))}")
+            f"epochs median {np.median(epochs):.0f}, max {epochs.max():.0f}"
+        )
+    lines.append(
+        f"training time {train.get('seconds', 0.0):.1f} s on "
+        f"{', '.join(meta.get('devices', ['?']))}"
+    )
     return "\n".join(lines)

@@ -41,8 +41,10 @@ def _thread_pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL[0] != os.getpid():
-            _POOL = (os.getpid(), ThreadPoolExecutor(_eval_threads(),
-                                                     thread_name_prefix="neural-eval"))
+            _POOL = (
+                os.getpid(),
+                ThreadPoolExecutor(_eval_threads(), thread_name_prefix="neural-eval"),
+            )
         return _POOL[1]
 
 
@@ -110,8 +112,7 @@ class NeuralEvaluation:
             up_span = np.where(has_prev, np.concatenate([[1.0], last[:-1]]) - lo, 1.0)
             down_lo = np.where(has_next, np.concatenate([lo[1:], [0.0]]), 0.0)
             down_span = np.where(has_next, last - down_lo, 1.0)
-            self._axis_tables.append((lo, last, has_prev, up_span, has_next, down_lo,
-                                      down_span))
+            self._axis_tables.append((lo, last, has_prev, up_span, has_next, down_lo, down_span))
 
     def _net_tables(self, dtype: np.dtype) -> tuple[list[np.ndarray], ...]:
         """Folded networks as NumPy arrays of ``dtype``: weights transposed ``(R, in, out)``,
@@ -121,11 +122,13 @@ class NeuralEvaluation:
             self._tables[dtype] = (
                 [np.ascontiguousarray(w.transpose(1, 2).numpy(), dtype=dtype) for w in self._w],
                 [np.ascontiguousarray(b.unsqueeze(1).numpy(), dtype=dtype) for b in self._b],
-                [np.ascontiguousarray(w.numpy(), dtype=dtype) for w in self._w])
+                [np.ascontiguousarray(w.numpy(), dtype=dtype) for w in self._w],
+            )
         return self._tables[dtype]
 
-    def _axis_weights(self, axis: int, k: np.ndarray, u: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def _axis_weights(
+        self, axis: int, k: np.ndarray, u: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Blend weight and its derivative (per voxel) of tiles ``k`` of ``axis`` at fractional
         voxel indices ``u`` (same shapes); :meth:`Tiling.axis_weights` vectorised over tiles."""
         lo, last, has_prev, up_span, has_next, down_lo, down_span = self._axis_tables[axis]
@@ -145,8 +148,9 @@ class NeuralEvaluation:
         w = w * (1.0 - s)
         return w, dw
 
-    def _axis_candidates(self, axis: int, u: np.ndarray
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _axis_candidates(
+        self, axis: int, u: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The (at most two) tiles of ``axis`` holding each coordinate ``u`` ``(n,)``:
         tile indices, weights, weight derivatives and a mask of those with weight > 0,
         each ``(n, 2)``."""
@@ -159,8 +163,9 @@ class NeuralEvaluation:
         keep = valid & (w > 0)
         return k, w, dw, keep
 
-    def _run_networks(self, x: np.ndarray, region: np.ndarray, counts: np.ndarray,
-                      with_gradient: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _run_networks(
+        self, x: np.ndarray, region: np.ndarray, counts: np.ndarray, with_gradient: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Evaluate trained region ``region[i]``'s network at coordinates ``x[i]`` ``(P, 3)``,
         float32 or float64 (the networks run in that precision); pairs sorted by region,
         ``counts`` ``(R,)`` pairs per region. Returns the outputs ``(P,)`` and
@@ -203,14 +208,22 @@ class NeuralEvaluation:
                 y, dy = run(slice(0, total))
             else:
                 cuts = np.linspace(0, total, n_threads + 1).round().astype(int)
-                parts = list(_thread_pool().map(run, [slice(int(c0), int(c1)) for c0, c1
-                                                      in zip(cuts[:-1], cuts[1:], strict=True)]))
+                parts = list(
+                    _thread_pool().map(
+                        run,
+                        [
+                            slice(int(c0), int(c1))
+                            for c0, c1 in zip(cuts[:-1], cuts[1:], strict=True)
+                        ],
+                    )
+                )
                 y = np.concatenate([q[0] for q in parts])
                 dy = np.concatenate([q[1] for q in parts]) if with_gradient else None
         return y[bid, slot], (dy[bid, slot] if dy is not None else None)
 
-    def _blend(self, points: np.ndarray, with_gradient: bool,
-               dtype: Any = np.float64) -> np.ndarray:
+    def _blend(
+        self, points: np.ndarray, with_gradient: bool, dtype: Any = np.float64
+    ) -> np.ndarray:
         """Blended density (and gradient per Å) ``(n, 4)`` or ``(n, 1)`` float64 at points
         ``(n, 3)`` Å inside the box, the networks run in ``dtype`` (float32: about twice as
         fast, float32 rounding); evaluated in pieces of at most ``_PIECE`` points.
@@ -223,12 +236,12 @@ class NeuralEvaluation:
             return out
         piece = _PIECE if with_gradient else 2 * _PIECE
         for start in range(0, len(points), piece):
-            out[start:start + piece] = self._blend_piece(points[start:start + piece],
-                                                         with_gradient, np.dtype(dtype))
+            out[start : start + piece] = self._blend_piece(
+                points[start : start + piece], with_gradient, np.dtype(dtype)
+            )
         return out
 
-    def _blend_piece(self, points: np.ndarray, with_gradient: bool, dtype: np.dtype
-                     ) -> np.ndarray:
+    def _blend_piece(self, points: np.ndarray, with_gradient: bool, dtype: np.dtype) -> np.ndarray:
         n = len(points)
         u = (points - self.origin) / self.voxel_size
         cand = [self._axis_candidates(a, u[:, a]) for a in range(3)]
@@ -261,8 +274,7 @@ class NeuralEvaluation:
                 out[:, 1 + a] = np.bincount(p, weights=g, minlength=n) / self.voxel_size[a]
         return out
 
-    def _grid_slab_densities(self, ax: np.ndarray, ay: np.ndarray, az: np.ndarray
-                             ) -> np.ndarray:
+    def _grid_slab_densities(self, ax: np.ndarray, ay: np.ndarray, az: np.ndarray) -> np.ndarray:
         """Densities ``(len(az), len(ay), len(ax))`` on a regular grid slab: each trained
         region evaluated on its own sub-block of grid points (no per-point region search),
         all regions in one batched call; NaN at grid points outside the box."""
@@ -297,8 +309,9 @@ class NeuralEvaluation:
             if rx[1] == rx[0] or ry[1] == ry[0] or rz[1] == rz[0]:
                 continue
             c, h = self._centre[r], self._half[r]
-            cz, cy, cx = np.meshgrid((rz[3] - c[2]) / h[2], (ry[3] - c[1]) / h[1],
-                                     (rx[3] - c[0]) / h[0], indexing="ij")
+            cz, cy, cx = np.meshgrid(
+                (rz[3] - c[2]) / h[2], (ry[3] - c[1]) / h[1], (rx[3] - c[0]) / h[0], indexing="ij"
+            )
             xs.append(np.stack([cx.ravel(), cy.ravel(), cz.ravel()], axis=1).astype(np.float32))
             regions.append(r)
             blocks.append((rx, ry, rz))
@@ -317,12 +330,16 @@ class NeuralEvaluation:
             start = 0
             for (rx, ry, rz), m in zip(blocks, sizes, strict=True):
                 w = rz[2][:, None, None] * ry[2][None, :, None] * rx[2][None, None, :]
-                out[rz[0]:rz[1], ry[0]:ry[1], rx[0]:rx[1]] += w * dens[start:start + m].reshape(
-                    w.shape)
+                out[rz[0] : rz[1], ry[0] : ry[1], rx[0] : rx[1]] += w * dens[
+                    start : start + m
+                ].reshape(w.shape)
                 start += m
         out = out.astype(np.float32)
-        outside = ~(inside_axis[2][:, None, None] & inside_axis[1][None, :, None]
-                    & inside_axis[0][None, None, :])
+        outside = ~(
+            inside_axis[2][:, None, None]
+            & inside_axis[1][None, :, None]
+            & inside_axis[0][None, None, :]
+        )
         out[outside] = np.nan
         return out
 
@@ -358,8 +375,8 @@ class NeuralEvaluation:
             sel, us, w, dw = sel[nz], us[nz], w[nz], dw[nz]
             centre, half = region_scaling(lo_a, hi_a)
             x = torch.from_numpy((us - centre) / half).unsqueeze(0)
-            ws = [t[i:i + 1] for t in self._w]
-            bs = [t[i:i + 1] for t in self._b]
+            ws = [t[i : i + 1] for t in self._w]
+            bs = [t[i : i + 1] for t in self._b]
             with torch.no_grad():
                 if with_gradient:
                     y, dy = siren.forward_with_jacobian(x, ws, bs)
@@ -368,7 +385,8 @@ class NeuralEvaluation:
                     out[sel, 1:] += w[:, None] * ddens_du + dw * dens[:, None]
                 else:
                     dens, _ = siren.output_density(
-                        siren.forward_folded(x, ws, bs)[0, :, 0].numpy(), self.softplus_beta)
+                        siren.forward_folded(x, ws, bs)[0, :, 0].numpy(), self.softplus_beta
+                    )
             out[sel, 0] += w * dens
         if with_gradient:
             out[:, 1:] /= self.voxel_size  # per voxel -> per Å

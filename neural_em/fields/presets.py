@@ -75,28 +75,56 @@ class Preset:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able settings (infinite values as None)."""
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in dataclasses.asdict(self).items()
+        }
 
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
-        name="paper", region_size=64, overlap=4, hidden_width=256, hidden_layers=5,
-        lr=1e-4, batch_points=None, max_epochs=5000, time_budget_s=3600.0,
-        stop_loss=1e-5, patience_epochs=25, patience_below=4e-4, group_regions=1,
+        name="paper",
+        region_size=64,
+        overlap=4,
+        hidden_width=256,
+        hidden_layers=5,
+        lr=1e-4,
+        batch_points=None,
+        max_epochs=5000,
+        time_budget_s=3600.0,
+        stop_loss=1e-5,
+        patience_epochs=25,
+        patience_below=4e-4,
+        group_regions=1,
     ),
     "fast": Preset(
-        name="fast", region_size=24, overlap=4, hidden_width=56, hidden_layers=3,
-        lr=2e-3, batch_points=4096, max_epochs=300, time_budget_s=900.0,
-        schedule="cosine", min_lr_fraction=0.02, stop_max_error=0.03, stop_mse=5e-5,
-        eval_every=5, skip_empty_below=1e-3, bias_at_mean=True, group_regions=8,
-        group_regions_cuda=128, first_omega0=30.0 * 24 / 64, softplus_beta=30.0,
+        name="fast",
+        region_size=24,
+        overlap=4,
+        hidden_width=56,
+        hidden_layers=3,
+        lr=2e-3,
+        batch_points=4096,
+        max_epochs=300,
+        time_budget_s=900.0,
+        schedule="cosine",
+        min_lr_fraction=0.02,
+        stop_max_error=0.03,
+        stop_mse=5e-5,
+        eval_every=5,
+        skip_empty_below=1e-3,
+        bias_at_mean=True,
+        group_regions=8,
+        group_regions_cuda=128,
+        first_omega0=30.0 * 24 / 64,
+        softplus_beta=30.0,
     ),
 }
 
 
-def get_preset(name: str | Preset, *, max_epochs: int | None = None,
-               time_budget_s: float | None = None) -> Preset:
+def get_preset(
+    name: str | Preset, *, max_epochs: int | None = None, time_budget_s: float | None = None
+) -> Preset:
     """A preset by name, with the epoch cap and time budget overridden where given."""
     if isinstance(name, Preset):
         preset = name
@@ -142,11 +170,14 @@ def parse_devices(devices: str | Sequence[str]) -> list[str]:
                 if index < 0:
                     raise InputError(f"device {name!r}: negative index")
             if not torch.cuda.is_available():
-                raise InputError(f"device {name!r} requested but CUDA is not available here "
-                                 "(use --device cpu)")
+                raise InputError(
+                    f"device {name!r} requested but CUDA is not available here (use --device cpu)"
+                )
             if index >= torch.cuda.device_count():
-                raise InputError(f"device {name!r} requested but only "
-                                 f"{torch.cuda.device_count()} CUDA device(s) present")
+                raise InputError(
+                    f"device {name!r} requested but only "
+                    f"{torch.cuda.device_count()} CUDA device(s) present"
+                )
             canon = f"cuda:{index}"
         else:
             raise InputError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")

@@ -83,8 +83,7 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(RegionRecord))
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_count(value: Any) -> bool:
@@ -101,33 +100,44 @@ def _check_record(record: Any) -> None:
         raise FieldFormatError(
             f"training record (version {RECORD_VERSION}) has the wrong fields"
             + (f"; missing {', '.join(missing)}" if missing else "")
-            + (f"; unknown {', '.join(map(str, unknown))}" if unknown else ""))
+            + (f"; unknown {', '.join(map(str, unknown))}" if unknown else "")
+        )
     for name in ("loss", "max_error"):
         value = record[name]
         if value is not None and not (_is_number(value) and value >= 0):
-            raise FieldFormatError(f"training record {name} must be a non-negative number or "
-                                   f"null, got {value!r}")
+            raise FieldFormatError(
+                f"training record {name} must be a non-negative number or null, got {value!r}"
+            )
     for name in ("epochs", "best_epoch"):
         if not _is_count(record[name]):
-            raise FieldFormatError(f"training record {name} must be a non-negative integer, "
-                                   f"got {record[name]!r}")
+            raise FieldFormatError(
+                f"training record {name} must be a non-negative integer, got {record[name]!r}"
+            )
     if not (_is_number(record["seconds"]) and record["seconds"] >= 0):
-        raise FieldFormatError(f"training record seconds must be a non-negative number, got "
-                               f"{record['seconds']!r}")
+        raise FieldFormatError(
+            f"training record seconds must be a non-negative number, got {record['seconds']!r}"
+        )
     if record["stop"] not in STOP_REASONS:
-        raise FieldFormatError(f"training record stop {record['stop']!r} is not one of "
-                               f"{', '.join(STOP_REASONS)}")
+        raise FieldFormatError(
+            f"training record stop {record['stop']!r} is not one of {', '.join(STOP_REASONS)}"
+        )
 
 
-def training_summary(records: Sequence[RegionRecord | Mapping[str, Any]], seconds: float,
-                     seed: int) -> dict[str, Any]:
+def training_summary(
+    records: Sequence[RegionRecord | Mapping[str, Any]], seconds: float, seed: int
+) -> dict[str, Any]:
     """``header["training"]``: the records (checked), stop counts, total seconds, the seed."""
     checked = [r if isinstance(r, RegionRecord) else RegionRecord.from_dict(r) for r in records]
     counts = {reason: 0 for reason in STOP_REASONS}
     for rec in checked:
         counts[rec.stop] += 1
-    return {"record_version": RECORD_VERSION, "regions": [r.to_dict() for r in checked],
-            "stop_counts": counts, "seconds": round(float(seconds), 3), "seed": int(seed)}
+    return {
+        "record_version": RECORD_VERSION,
+        "regions": [r.to_dict() for r in checked],
+        "stop_counts": counts,
+        "seconds": round(float(seconds), 3),
+        "seed": int(seed),
+    }
 
 
 def read_region_records(training: Any, n_regions: int | None = None) -> list[RegionRecord]:
@@ -138,8 +148,10 @@ def read_region_records(training: Any, n_regions: int | None = None) -> list[Reg
         raise FieldFormatError("the training summary is missing or not an object")
     version = training.get("record_version", 1)
     if version != RECORD_VERSION:
-        raise FieldFormatError(f"training records of version {version!r}; this version of "
-                               f"neural-em reads version {RECORD_VERSION}")
+        raise FieldFormatError(
+            f"training records of version {version!r}; this version of "
+            f"neural-em reads version {RECORD_VERSION}"
+        )
     records = training.get("regions")
     if not isinstance(records, list):
         raise FieldFormatError("training records missing")
@@ -152,3 +164,14 @@ def read_region_records(training: Any, n_regions: int | None = None) -> list[Reg
         except FieldFormatError as exc:
             raise FieldFormatError(f"region {i}: {exc.message}") from exc
     return out
+
+
+def json_float(v: float) -> float | None:
+    """A float for JSON: None for NaN and infinities."""
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def from_json_float(v: float | None) -> float:
+    """The inverse of :func:`json_float` for losses: None reads as infinity."""
+    return math.inf if v is None else float(v)

@@ -45,8 +45,10 @@ def plan_axis(n: int, *, size: int, overlap: int) -> list[tuple[int, int]]:
     if n < 1:
         raise InputError(f"axis length must be positive, got {n}")
     if overlap < MIN_OVERLAP or size > MAX_REGION_EDGE or size < 2 * overlap:
-        raise InputError(f"region size {size} and overlap {overlap} must satisfy "
-                         f"{MIN_OVERLAP} <= overlap, 2 * overlap <= size <= {MAX_REGION_EDGE}")
+        raise InputError(
+            f"region size {size} and overlap {overlap} must satisfy "
+            f"{MIN_OVERLAP} <= overlap, 2 * overlap <= size <= {MAX_REGION_EDGE}"
+        )
     if n <= size:
         return [(0, n)]
     below, above = overlap // 2, overlap - overlap // 2
@@ -105,10 +107,13 @@ class Tiling:
             for k, (lo, hi) in enumerate(axis):
                 if not (0 <= lo < hi <= n) or hi - lo > MAX_REGION_EDGE:
                     raise InputError(f"tile {(lo, hi)} is empty, outside the axis or too long")
-                if k and not (axis[k - 1][0] < lo and axis[k - 1][1] - lo >= 2
-                              and axis[k - 1][1] < hi):
-                    raise InputError(f"tiles {axis[k - 1]} and {(lo, hi)} do not overlap "
-                                     "by at least two voxels in order")
+                if k and not (
+                    axis[k - 1][0] < lo and axis[k - 1][1] - lo >= 2 and axis[k - 1][1] < hi
+                ):
+                    raise InputError(
+                        f"tiles {axis[k - 1]} and {(lo, hi)} do not overlap "
+                        "by at least two voxels in order"
+                    )
                 if k >= 2 and axis[k - 2][1] > lo:
                     raise InputError("three tiles overlap")
         return cls(shape, parsed)

@@ -30,9 +30,14 @@ def layer_dims(widths: Sequence[int]) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(widths[:-1], widths[1:], strict=True)]
 
 
-def init_siren(n_regions: int, widths: Sequence[int], *, generator: torch.Generator,
-               omega0: float = OMEGA0, dtype: torch.dtype = torch.float32
-               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def init_siren(
+    n_regions: int,
+    widths: Sequence[int],
+    *,
+    generator: torch.Generator,
+    omega0: float = OMEGA0,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """SIREN initial weights ``[(R, out, in)]`` and biases ``[(R, out)]`` (unfolded), on CPU.
 
     Drawn on CPU from ``generator`` so a seed gives the same network on every device.
@@ -40,29 +45,34 @@ def init_siren(n_regions: int, widths: Sequence[int], *, generator: torch.Genera
     weights, biases = [], []
     for k, (n_in, n_out) in enumerate(layer_dims(widths)):
         bound = 1.0 / n_in if k == 0 else math.sqrt(6.0 / n_in) / omega0
-        w = (torch.rand(n_regions, n_out, n_in, generator=generator, dtype=dtype) * 2 - 1)
-        b = (torch.rand(n_regions, n_out, generator=generator, dtype=dtype) * 2 - 1)
+        w = torch.rand(n_regions, n_out, n_in, generator=generator, dtype=dtype) * 2 - 1
+        b = torch.rand(n_regions, n_out, generator=generator, dtype=dtype) * 2 - 1
         weights.append(w * bound)
         biases.append(b / math.sqrt(n_in))
     return weights, biases
 
 
-def fold_omega(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-               omega0: float = OMEGA0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def fold_omega(
+    weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], omega0: float = OMEGA0
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Multiply every sine layer's weights and biases by ω0 (all layers but the last)."""
     n = len(weights)
-    return ([w * omega0 if k < n - 1 else w.clone() for k, w in enumerate(weights)],
-            [b * omega0 if k < n - 1 else b.clone() for k, b in enumerate(biases)])
+    return (
+        [w * omega0 if k < n - 1 else w.clone() for k, w in enumerate(weights)],
+        [b * omega0 if k < n - 1 else b.clone() for k, b in enumerate(biases)],
+    )
 
 
-def unfold_omega(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-                 omega0: float = OMEGA0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def unfold_omega(
+    weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], omega0: float = OMEGA0
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Inverse of :func:`fold_omega`."""
     return fold_omega(weights, biases, 1.0 / omega0)
 
 
-def output_density(y: np.ndarray, softplus_beta: float | None
-                   ) -> tuple[np.ndarray, np.ndarray | float]:
+def output_density(
+    y: np.ndarray, softplus_beta: float | None
+) -> tuple[np.ndarray, np.ndarray | float]:
     """Density from network outputs ``y`` (float64 array) and its derivative ``d density /
     d y``: ``(y + 1) / 2`` (linear, the study's), or ``softplus_β((y + 1) / 2)``, which is
     never negative and reaches 0 smoothly, so a network can leave masked or clipped voxels
@@ -80,8 +90,9 @@ def output_density_torch(y: torch.Tensor, softplus_beta: float) -> torch.Tensor:
     return torch.nn.functional.softplus(0.5 * (y + 1.0), beta=float(softplus_beta))
 
 
-def forward_folded(x: torch.Tensor, weights: Sequence[torch.Tensor],
-                   biases: Sequence[torch.Tensor]) -> torch.Tensor:
+def forward_folded(
+    x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """Outputs ``(R, B, out)`` of folded networks at coordinates ``x`` ``(R, B, 3)``."""
     h = x
     last = len(weights) - 1
@@ -92,8 +103,9 @@ def forward_folded(x: torch.Tensor, weights: Sequence[torch.Tensor],
     return h
 
 
-def forward_with_jacobian(x: torch.Tensor, weights: Sequence[torch.Tensor],
-                          biases: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_with_jacobian(
+    x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs ``(R, B)`` and their gradients ``(R, B, 3)`` with respect to the coordinates,
     for folded single-output networks at ``x`` ``(R, B, 3)`` (forward-mode, exact)."""
     r, n, _ = x.shape
@@ -115,10 +127,14 @@ def forward_with_jacobian(x: torch.Tensor, weights: Sequence[torch.Tensor],
     return h[..., 0], tangent.view(r, n, 3)
 
 
-def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor],
-                          biases: Sequence[torch.Tensor], *, with_gradient: bool = True,
-                          weights_t: Sequence[torch.Tensor] | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def forward_with_gradient(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    *,
+    with_gradient: bool = True,
+    weights_t: Sequence[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Outputs ``(R, B)`` and (``with_gradient``) their gradients ``(R, B, 3)`` with respect
     to the coordinates, for folded single-output networks at ``x`` ``(R, B, 3)``.
 
@@ -149,9 +165,12 @@ def forward_with_gradient(x: torch.Tensor, weights: Sequence[torch.Tensor],
     return y, g
 
 
-def forward_numpy(x: np.ndarray, weights_t: Sequence[np.ndarray], biases: Sequence[np.ndarray],
-                  weights: Sequence[np.ndarray] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
+def forward_numpy(
+    x: np.ndarray,
+    weights_t: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`forward_with_gradient` in NumPy (stacked BLAS products, in-place sines): for
     inference on CPU, where it runs faster than torch's batched products.
 

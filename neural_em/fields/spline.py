@@ -27,8 +27,15 @@ def _bspline_weights(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     t2, t3 = t * t, t * t * t
     s = 1.0 - t
-    w = np.stack([s * s * s / 6.0, (3 * t3 - 6 * t2 + 4) / 6.0,
-                  (-3 * t3 + 3 * t2 + 3 * t + 1) / 6.0, t3 / 6.0], axis=1)
+    w = np.stack(
+        [
+            s * s * s / 6.0,
+            (3 * t3 - 6 * t2 + 4) / 6.0,
+            (-3 * t3 + 3 * t2 + 3 * t + 1) / 6.0,
+            t3 / 6.0,
+        ],
+        axis=1,
+    )
     dw = np.stack([-0.5 * s * s, 1.5 * t2 - 2 * t, -1.5 * t2 + t + 0.5, 0.5 * t2], axis=1)
     return w, dw
 
@@ -41,12 +48,14 @@ class SplineDensityMap(VolumeField):
     def __init__(self, volume: VoxelMap) -> None:
         super().__init__(volume, {"interpolation": "cubic B-spline, mirror boundary"})
         self._coeffs = scipy.ndimage.spline_filter(
-            self.volume.astype(np.float64), order=3, mode="mirror")
+            self.volume.astype(np.float64), order=3, mode="mirror"
+        )
         self._padded = np.pad(self._coeffs, 2, mode="reflect").ravel()
         pz, py, px = (n + 4 for n in self.volume.shape)
         a = np.arange(4)
-        self._offsets = (a[:, None, None] * py * px + a[None, :, None] * px
-                         + a[None, None, :]).ravel()
+        self._offsets = (
+            a[:, None, None] * py * px + a[None, :, None] * px + a[None, None, :]
+        ).ravel()
         self._strides = np.array([1, px, py * px])  # x, y, z strides in the padded array
 
     # ------------------------------------------------------------------ evaluation
@@ -111,7 +120,8 @@ class SplineDensityMap(VolumeField):
         if inside.any():
             zyx = ((points[inside] - self.origin) / self.voxel_size)[:, ::-1].T
             out[inside] = scipy.ndimage.map_coordinates(
-                self._coeffs, zyx, order=3, mode="mirror", prefilter=False)
+                self._coeffs, zyx, order=3, mode="mirror", prefilter=False
+            )
         return out
 
     def _axis_weights(self, coords: np.ndarray, axis: int) -> np.ndarray:
@@ -127,8 +137,7 @@ class SplineDensityMap(VolumeField):
             out[rows, base.astype(np.int64) + 1 + k] = w[:, k]
         return out
 
-    def _grid_slab_densities(self, ax: np.ndarray, ay: np.ndarray, az: np.ndarray
-                             ) -> np.ndarray:
+    def _grid_slab_densities(self, ax: np.ndarray, ay: np.ndarray, az: np.ndarray) -> np.ndarray:
         # Separable evaluation on a regular grid: three small matrix products instead of a
         # 64-coefficient gather per point (same values to rounding).
         nz, ny, nx = (n + 4 for n in self.volume.shape)

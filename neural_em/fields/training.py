@@ -6,19 +6,18 @@ with a per-region loss, so every region gets exactly the updates it would get al
 element-wise and the loss is a sum of per-region means). Regions leave the batch as soon as they
 stop (converged, patience, epoch cap), so the remaining ones train faster.
 
-The recipes (presets) and device names are in :mod:`neural_em.fields.presets`; checkpoints
-and fingerprints in :mod:`neural_em.fields.checkpoint`; the per-region record the trainer
-writes in :mod:`neural_em.fields.records`.
+Presets and device names: :mod:`neural_em.fields.presets`; checkpoints and fingerprints:
+:mod:`neural_em.fields.checkpoint`; samples: :mod:`neural_em.fields.samples`; the per-region
+record the trainer writes: :mod:`neural_em.fields.records`.
 
 Determinism: the initial weights and the mini-batch order come from generators seeded by the
 fit's seed and the group's index, so two CPU fits with the same arguments give identical
 weights (unless a time budget cuts them at a different point).
 
-Adam is written out (:meth:`GroupTrainer._adam`) rather than taken from ``torch.optim``: regions
-leave the batch one by one, so the moments of the regions still training must be compacted
-with their parameters, and the sine layers take a step and epsilon scaled by ω0 (the weights are
-stored folded). On one region it equals ``torch.optim.Adam`` on the unfolded weights
-(``tests/test_training.py``).
+Adam is written out (:meth:`GroupTrainer._adam`), not taken from ``torch.optim``: regions leave
+the batch one by one, so the moments of those still training are compacted with their weights,
+and sine layers (weights stored folded) take a step and epsilon scaled by ω0. On one region it
+equals ``torch.optim.Adam`` on the unfolded weights (``tests/test_training.py``).
 """
 
 from __future__ import annotations
@@ -46,56 +45,31 @@ from neural_em.fields.checkpoint import (
     fingerprint,
 )
 from neural_em.fields.presets import PRESETS, Preset, get_preset, parse_devices
-from neural_em.fields.records import RegionRecord
-from neural_em.fields.regions import region_scaling
+from neural_em.fields.records import RegionRecord, from_json_float, json_float
+from neural_em.fields.samples import RegionData, region_samples
 
 logger = logging.getLogger(__name__)
 
 #: Names that moved to presets and checkpoint, still importable from here.
-__all__ = ["DEFAULT_CHECKPOINT_EVERY_S", "PRESETS", "Checkpoint", "FitResult", "GroupResult",
-           "GroupTrainer", "Preset", "RegionData", "checkpoint_interval", "fingerprint",
-           "fit_regions", "get_preset", "parse_devices", "region_samples"]
+__all__ = [
+    "DEFAULT_CHECKPOINT_EVERY_S",
+    "PRESETS",
+    "Checkpoint",
+    "FitResult",
+    "GroupResult",
+    "GroupTrainer",
+    "Preset",
+    "RegionData",
+    "checkpoint_interval",
+    "fingerprint",
+    "fit_regions",
+    "get_preset",
+    "parse_devices",
+    "region_samples",
+]
 
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
-
-
-# ---------------------------------------------------------------------- region data
-@dataclasses.dataclass
-class RegionData:
-    """Training samples of a group of regions, padded to a common length.
-
-    ``x`` ``(R, N, 3)`` coordinates in [-1, 1]; ``y`` ``(R, N)`` targets in [-1, 1];
-    ``counts`` ``(R,)`` valid samples per region (the rest is padding).
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    counts: torch.Tensor
-
-    @property
-    def mask(self) -> torch.Tensor:
-        n = self.x.shape[1]
-        return torch.arange(n).unsqueeze(0) < self.counts.unsqueeze(1)
-
-
-def region_samples(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequence[int]]]
-                   ) -> RegionData:
-    """Coordinates and targets of every voxel of each box of ``data`` ``(nz, ny, nx)``."""
-    sizes = [int(np.prod(np.asarray(hi) - np.asarray(lo))) for lo, hi in boxes]
-    n_max = max(sizes)
-    x = np.zeros((len(boxes), n_max, 3), dtype=np.float32)
-    y = np.full((len(boxes), n_max), -1.0, dtype=np.float32)
-    for r, (lo, hi) in enumerate(boxes):
-        lo_a, hi_a = np.asarray(lo), np.asarray(hi)
-        zz, yy, xx = np.meshgrid(*[np.arange(lo_a[a], hi_a[a]) for a in (2, 1, 0)],
-                                 indexing="ij")
-        u = np.stack([xx.ravel(), yy.ravel(), zz.ravel()], axis=1).astype(np.float64)
-        centre, half = region_scaling(lo_a, hi_a)
-        x[r, :sizes[r]] = (u - centre) / half
-        y[r, :sizes[r]] = 2.0 * data[lo_a[2]:hi_a[2], lo_a[1]:hi_a[1], lo_a[0]:hi_a[0]].ravel() - 1
-    return RegionData(torch.from_numpy(x), torch.from_numpy(y),
-                      torch.tensor(sizes, dtype=torch.int64))
 
 
 # ---------------------------------------------------------------------- the trainer
@@ -108,9 +82,16 @@ class GroupTrainer:
     seconds)`` after every evaluation (the loss of stopped regions is their best).
     """
 
-    def __init__(self, preset: Preset, samples: RegionData, *, seed: int, device: str = "cpu",
-                 state: dict[str, Any] | None = None,
-                 on_progress: Callable[[int, int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        preset: Preset,
+        samples: RegionData,
+        *,
+        seed: int,
+        device: str = "cpu",
+        state: dict[str, Any] | None = None,
+        on_progress: Callable[[int, int, float], None] | None = None,
+    ) -> None:
         self.preset = preset
         self.device = torch.device(device)
         self.on_progress = on_progress
@@ -121,8 +102,9 @@ class GroupTrainer:
         self.counts = samples.counts.to(dev)
         self.n_regions = int(samples.x.shape[0])
         self.n_points = int(samples.x.shape[1])
-        self.mask_full = (torch.arange(self.n_points, device=dev).unsqueeze(0)
-                          < self.counts.unsqueeze(1))
+        self.mask_full = torch.arange(self.n_points, device=dev).unsqueeze(
+            0
+        ) < self.counts.unsqueeze(1)
         self.n_layers = len(preset.widths) - 1
         self.batch = preset.batch_points
         if self.batch is not None and self.batch >= self.n_points:
@@ -175,9 +157,9 @@ class GroupTrainer:
         tensors["sample_weight"] = self.sample_weight.cpu()
         tensors["gen_state"] = self.gen.get_state()
         record = {
-            "best_loss": [_json_float(v) for v in self.best_loss],
-            "best_score": [_json_float(v) for v in self.best_score],
-            "best_max_error": [_json_float(v) for v in self.best_max_error],
+            "best_loss": [json_float(v) for v in self.best_loss],
+            "best_score": [json_float(v) for v in self.best_score],
+            "best_max_error": [json_float(v) for v in self.best_max_error],
             "best_epoch": self.best_epoch.tolist(),
             "epochs": self.epochs.tolist(),
             "seconds": self.seconds.tolist(),
@@ -198,9 +180,9 @@ class GroupTrainer:
         self.active = t["active"].to(dev).long()
         self.sample_weight = t["sample_weight"].to(dev).clone()
         self.gen.set_state(t["gen_state"].clone())
-        self.best_loss = np.array([_from_json_float(v) for v in rec["best_loss"]])
-        self.best_score = np.array([_from_json_float(v) for v in rec["best_score"]])
-        self.best_max_error = np.array([_from_json_float(v) for v in rec["best_max_error"]])
+        self.best_loss = np.array([from_json_float(v) for v in rec["best_loss"]])
+        self.best_score = np.array([from_json_float(v) for v in rec["best_score"]])
+        self.best_max_error = np.array([from_json_float(v) for v in rec["best_max_error"]])
         self.best_epoch = np.array(rec["best_epoch"], dtype=np.int64)
         self.epochs = np.array(rec["epochs"], dtype=np.int64)
         self.seconds = np.array(rec["seconds"], dtype=np.float64)
@@ -219,15 +201,17 @@ class GroupTrainer:
         p = self.preset
         if p.schedule == "cosine":
             frac = min(1.0, self.epoch / max(1, p.max_epochs))
-            return p.min_lr_fraction + (1 - p.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * frac))
+            return p.min_lr_fraction + (1 - p.min_lr_fraction) * 0.5 * (
+                1 + math.cos(math.pi * frac)
+            )
         return 1.0
 
     def _adam(self, grads: Sequence[torch.Tensor], keep: torch.Tensor | None) -> None:
         """One Adam step on the active regions (``keep``: the subset still training)."""
         self.step += 1
         b1, b2 = _ADAM_BETAS
-        c1 = 1 - b1 ** self.step
-        c2 = 1 - b2 ** self.step
+        c1 = 1 - b1**self.step
+        c2 = 1 - b2**self.step
         lr0 = self.preset.lr * self._lr_factor()
         n = self.n_layers
         with torch.no_grad():
@@ -256,21 +240,25 @@ class GroupTrainer:
             # Voxel weights 1 + (error / scale)^2 with scale = max(focus_error, 3 x the
             # region's RMS error at the last evaluation): mild while errors are large.
             rms = 0.5 * np.sqrt(self.best_loss[self.active.cpu().numpy()])
-            focus_scale = torch.from_numpy(np.maximum(p.focus_error, 3.0 * rms)).to(
-                self.device, torch.float32).unsqueeze(1)
+            focus_scale = (
+                torch.from_numpy(np.maximum(p.focus_error, 3.0 * rms))
+                .to(self.device, torch.float32)
+                .unsqueeze(1)
+            )
         with torch.no_grad():
             for s in range(0, self.n_points, chunk):
-                out = self._predict(x[:, s:s + chunk])
-                err = torch.where(mask[:, s:s + chunk], (out - y[:, s:s + chunk]).abs(), 0.0)
+                out = self._predict(x[:, s : s + chunk])
+                err = torch.where(mask[:, s : s + chunk], (out - y[:, s : s + chunk]).abs(), 0.0)
                 sq += (err * err).sum(1)
                 mx = torch.maximum(mx, err.amax(1))
                 if focus_scale is not None:
                     focus = 1.0 + (0.5 * err / focus_scale) ** 2
-                    self.sample_weight[act, s:s + chunk] = focus.clamp_(max=self.preset.focus_max)
+                    self.sample_weight[act, s : s + chunk] = focus.clamp_(max=self.preset.focus_max)
         return sq / self.counts[act], 0.5 * mx
 
-    def _record(self, loss: torch.Tensor, max_err: torch.Tensor, elapsed: float,
-                budget_hit: bool) -> torch.Tensor | None:
+    def _record(
+        self, loss: torch.Tensor, max_err: torch.Tensor, elapsed: float, budget_hit: bool
+    ) -> torch.Tensor | None:
         """Update bests, decide stops; returns the mask of active regions that go on (or None
         when all go on)."""
         p = self.preset
@@ -297,8 +285,11 @@ class GroupTrainer:
                 reason = "converged"
             elif p.stop_max_error is not None and self.best_score[r] <= 1.0:
                 reason = "converged"
-            elif (p.patience_epochs is not None and self.best_score[r] < p.patience_below
-                  and self.epoch - self.best_epoch[r] >= p.patience_epochs):
+            elif (
+                p.patience_epochs is not None
+                and self.best_score[r] < p.patience_below
+                and self.epoch - self.best_epoch[r] >= p.patience_epochs
+            ):
                 reason = "patience"
             elif self.epoch >= p.max_epochs:
                 reason = "epoch_cap"
@@ -310,9 +301,13 @@ class GroupTrainer:
                 go_on[i] = False
         self.history.append((elapsed, self.epoch, self._group_loss(), time.process_time()))
         if self.on_progress is not None:
-            self.on_progress(int(sum(s is not None for s in self.stop)), self.epoch,
-                             float(np.mean(self.best_loss[np.isfinite(self.best_loss)]))
-                             if np.isfinite(self.best_loss).any() else float("nan"))
+            self.on_progress(
+                int(sum(s is not None for s in self.stop)),
+                self.epoch,
+                float(np.mean(self.best_loss[np.isfinite(self.best_loss)]))
+                if np.isfinite(self.best_loss).any()
+                else float("nan"),
+            )
         return None if go_on.all() else torch.from_numpy(go_on).to(self.device)
 
     def _score(self, loss: np.ndarray, max_error: np.ndarray) -> np.ndarray:
@@ -336,8 +331,11 @@ class GroupTrainer:
         self.m = [t[keep].clone() for t in self.m]
         self.v = [t[keep].clone() for t in self.v]
 
-    def run(self, checkpoint: Callable[[GroupTrainer], None] | None = None,
-            checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S) -> GroupResult:
+    def run(
+        self,
+        checkpoint: Callable[[GroupTrainer], None] | None = None,
+        checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S,
+    ) -> GroupResult:
         """Train until every region has stopped; returns the best weights and records."""
         p = self.preset
         self._t0 = time.perf_counter()
@@ -355,8 +353,9 @@ class GroupTrainer:
                 err, sq = self._train_errors(self.x[act], self.y[act])
                 err = torch.where(mask, err, 0.0)
                 loss_r = (err * err).sum(1) / self.counts[act]
-                keep = self._record(loss_r.detach(), 0.5 * err.detach().abs().amax(1),
-                                    elapsed, budget_hit)
+                keep = self._record(
+                    loss_r.detach(), 0.5 * err.detach().abs().amax(1), elapsed, budget_hit
+                )
                 if keep is not None and not keep.any():
                     break
                 train_loss = (torch.where(mask, sq, 0.0).sum(1) / self.counts[act]).sum()
@@ -367,8 +366,7 @@ class GroupTrainer:
                     self._compact(keep)
                 self._adam(grads, keep)
             else:
-                if (self.epoch % p.eval_every == 0 or self.epoch >= p.max_epochs
-                        or budget_hit):
+                if self.epoch % p.eval_every == 0 or self.epoch >= p.max_epochs or budget_hit:
                     loss_r, max_err = self._evaluate()
                     keep = self._record(loss_r, max_err, elapsed, budget_hit)
                     if keep is not None:
@@ -395,8 +393,7 @@ class GroupTrainer:
             return out, out
         return 2.0 * siren.output_density_torch(out, self.preset.softplus_beta) - 1.0, out
 
-    def _train_errors(self, x: torch.Tensor, y: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _train_errors(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Errors of the predicted targets and the squared training errors, both ``(R, B)``. With a softplus output, a voxel whose density
         needs a positive softplus argument (d > ln 2 / β) but whose argument is negative sits
         where the softplus is flat and would learn nothing ("dead"); it also pays the
@@ -419,8 +416,12 @@ class GroupTrainer:
         mask = self.mask_full[act][:, perm]
         weight = torch.where(mask, self.sample_weight[act][:, perm], 0.0)
         for s in range(0, self.n_points, self.batch):
-            xb, yb, mb = x[:, s:s + self.batch], y[:, s:s + self.batch], mask[:, s:s + self.batch]
-            wb = weight[:, s:s + self.batch]
+            xb, yb, mb = (
+                x[:, s : s + self.batch],
+                y[:, s : s + self.batch],
+                mask[:, s : s + self.batch],
+            )
+            wb = weight[:, s : s + self.batch]
             for t in self.params:
                 t.requires_grad_(True)
             _, sq = self._train_errors(xb, yb)
@@ -432,29 +433,24 @@ class GroupTrainer:
 
     def result(self) -> GroupResult:
         n = self.n_layers
-        w, b = siren.unfold_omega([t.detach().cpu() for t in self.best[:n]],
-                                  [t.detach().cpu() for t in self.best[n:]])
+        w, b = siren.unfold_omega(
+            [t.detach().cpu() for t in self.best[:n]], [t.detach().cpu() for t in self.best[n:]]
+        )
         records = []
         for r in range(self.n_regions):
-            records.append(RegionRecord(
-                loss=_json_float(self.best_loss[r]),
-                max_error=_json_float(self.best_max_error[r]),
-                epochs=int(self.epochs[r]),
-                best_epoch=int(self.best_epoch[r]),
-                seconds=round(float(self.seconds[r]), 3),
-                stop=self.stop[r] or "epoch_cap",
-            ).to_dict())
-        return GroupResult([t.contiguous() for t in w], [t[..., :].contiguous() for t in b],
-                           records)
-
-
-def _json_float(v: float) -> float | None:
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def _from_json_float(v: float | None) -> float:
-    return math.inf if v is None else float(v)
+            records.append(
+                RegionRecord(
+                    loss=json_float(self.best_loss[r]),
+                    max_error=json_float(self.best_max_error[r]),
+                    epochs=int(self.epochs[r]),
+                    best_epoch=int(self.best_epoch[r]),
+                    seconds=round(float(self.seconds[r]), 3),
+                    stop=self.stop[r] or "epoch_cap",
+                ).to_dict()
+            )
+        return GroupResult(
+            [t.contiguous() for t in w], [t[..., :].contiguous() for t in b], records
+        )
 
 
 # ---------------------------------------------------------------------- whole fits
@@ -472,10 +468,17 @@ class FitResult:
     history: list[list[float]]
 
 
-def fit_regions(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequence[int]]],
-                preset: Preset, *, devices: str | Sequence[str] = ("cpu",), seed: int = 0,
-                checkpoint: str | os.PathLike | None = None, progress: bool = False,
-                geometry: dict[str, Any] | None = None) -> FitResult:
+def fit_regions(
+    data: np.ndarray,
+    boxes: Sequence[tuple[Sequence[int], Sequence[int]]],
+    preset: Preset,
+    *,
+    devices: str | Sequence[str] = ("cpu",),
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = False,
+    geometry: dict[str, Any] | None = None,
+) -> FitResult:
     """Train one SIREN per region box of ``data`` ``(nz, ny, nx)`` (normalised to [0, 1]).
 
     Regions whose maximum is below ``preset.skip_empty_below`` are skipped (record stop
@@ -487,13 +490,13 @@ def fit_regions(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequence[
     n_regions = len(boxes)
     trained = []
     for r, (lo, hi) in enumerate(boxes):
-        block = data[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
+        block = data[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
         if preset.skip_empty_below is None or float(block.max()) >= preset.skip_empty_below:
             trained.append(r)
     size = preset.group_regions
     if preset.group_regions_cuda is not None and devs[0].startswith("cuda"):
         size = preset.group_regions_cuda
-    groups = [trained[i:i + size] for i in range(0, len(trained), size)]
+    groups = [trained[i : i + size] for i in range(0, len(trained), size)]
     ckpt = Checkpoint(checkpoint, fingerprint(data, geometry or {}, preset, seed))
     ckpt.load()
     every = checkpoint_interval()
@@ -521,11 +524,18 @@ def fit_regions(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequence[
                 bar.set_postfix(group=f"{g + 1}/{len(groups)}", epoch=epoch, loss=f"{loss:.2e}")
 
         group_seed = (int(seed) * 1_000_003 + g * 7919 + preset.seed_offset) % (2**62)
-        trainer = GroupTrainer(preset, samples, seed=group_seed, device=device,
-                               state=ckpt.in_progress.get(g), on_progress=on_progress)
-        res = trainer.run(checkpoint=(lambda t: ckpt.update(g, t.state_dict())) if checkpoint
-                          else None,
-                          checkpoint_every_s=every)
+        trainer = GroupTrainer(
+            preset,
+            samples,
+            seed=group_seed,
+            device=device,
+            state=ckpt.in_progress.get(g),
+            on_progress=on_progress,
+        )
+        res = trainer.run(
+            checkpoint=(lambda t: ckpt.update(g, t.state_dict())) if checkpoint else None,
+            checkpoint_every_s=every,
+        )
         results[g] = res
         with bar_lock:
             histories.extend([[g, *h] for h in trainer.history])
@@ -557,12 +567,12 @@ def fit_regions(data: np.ndarray, boxes: Sequence[tuple[Sequence[int], Sequence[
     else:
         w_all = [np.zeros((0, o, i), np.float32) for i, o in siren.layer_dims(preset.widths)]
         b_all = [np.zeros((0, o), np.float32) for _, o in siren.layer_dims(preset.widths)]
-    return FitResult(w_all, b_all, trained, records, devs, time.perf_counter() - start,
-                     histories)
+    return FitResult(w_all, b_all, trained, records, devs, time.perf_counter() - start, histories)
 
 
-def _run_on_devices(todo: list[int], devices: list[str],
-                    train_group: Callable[[int, str], None]) -> None:
+def _run_on_devices(
+    todo: list[int], devices: list[str], train_group: Callable[[int, str], None]
+) -> None:
     """Share groups among devices: one worker thread per device pulls from a queue."""
     work: queue.Queue[int] = queue.Queue()
     for g in todo:

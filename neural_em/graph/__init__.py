@@ -10,5 +10,10 @@ from neural_em.graph.density_graph import (
     walk_uphill,
 )
 
-__all__ = ["DensityGraph", "cluster_points", "default_seed_threshold", "radius_edges",
-           "walk_uphill"]
+__all__ = [
+    "DensityGraph",
+    "cluster_points",
+    "default_seed_threshold",
+    "radius_edges",
+    "walk_uphill",
+]

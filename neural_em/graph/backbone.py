@@ -99,8 +99,7 @@ class BackboneParameters:
 
 
 # ---------------------------------------------------------------------------- 1. ridges
-def _normal_step(hessians: np.ndarray, gradients: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _normal_step(hessians: np.ndarray, gradients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Newton step ``(n, 3)`` Å onto the ridge within the plane of the two most negative
     Hessian eigenvectors, and whether both of their eigenvalues are negative ``(n,)``."""
     lam, vec = np.linalg.eigh(hessians)  # ascending eigenvalues
@@ -112,9 +111,14 @@ def _normal_step(hessians: np.ndarray, gradients: np.ndarray
     return np.einsum("nij,nj->ni", normal, coef), ok
 
 
-def ridge_points(field: DensityField, *, threshold: float, spacing_A: float = 0.5,
-                 capture_A: float = 0.25, iterations: int = 3
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def ridge_points(
+    field: DensityField,
+    *,
+    threshold: float,
+    spacing_A: float = 0.5,
+    capture_A: float = 0.25,
+    iterations: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
     """Points on the 1-D density ridges of ``field`` at density ``>= threshold``.
 
     Returns ``(points (n, 3) float64 Å, values (n, 4) float32)`` (density and gradient per
@@ -140,8 +144,9 @@ def ridge_points(field: DensityField, *, threshold: float, spacing_A: float = 0.
 
 
 # ---------------------------------------------------------------------------- 2. score
-def backbone_score(field: DensityField, points: np.ndarray, *, sigma_A: float = 1.5,
-                   radius_A: float = 5.0) -> tuple[np.ndarray, np.ndarray, float]:
+def backbone_score(
+    field: DensityField, points: np.ndarray, *, sigma_A: float = 1.5, radius_A: float = 5.0
+) -> tuple[np.ndarray, np.ndarray, float]:
     """The blurred density at ``points`` ``(n, 3)`` Å, the highest blurred density within
     ``radius_A`` of each, both ``(n,)``, and the highest in the box: the field sampled on its own voxel grid, blurred with
     a Gaussian of ``sigma_A`` (zero outside the box)."""
@@ -160,37 +165,44 @@ def backbone_score(field: DensityField, points: np.ndarray, *, sigma_A: float = 
 
 def _ball(radius_xyz: np.ndarray) -> np.ndarray:
     half = np.floor(radius_xyz).astype(int)
-    zz, yy, xx = np.mgrid[-half[2]:half[2] + 1, -half[1]:half[1] + 1, -half[0]:half[0] + 1]
+    zz, yy, xx = np.mgrid[-half[2] : half[2] + 1, -half[1] : half[1] + 1, -half[0] : half[0] + 1]
     r = np.maximum(radius_xyz, 1e-9)
     return (xx / r[0]) ** 2 + (yy / r[1]) ** 2 + (zz / r[2]) ** 2 <= 1.0
 
 
-def ball_maximum(data: np.ndarray, radius_xyz: np.ndarray, centres: np.ndarray, *,
-                 chunk: int = 4096) -> np.ndarray:
+def ball_maximum(
+    data: np.ndarray, radius_xyz: np.ndarray, centres: np.ndarray, *, chunk: int = 4096
+) -> np.ndarray:
     """Maximum of ``data`` ``(nz, ny, nx)`` over the voxels within a ball of radius
     ``radius_xyz`` (voxels along x, y, z) of each of ``centres`` ``(n, 3)`` (voxel indices
     z, y, x, rounded); outside the box counts as lower. Cost grows with the centres, not the
     box (a filter over a 240^3 box with a 6-voxel ball takes seconds)."""
-    offsets = np.argwhere(_ball(np.asarray(radius_xyz, dtype=np.float64))) - np.floor(
-        np.asarray(radius_xyz, dtype=np.float64)).astype(int)[::-1]
-    padded = np.pad(data, [(int(abs(offsets[:, k]).max()),) * 2 for k in range(3)],
-                    mode="constant", constant_values=-np.inf)
+    offsets = (
+        np.argwhere(_ball(np.asarray(radius_xyz, dtype=np.float64)))
+        - np.floor(np.asarray(radius_xyz, dtype=np.float64)).astype(int)[::-1]
+    )
+    padded = np.pad(
+        data,
+        [(int(abs(offsets[:, k]).max()),) * 2 for k in range(3)],
+        mode="constant",
+        constant_values=-np.inf,
+    )
     pad = np.array([int(abs(offsets[:, k]).max()) for k in range(3)])
     strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1])
     flat_offsets = offsets @ strides
     flat = padded.ravel()
-    base = (np.clip(np.rint(centres).astype(np.int64), 0, np.array(data.shape) - 1) + pad
-            ) @ strides
+    base = (np.clip(np.rint(centres).astype(np.int64), 0, np.array(data.shape) - 1) + pad) @ strides
     out = np.empty(len(base), dtype=data.dtype)
     for start in range(0, len(base), chunk):
-        idx = base[start:start + chunk, None] + flat_offsets[None, :]
-        out[start:start + chunk] = flat[idx].max(axis=1)
+        idx = base[start : start + chunk, None] + flat_offsets[None, :]
+        out[start : start + chunk] = flat[idx].max(axis=1)
     return out
 
 
 # ---------------------------------------------------------------------------- 3. forest
-def merge_points(points: np.ndarray, weights: np.ndarray, cell_A: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def merge_points(
+    points: np.ndarray, weights: np.ndarray, cell_A: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean position ``(k, 3)`` and mean weights (``(k,)``, or ``(k, m)`` for weights
     ``(n, m)``) of the points in each occupied cube of side ``cell_A`` (ridge points
     projected from neighbouring grid points coincide)."""
@@ -201,20 +213,29 @@ def merge_points(points: np.ndarray, weights: np.ndarray, cell_A: float
     _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
     k = len(counts)
-    merged = np.stack([np.bincount(inverse, weights=points[:, d], minlength=k)
-                       for d in range(3)], axis=1) / counts[:, None]
+    merged = (
+        np.stack(
+            [np.bincount(inverse, weights=points[:, d], minlength=k) for d in range(3)], axis=1
+        )
+        / counts[:, None]
+    )
     if weights.ndim == 1:
         return merged, np.bincount(inverse, weights=weights, minlength=k) / counts
-    return merged, np.stack([np.bincount(inverse, weights=weights[:, j], minlength=k)
-                             for j in range(weights.shape[1])], axis=1) / counts[:, None]
+    return merged, np.stack(
+        [np.bincount(inverse, weights=weights[:, j], minlength=k) for j in range(weights.shape[1])],
+        axis=1,
+    ) / counts[:, None]
 
 
 def ridge_forest(points: np.ndarray, link_A: float) -> scipy.sparse.csr_matrix:
     """Symmetric ``(n, n)`` adjacency (edge lengths, Å) of the minimum spanning forest of the
     pairs of points closer than ``link_A``."""
     n = len(points)
-    pairs = (cKDTree(points).query_pairs(link_A, output_type="ndarray") if n > 1
-             else np.zeros((0, 2), dtype=np.int64))
+    pairs = (
+        cKDTree(points).query_pairs(link_A, output_type="ndarray")
+        if n > 1
+        else np.zeros((0, 2), dtype=np.int64)
+    )
     lengths = np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1) + 1e-9
     graph = scipy.sparse.coo_matrix((lengths, (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     forest = minimum_spanning_tree(graph.tocsr())
@@ -223,11 +244,12 @@ def ridge_forest(points: np.ndarray, link_A: float) -> scipy.sparse.csr_matrix:
 
 def _neighbours(adjacency: scipy.sparse.csr_matrix) -> list[list[int]]:
     a = adjacency.tocsr()
-    return [a.indices[a.indptr[i]:a.indptr[i + 1]].tolist() for i in range(a.shape[0])]
+    return [a.indices[a.indptr[i] : a.indptr[i + 1]].tolist() for i in range(a.shape[0])]
 
 
-def prune_stubs(points: np.ndarray, neighbours: list[list[int]], min_length_A: float
-                ) -> tuple[np.ndarray, list[set[int]]]:
+def prune_stubs(
+    points: np.ndarray, neighbours: list[list[int]], min_length_A: float
+) -> tuple[np.ndarray, list[set[int]]]:
     """Remove terminal branches (leaf to junction) shorter than ``min_length_A`` from a
     forest, repeatedly until none is left. Returns ``(kept (n,) bool, neighbour sets)``;
     isolated paths (no junction) are kept whatever their length."""
@@ -256,8 +278,9 @@ def prune_stubs(points: np.ndarray, neighbours: list[list[int]], min_length_A: f
 
 
 # ---------------------------------------------------------------------------- 4. nodes
-def place_nodes(points: np.ndarray, adj: list[set[int]], alive: np.ndarray,
-                spacing_A: float) -> np.ndarray:
+def place_nodes(
+    points: np.ndarray, adj: list[set[int]], alive: np.ndarray, spacing_A: float
+) -> np.ndarray:
     """Indices of the ridge points that become nodes (step 4 of the module docstring): each
     tree walked depth-first from an end, a node wherever the chord to the previous node on
     the path reaches ``spacing_A``."""
@@ -305,8 +328,9 @@ def forest_edges(points: np.ndarray, adj: list[set[int]], nodes: np.ndarray) -> 
     rows_a, cols_a = np.array(rows), np.array(cols)
     lengths = np.linalg.norm(points[rows_a] - points[cols_a], axis=1) + 1e-9
     graph = scipy.sparse.coo_matrix((lengths, (rows_a, cols_a)), shape=(n, n)).tocsr()
-    _, _, source = dijkstra(graph, directed=False, indices=nodes, min_only=True,
-                            return_predecessors=True)
+    _, _, source = dijkstra(
+        graph, directed=False, indices=nodes, min_only=True, return_predecessors=True
+    )
     position = np.full(n, -1, dtype=np.int64)
     position[nodes] = np.arange(len(nodes))
     a, b = source[rows_a], source[cols_a]
@@ -316,9 +340,16 @@ def forest_edges(points: np.ndarray, adj: list[set[int]], nodes: np.ndarray) -> 
     return pairs.astype(np.int64)
 
 
-def bridge_gaps(positions: np.ndarray, edges: np.ndarray, field: DensityField, *,
-                max_gap_A: float, min_density: float, min_gap_A: float = 2.4,
-                samples: int = 7) -> np.ndarray:
+def bridge_gaps(
+    positions: np.ndarray,
+    edges: np.ndarray,
+    field: DensityField,
+    *,
+    max_gap_A: float,
+    min_density: float,
+    min_gap_A: float = 2.4,
+    samples: int = 7,
+) -> np.ndarray:
     """Join path ends (degree <= 1) to a node of degree <= 1 of another piece within
     ``max_gap_A`` when the field stays ``>= min_density`` along the segment (``samples``
     interior points); shortest gaps first, never closing a cycle. Returns all edges."""
@@ -327,7 +358,8 @@ def bridge_gaps(positions: np.ndarray, edges: np.ndarray, field: DensityField, *
         return edges
     degree = np.bincount(edges.ravel(), minlength=n)
     adjacency = scipy.sparse.coo_matrix(
-        (np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+        (np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)
+    )
     _, label = connected_components(adjacency, directed=False)
     ends = np.flatnonzero(degree <= 1)
     if len(ends) < 2:
@@ -371,10 +403,16 @@ def bridge_gaps(positions: np.ndarray, edges: np.ndarray, field: DensityField, *
 
 
 # ---------------------------------------------------------------------------- the graph
-def backbone_graph(field: DensityField, *, seed_threshold: float | None = None,
-                   min_num_nodes: int = 1, resolution_A: float | None = None,
-                   parameters: BackboneParameters | None = None, source: str = "",
-                   **overrides: Any) -> DensityGraph:
+def backbone_graph(
+    field: DensityField,
+    *,
+    seed_threshold: float | None = None,
+    min_num_nodes: int = 1,
+    resolution_A: float | None = None,
+    parameters: BackboneParameters | None = None,
+    source: str = "",
+    **overrides: Any,
+) -> DensityGraph:
     """The backbone graph of any field (see the module docstring).
 
     ``seed_threshold``: normalised density floor of the ridge points (default the study's
@@ -390,24 +428,27 @@ def backbone_graph(field: DensityField, *, seed_threshold: float | None = None,
         raise InputError(f"min_num_nodes must be at least 1, got {min_num_nodes!r}")
     if resolution_A is not None and not (np.isfinite(resolution_A) and resolution_A > 0):
         raise InputError(f"resolution must be a positive number, got {resolution_A!r}")
-    threshold = (default_seed_threshold(field) if seed_threshold is None
-                 else float(seed_threshold))
+    threshold = default_seed_threshold(field) if seed_threshold is None else float(seed_threshold)
     if not np.isfinite(threshold):
         raise InputError(f"seed_threshold must be finite, got {seed_threshold!r}")
     timings: dict[str, float] = {}
     t_total = t0 = time.perf_counter()
 
-    points, ridge_values = ridge_points(field, threshold=params.threshold_fraction * threshold,
-                             spacing_A=params.ridge_spacing_A,
-                             capture_A=params.ridge_capture_A,
-                             iterations=params.ridge_iterations)
+    points, ridge_values = ridge_points(
+        field,
+        threshold=params.threshold_fraction * threshold,
+        spacing_A=params.ridge_spacing_A,
+        capture_A=params.ridge_capture_A,
+        iterations=params.ridge_iterations,
+    )
     n_ridge = len(points)
     timings["ridges"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     if n_ridge:
-        score, best, top = backbone_score(field, points, sigma_A=params.score_sigma_A,
-                                          radius_A=params.score_radius_A)
+        score, best, top = backbone_score(
+            field, points, sigma_A=params.score_sigma_A, radius_A=params.score_radius_A
+        )
         keep = (score >= params.score_fraction * best) & (score >= params.score_floor * top)
         points, score = points[keep], score[keep]
         strong_density = ridge_values[keep, 0] >= threshold
@@ -418,8 +459,7 @@ def backbone_graph(field: DensityField, *, seed_threshold: float | None = None,
     timings["score"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    points, both = merge_points(points, np.stack([score, strong_density], axis=1),
-                                params.merge_A)
+    points, both = merge_points(points, np.stack([score, strong_density], axis=1), params.merge_A)
     score, strong = both[:, 0], both[:, 1] > 0
     forest = ridge_forest(points, params.link_A)
     if params.threshold_fraction < 1.0 and len(points):
@@ -438,8 +478,13 @@ def backbone_graph(field: DensityField, *, seed_threshold: float | None = None,
     nodes = place_nodes(points, adj, alive, params.node_spacing_A)
     edges = forest_edges(points, adj, nodes)
     positions, node_score = points[nodes], score[nodes]
-    edges = bridge_gaps(positions, edges, field, max_gap_A=params.bridge_A,
-                        min_density=params.bridge_fraction * threshold)
+    edges = bridge_gaps(
+        positions,
+        edges,
+        field,
+        max_gap_A=params.bridge_A,
+        min_density=params.bridge_fraction * threshold,
+    )
     keep = small_component_mask(len(positions), edges, int(min_num_nodes))
     new_index = np.cumsum(keep) - 1
     edges = new_index[edges[keep[edges[:, 0]] & keep[edges[:, 1]]]] if len(edges) else edges
@@ -448,8 +493,11 @@ def backbone_graph(field: DensityField, *, seed_threshold: float | None = None,
     timings["total"] = time.perf_counter() - t_total
 
     if len(positions) == 0:
-        logger.warning("%s: no backbone ridge at density >= %.4g: the graph is empty",
-                       field.map_id or source or "the map", threshold)
+        logger.warning(
+            "%s: no backbone ridge at density >= %.4g: the graph is empty",
+            field.map_id or source or "the map",
+            threshold,
+        )
     values = field.get_values(positions) if len(positions) else np.zeros((0, 4))
     attrs = {
         "format": GRAPH_FORMAT,
@@ -466,14 +514,24 @@ def backbone_graph(field: DensityField, *, seed_threshold: float | None = None,
         "shape_xyz": [int(v) for v in field.shape_xyz],
         **{f"backbone_{k}": v for k, v in dataclasses.asdict(params).items()},
     }
-    stats = {"ridge_points": int(n_ridge), "scored_points": int(n_scored),
-             "forest_points": int(alive.sum()), "nodes": int(len(positions)),
-             "edges": int(len(edges))}
+    stats = {
+        "ridge_points": int(n_ridge),
+        "scored_points": int(n_scored),
+        "forest_points": int(alive.sum()),
+        "nodes": int(len(positions)),
+        "edges": int(len(edges)),
+    }
     gnorm = np.linalg.norm(values[:, 1:].astype(np.float64), axis=1)
-    graph = DensityGraph.from_arrays(positions, values[:, 0], gnorm, edges, attrs=attrs,
-                                     timings=timings, stats=stats)
+    graph = DensityGraph.from_arrays(
+        positions, values[:, 0], gnorm, edges, attrs=attrs, timings=timings, stats=stats
+    )
     for k, node in enumerate(graph.node_ids):
         graph.graph.nodes[node]["score"] = float(node_score[k])
-    logger.info("backbone graph: %d nodes, %d edges from %d ridge points in %.2f s",
-                len(positions), len(edges), n_ridge, timings["total"])
+    logger.info(
+        "backbone graph: %d nodes, %d edges from %d ridge points in %.2f s",
+        len(positions),
+        len(edges),
+        n_ridge,
+        timings["total"],
+    )
     return graph

@@ -67,10 +67,16 @@ REFINE_CHOICES = ("none", "ridge")
 
 
 # ---------------------------------------------------------------------------- the graph
-def field_from_map(path: str | os.PathLike, kind: str = "spline", *,
-                   contour: float | None = None, devices: Sequence[str] = ("cpu",),
-                   preset: str = "fast", max_voxels: int | None = None,
-                   field_options: dict[str, Any] | None = None) -> DensityField:
+def field_from_map(
+    path: str | os.PathLike,
+    kind: str = "spline",
+    *,
+    contour: float | None = None,
+    devices: Sequence[str] = ("cpu",),
+    preset: str = "fast",
+    max_voxels: int | None = None,
+    field_options: dict[str, Any] | None = None,
+) -> DensityField:
     """Read a map and fit the field a graph is drawn from: ``"spline"``, ``"neural"`` or
     ``"learned"`` (the packaged network's 2x refinement, :mod:`neural_em.fields.learned`).
 
@@ -82,21 +88,26 @@ def field_from_map(path: str | os.PathLike, kind: str = "spline", *,
     if kind == "spline":
         from neural_em.fields.spline import SplineDensityMap
 
-        fld: DensityField = SplineDensityMap.from_voxel_map(path, contour,
-                                                            max_voxels=max_voxels)
+        fld: DensityField = SplineDensityMap.from_voxel_map(path, contour, max_voxels=max_voxels)
     elif kind == "neural":
         try:
             from neural_em.fields.neural import NeuralDensityMap
         except ImportError as exc:
             raise InputError("the neural field is not available in this build") from exc
-        fld = NeuralDensityMap.from_voxel_map(path, contour, devices=tuple(devices),
-                                              preset=preset, max_voxels=max_voxels,
-                                              **(field_options or {}))
+        fld = NeuralDensityMap.from_voxel_map(
+            path,
+            contour,
+            devices=tuple(devices),
+            preset=preset,
+            max_voxels=max_voxels,
+            **(field_options or {}),
+        )
     elif kind == "learned":
         from neural_em.fields.learned import LearnedDensityMap
 
-        fld = LearnedDensityMap.from_voxel_map(path, contour, max_voxels=max_voxels,
-                                               **(field_options or {}))
+        fld = LearnedDensityMap.from_voxel_map(
+            path, contour, max_voxels=max_voxels, **(field_options or {})
+        )
     else:
         raise InputError(f"field must be 'spline', 'neural' or 'learned', got {kind!r}")
     fld.max_voxels = max_voxels
@@ -111,8 +122,13 @@ class DensityGraph:
     counts (seeds, capped walks, clusters, nodes, edges).
     """
 
-    def __init__(self, graph: nx.Graph, *, timings: dict[str, float] | None = None,
-                 stats: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        graph: nx.Graph,
+        *,
+        timings: dict[str, float] | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> None:
         if not isinstance(graph, nx.Graph) or graph.is_directed() or graph.is_multigraph():
             raise InputError("a density graph must be an undirected networkx.Graph")
         self.graph = graph
@@ -121,24 +137,44 @@ class DensityGraph:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_arrays(cls, positions: np.ndarray, densities: np.ndarray,
-                    gradient_norms: np.ndarray | None, edges: np.ndarray, *,
-                    attrs: dict[str, Any] | None = None, **kwargs: Any) -> DensityGraph:
+    def from_arrays(
+        cls,
+        positions: np.ndarray,
+        densities: np.ndarray,
+        gradient_norms: np.ndarray | None,
+        edges: np.ndarray,
+        *,
+        attrs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> DensityGraph:
         """Build from node positions ``(n, 3)`` Å, densities ``(n,)``, gradient norms ``(n,)``
         and edges ``(m, 2)`` (node indices); edge lengths are computed."""
         pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
         dens = np.asarray(densities, dtype=np.float64).reshape(-1)
-        gnorm = (np.full(len(pos), np.nan) if gradient_norms is None
-                 else np.asarray(gradient_norms, dtype=np.float64).reshape(-1))
+        gnorm = (
+            np.full(len(pos), np.nan)
+            if gradient_norms is None
+            else np.asarray(gradient_norms, dtype=np.float64).reshape(-1)
+        )
         e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
         graph = nx.Graph(**(attrs or {}))
         graph.add_nodes_from(
-            (i, {"x": float(p[0]), "y": float(p[1]), "z": float(p[2]), "density": float(d),
-                 "gradient_norm": float(g)})
-            for i, (p, d, g) in enumerate(zip(pos, dens, gnorm, strict=True)))
+            (
+                i,
+                {
+                    "x": float(p[0]),
+                    "y": float(p[1]),
+                    "z": float(p[2]),
+                    "density": float(d),
+                    "gradient_norm": float(g),
+                },
+            )
+            for i, (p, d, g) in enumerate(zip(pos, dens, gnorm, strict=True))
+        )
         lengths = np.linalg.norm(pos[e[:, 1]] - pos[e[:, 0]], axis=1) if len(e) else []
-        graph.add_edges_from((int(a), int(b), {"length": float(d)})
-                             for (a, b), d in zip(e, lengths, strict=True))
+        graph.add_edges_from(
+            (int(a), int(b), {"length": float(d)}) for (a, b), d in zip(e, lengths, strict=True)
+        )
         return cls(graph, **kwargs)
 
     @classmethod
@@ -187,10 +223,14 @@ class DensityGraph:
             raise InputError(f"refine must be one of {REFINE_CHOICES}, got {refine!r}")
         if devices is not None and hasattr(field, "to_devices"):
             field.to_devices(devices)
-        spacing = (float(min(0.5, float(np.min(field.voxel_size)))) if seed_spacing_A is None
-                   else _positive(seed_spacing_A, "seed_spacing_A"))
-        threshold = (default_seed_threshold(field) if seed_threshold is None
-                     else float(seed_threshold))
+        spacing = (
+            float(min(0.5, float(np.min(field.voxel_size))))
+            if seed_spacing_A is None
+            else _positive(seed_spacing_A, "seed_spacing_A")
+        )
+        threshold = (
+            default_seed_threshold(field) if seed_threshold is None else float(seed_threshold)
+        )
         if not np.isfinite(threshold):
             raise InputError(f"seed_threshold must be finite, got {seed_threshold!r}")
         if threads is None:
@@ -198,25 +238,33 @@ class DensityGraph:
         timings: dict[str, float] = {}
         t_total = t0 = time.perf_counter()
 
-        seeds, values = seed_points(field, spacing_A=spacing, threshold=threshold,
-                                    max_seeds=int(max_seeds))
+        seeds, values = seed_points(
+            field, spacing_A=spacing, threshold=threshold, max_seeds=int(max_seeds)
+        )
         timings["seeding"] = time.perf_counter() - t0
-        logger.info("%d seeds at density >= %.4g on a %.3g Å grid", len(seeds), threshold,
-                    spacing)
+        logger.info("%d seeds at density >= %.4g on a %.3g Å grid", len(seeds), threshold, spacing)
 
         t0 = time.perf_counter()
         # Small chunks keep a spline's coefficient gathers in cache; other fields (torch)
         # prefer their own, larger batches.
         chunk = WALK_CHUNK_POINTS if field.kind == "spline" else max(1, field.chunk_points)
-        ends, steps, capped = walk_uphill(field, seeds, values, step_A=step,
-                                          max_steps=int(max_steps), batch_size=int(batch_size),
-                                          threads=int(threads), chunk_points=chunk)
+        ends, steps, capped = walk_uphill(
+            field,
+            seeds,
+            values,
+            step_A=step,
+            max_steps=int(max_steps),
+            batch_size=int(batch_size),
+            threads=int(threads),
+            chunk_points=chunk,
+        )
         del values
         timings["walking"] = time.perf_counter() - t0
         n_capped = int(capped.sum())
         if n_capped:
-            logger.warning("%d of %d seeds hit the cap of %d steps", n_capped, len(seeds),
-                           max_steps)
+            logger.warning(
+                "%d of %d seeds hit the cap of %d steps", n_capped, len(seeds), max_steps
+            )
 
         t0 = time.perf_counter()
         labels = cluster_points(ends, eps)
@@ -230,8 +278,14 @@ class DensityGraph:
         if refine != "none" and len(centroids):
             from neural_em.graph.refine import refine_nodes
 
-            keep, refine_stats = refine_nodes(field, centroids, node_values, method=refine,
-                                              threshold=threshold, resolution_A=resolution_A)
+            keep, refine_stats = refine_nodes(
+                field,
+                centroids,
+                node_values,
+                method=refine,
+                threshold=threshold,
+                resolution_A=resolution_A,
+            )
             centroids, node_values = centroids[keep], node_values[keep]
         timings["refine"] = time.perf_counter() - t0
 
@@ -276,10 +330,17 @@ class DensityGraph:
             **refine_stats,
         }
         gnorm = np.linalg.norm(node_values[:, 1:].astype(np.float64), axis=1)
-        graph = cls.from_arrays(centroids, node_values[:, 0], gnorm, edges, attrs=attrs,
-                                timings=timings, stats=stats)
-        logger.info("density graph: %d nodes, %d edges (%d clusters, %d seeds) in %.2f s",
-                    len(centroids), len(edges), n_clusters, len(seeds), timings["total"])
+        graph = cls.from_arrays(
+            centroids, node_values[:, 0], gnorm, edges, attrs=attrs, timings=timings, stats=stats
+        )
+        logger.info(
+            "density graph: %d nodes, %d edges (%d clusters, %d seeds) in %.2f s",
+            len(centroids),
+            len(edges),
+            n_clusters,
+            len(seeds),
+            timings["total"],
+        )
         return graph
 
     #: The same as :meth:`from_neural_density_map`: any field works.
@@ -306,12 +367,20 @@ class DensityGraph:
         """
         kind = str(field)
         t0 = time.perf_counter()
-        fld = field_from_map(path, kind, contour=contour, devices=devices, preset=preset,
-                             max_voxels=max_voxels, field_options=field_options)
+        fld = field_from_map(
+            path,
+            kind,
+            contour=contour,
+            devices=devices,
+            preset=preset,
+            max_voxels=max_voxels,
+            field_options=field_options,
+        )
         fit_seconds = time.perf_counter() - t0
         graph_options.setdefault("source", os.fspath(path))
-        graph = cls.from_neural_density_map(fld, devices=None if kind == "spline" else devices,
-                                            **graph_options)
+        graph = cls.from_neural_density_map(
+            fld, devices=None if kind == "spline" else devices, **graph_options
+        )
         graph.timings["field"] = fit_seconds
         if contour is not None:
             graph.graph.graph["contour"] = float(contour)
@@ -334,29 +403,31 @@ class DensityGraph:
     def positions(self) -> np.ndarray:
         """Node positions ``(n, 3)`` Å in :attr:`node_ids` order."""
         nodes = self.graph.nodes
-        return np.array([[nodes[i]["x"], nodes[i]["y"], nodes[i]["z"]] for i in self.node_ids],
-                        dtype=np.float64).reshape(-1, 3)
+        return np.array(
+            [[nodes[i]["x"], nodes[i]["y"], nodes[i]["z"]] for i in self.node_ids], dtype=np.float64
+        ).reshape(-1, 3)
 
     @property
     def densities(self) -> np.ndarray:
         """Node densities ``(n,)`` (normalised)."""
         nodes = self.graph.nodes
-        return np.array([nodes[i].get("density", np.nan) for i in self.node_ids],
-                        dtype=np.float64)
+        return np.array([nodes[i].get("density", np.nan) for i in self.node_ids], dtype=np.float64)
 
     @property
     def gradient_norms(self) -> np.ndarray:
         """Gradient norm ``(n,)`` at the nodes, density per Å (NaN where unknown)."""
         nodes = self.graph.nodes
-        return np.array([nodes[i].get("gradient_norm", np.nan) for i in self.node_ids],
-                        dtype=np.float64)
+        return np.array(
+            [nodes[i].get("gradient_norm", np.nan) for i in self.node_ids], dtype=np.float64
+        )
 
     @property
     def edge_index(self) -> np.ndarray:
         """Edges ``(2, m)`` int64 as positions in :attr:`node_ids` order, ``i < j``, sorted."""
         index = {node: k for k, node in enumerate(self.node_ids)}
-        pairs = np.array([sorted((index[a], index[b])) for a, b in self.graph.edges],
-                         dtype=np.int64).reshape(-1, 2)
+        pairs = np.array(
+            [sorted((index[a], index[b])) for a, b in self.graph.edges], dtype=np.int64
+        ).reshape(-1, 2)
         pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
         return pairs.T.copy()
 
@@ -365,18 +436,27 @@ class DensityGraph:
         """Edge lengths ``(m,)`` Å in :attr:`edge_index` order."""
         ids = self.node_ids
         ei = self.edge_index
-        return np.array([self.graph.edges[ids[a], ids[b]].get("length", np.nan)
-                         for a, b in ei.T], dtype=np.float64)
+        return np.array(
+            [self.graph.edges[ids[a], ids[b]].get("length", np.nan) for a, b in ei.T],
+            dtype=np.float64,
+        )
 
     def summary(self) -> dict[str, Any]:
         """Counts, parameters and timings as a JSON-able dict."""
-        return {"map_id": self.map_id, "nodes": len(self),
-                "edges": self.graph.number_of_edges(), "timings": dict(self.timings),
-                "stats": dict(self.stats), "parameters": dict(self.graph.graph)}
+        return {
+            "map_id": self.map_id,
+            "nodes": len(self),
+            "edges": self.graph.number_of_edges(),
+            "timings": dict(self.timings),
+            "stats": dict(self.stats),
+            "parameters": dict(self.graph.graph),
+        }
 
     def __repr__(self) -> str:
-        return (f"DensityGraph(map_id={self.map_id!r}, nodes={len(self)}, "
-                f"edges={self.graph.number_of_edges()})")
+        return (
+            f"DensityGraph(map_id={self.map_id!r}, nodes={len(self)}, "
+            f"edges={self.graph.number_of_edges()})"
+        )
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -393,8 +473,9 @@ class DensityGraph:
         """Read a graph written by :meth:`save_as_npz` (validated, no code run)."""
         return cls(npz_to_networkx(path))
 
-    def save_as_mmcif(self, path: str | os.PathLike, include_bonds: bool = True, *,
-                      overwrite: bool = False) -> Path:
+    def save_as_mmcif(
+        self, path: str | os.PathLike, include_bonds: bool = True, *, overwrite: bool = False
+    ) -> Path:
         """One pseudo-atom per node (own residue), density as B-factor, edges as struct_conn."""
         return save_mmcif(self, path, include_bonds=include_bonds, overwrite=overwrite)
 

@@ -45,8 +45,9 @@ CHAIN_BREAK_A = 4.3
 ATOM_METRICS_RESOLUTION_A = 2.0
 
 
-def greedy_matching(reference: np.ndarray, predicted: np.ndarray, cutoff_A: float
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def greedy_matching(
+    reference: np.ndarray, predicted: np.ndarray, cutoff_A: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one matching of reference points to predicted points within ``cutoff_A``.
 
     Candidate pairs (distance ``<= cutoff_A``) are taken in ascending distance (ties: by
@@ -58,8 +59,7 @@ def greedy_matching(reference: np.ndarray, predicted: np.ndarray, cutoff_A: floa
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
     if len(ref) == 0 or len(pred) == 0:
         return empty
-    sdm = cKDTree(ref).sparse_distance_matrix(cKDTree(pred), float(cutoff_A),
-                                              output_type="ndarray")
+    sdm = cKDTree(ref).sparse_distance_matrix(cKDTree(pred), float(cutoff_A), output_type="ndarray")
     if len(sdm) == 0:
         return empty
     i, j, d = sdm["i"].astype(np.int64), sdm["j"].astype(np.int64), sdm["v"]
@@ -77,8 +77,9 @@ def greedy_matching(reference: np.ndarray, predicted: np.ndarray, cutoff_A: floa
     return i[keep_arr], j[keep_arr], d[keep_arr]
 
 
-def point_metrics(reference: np.ndarray, predicted: np.ndarray, cutoff_A: float = 3.0
-                  ) -> dict[str, Any]:
+def point_metrics(
+    reference: np.ndarray, predicted: np.ndarray, cutoff_A: float = 3.0
+) -> dict[str, Any]:
     """Recall, coverage, precision, RMSD and counts of predicted points against reference
     points (both ``(n, 3)`` Å). Fractions are None when undefined (no points)."""
     ref = np.asarray(reference, dtype=np.float64).reshape(-1, 3)
@@ -94,8 +95,11 @@ def point_metrics(reference: np.ndarray, predicted: np.ndarray, cutoff_A: float 
         covered = precise = 0
     recall = len(dist) / n_ref if n_ref else None
     one_to_one = len(dist) / n_pred if n_pred else None
-    f1 = (2 * recall * one_to_one / (recall + one_to_one)
-          if recall and one_to_one else (0.0 if n_ref and n_pred else None))
+    f1 = (
+        2 * recall * one_to_one / (recall + one_to_one)
+        if recall and one_to_one
+        else (0.0 if n_ref and n_pred else None)
+    )
     return {
         "cutoff_A": float(cutoff_A),
         "recall": recall,
@@ -111,8 +115,7 @@ def point_metrics(reference: np.ndarray, predicted: np.ndarray, cutoff_A: float 
     }
 
 
-def consecutive_pairs(model: AtomicModel, *, max_distance_A: float = CHAIN_BREAK_A
-                      ) -> np.ndarray:
+def consecutive_pairs(model: AtomicModel, *, max_distance_A: float = CHAIN_BREAK_A) -> np.ndarray:
     """Index pairs ``(k, 2)`` of consecutive C-alphas of ``model``: next in the model's order,
     same chain, at most ``max_distance_A`` apart."""
     ca = np.asarray(model.ca, dtype=np.float64).reshape(-1, 3)
@@ -125,8 +128,9 @@ def consecutive_pairs(model: AtomicModel, *, max_distance_A: float = CHAIN_BREAK
     return np.stack([i[ok], i[ok] + 1], axis=1).astype(np.int64)
 
 
-def edge_metrics(model: AtomicModel, nodes: np.ndarray, edge_index: np.ndarray, *,
-                 cutoff_A: float = 3.0) -> dict[str, Any]:
+def edge_metrics(
+    model: AtomicModel, nodes: np.ndarray, edge_index: np.ndarray, *, cutoff_A: float = 3.0
+) -> dict[str, Any]:
     """Chain recall, edge precision and mean degree (see the module docstring) of a graph
     with node positions ``(n, 3)`` Å and edges ``(2, m)`` or ``(m, 2)`` (node positions)."""
     pts = np.asarray(nodes, dtype=np.float64).reshape(-1, 3)
@@ -158,7 +162,8 @@ def _box_counts(points: np.ndarray, attrs: dict[str, Any]) -> int | None:
     try:
         origin = np.asarray(attrs["origin"], dtype=float)
         top = origin + (np.asarray(attrs["shape_xyz"], dtype=float) - 1) * np.asarray(
-            attrs["voxel_size"], dtype=float)
+            attrs["voxel_size"], dtype=float
+        )
     except (KeyError, TypeError, ValueError):
         return None
     if origin.shape != (3,) or top.shape != (3,):
@@ -166,10 +171,16 @@ def _box_counts(points: np.ndarray, attrs: dict[str, Any]) -> int | None:
     return int(np.count_nonzero(np.all((points >= origin) & (points <= top), axis=1)))
 
 
-def evaluate_points(nodes: np.ndarray, model: AtomicModel | str | os.PathLike, *,
-                    resolution_A: float | None = None, ca_cutoff_A: float = 3.0,
-                    atom_cutoff_A: float = 1.0, atom_metrics: bool | None = None,
-                    box: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_points(
+    nodes: np.ndarray,
+    model: AtomicModel | str | os.PathLike,
+    *,
+    resolution_A: float | None = None,
+    ca_cutoff_A: float = 3.0,
+    atom_cutoff_A: float = 1.0,
+    atom_metrics: bool | None = None,
+    box: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """C-alpha (and, below 2 Å or when asked, heavy-atom) metrics of node positions.
 
     nodes: ``(n, 3)`` Å; model: an :class:`AtomicModel` or a PDB/mmCIF path (InputError if
@@ -181,18 +192,25 @@ def evaluate_points(nodes: np.ndarray, model: AtomicModel | str | os.PathLike, *
     if not isinstance(model, AtomicModel):
         model = read_model(model)
     if model.n_ca == 0:
-        raise InputError("model has no C-alpha atoms of amino-acid residues",
-                         model.source or None)
+        raise InputError("model has no C-alpha atoms of amino-acid residues", model.source or None)
     pts = np.asarray(nodes, dtype=np.float64).reshape(-1, 3)
     if not np.all(np.isfinite(pts)):
         raise InputError("node positions must be finite")
     ca = point_metrics(model.ca, pts, ca_cutoff_A)
     result: dict[str, Any] = {
-        "recall": ca["recall"], "coverage": ca["coverage"], "precision": ca["precision"],
-        "one_to_one_precision": ca["one_to_one_precision"], "f1": ca["f1"],
-        "rmsd": ca["rmsd"], "matched": ca["matched"], "nodes": ca["nodes"],
-        "ca": ca["reference"], "nodes_per_ca": ca["nodes_per_reference"],
-        "cutoff_A": ca_cutoff_A, "model": model.source, "warnings": [],
+        "recall": ca["recall"],
+        "coverage": ca["coverage"],
+        "precision": ca["precision"],
+        "one_to_one_precision": ca["one_to_one_precision"],
+        "f1": ca["f1"],
+        "rmsd": ca["rmsd"],
+        "matched": ca["matched"],
+        "nodes": ca["nodes"],
+        "ca": ca["reference"],
+        "nodes_per_ca": ca["nodes_per_reference"],
+        "cutoff_A": ca_cutoff_A,
+        "model": model.source,
+        "warnings": [],
     }
     if len(pts) == 0:
         result["warnings"].append("the graph has no nodes")
@@ -203,10 +221,12 @@ def evaluate_points(nodes: np.ndarray, model: AtomicModel | str | os.PathLike, *
             if inside == 0:
                 result["warnings"].append(
                     "the model lies outside the map box (no C-alpha inside): is it the "
-                    "right model, or the right map origin?")
+                    "right model, or the right map origin?"
+                )
             elif inside < model.n_ca:
                 result["warnings"].append(
-                    f"{model.n_ca - inside} of {model.n_ca} C-alphas lie outside the map box")
+                    f"{model.n_ca - inside} of {model.n_ca} C-alphas lie outside the map box"
+                )
     if atom_metrics is None:
         atom_metrics = resolution_A is not None and resolution_A < ATOM_METRICS_RESOLUTION_A
     if atom_metrics:
@@ -220,30 +240,49 @@ def local_maxima(vmap: VoxelMap, threshold: float) -> np.ndarray:
     data = vmap.data
     footprint = np.ones((3, 3, 3), dtype=bool)
     footprint[1, 1, 1] = False
-    neighbours = scipy.ndimage.maximum_filter(data, footprint=footprint, mode="constant",
-                                              cval=-np.inf)
+    neighbours = scipy.ndimage.maximum_filter(
+        data, footprint=footprint, mode="constant", cval=-np.inf
+    )
     mask = (data > neighbours) & (data >= threshold)
     zyx = np.argwhere(mask)
     return vmap.index_to_world(zyx[:, ::-1])
 
 
-def baseline_metrics(vmap: VoxelMap, model: AtomicModel | str | os.PathLike, *,
-                     threshold: float, resolution_A: float | None = None,
-                     ca_cutoff_A: float = 3.0, atom_cutoff_A: float = 1.0,
-                     atom_metrics: bool | None = None) -> dict[str, Any]:
+def baseline_metrics(
+    vmap: VoxelMap,
+    model: AtomicModel | str | os.PathLike,
+    *,
+    threshold: float,
+    resolution_A: float | None = None,
+    ca_cutoff_A: float = 3.0,
+    atom_cutoff_A: float = 1.0,
+    atom_metrics: bool | None = None,
+) -> dict[str, Any]:
     """Metrics of the local-maximum baseline of a normalised map (see :func:`local_maxima`)."""
     points = local_maxima(vmap, threshold)
-    result = evaluate_points(points, model, resolution_A=resolution_A, ca_cutoff_A=ca_cutoff_A,
-                             atom_cutoff_A=atom_cutoff_A, atom_metrics=atom_metrics)
+    result = evaluate_points(
+        points,
+        model,
+        resolution_A=resolution_A,
+        ca_cutoff_A=ca_cutoff_A,
+        atom_cutoff_A=atom_cutoff_A,
+        atom_metrics=atom_metrics,
+    )
     result["threshold"] = float(threshold)
     result.pop("warnings", None)
     return result
 
 
-def evaluate_graph(graph: Any, model: AtomicModel | str | os.PathLike, *,
-                   resolution_A: float | None = None, baseline_map: VoxelMap | None = None,
-                   ca_cutoff_A: float = 3.0, atom_cutoff_A: float = 1.0,
-                   atom_metrics: bool | None = None) -> dict[str, Any]:
+def evaluate_graph(
+    graph: Any,
+    model: AtomicModel | str | os.PathLike,
+    *,
+    resolution_A: float | None = None,
+    baseline_map: VoxelMap | None = None,
+    ca_cutoff_A: float = 3.0,
+    atom_cutoff_A: float = 1.0,
+    atom_metrics: bool | None = None,
+) -> dict[str, Any]:
     """Metrics of a :class:`~neural_em.graph.DensityGraph` against a model, and of the
     local-maximum baseline of ``baseline_map`` (normalised) when given, at the graph's seed
     threshold. ``resolution_A`` defaults to the graph's recorded resolution."""
@@ -252,23 +291,37 @@ def evaluate_graph(graph: Any, model: AtomicModel | str | os.PathLike, *,
         resolution_A = float(attrs["resolution_A"])
     if not isinstance(model, AtomicModel):
         model = read_model(model)
-    result = evaluate_points(graph.positions, model, resolution_A=resolution_A,
-                             ca_cutoff_A=ca_cutoff_A, atom_cutoff_A=atom_cutoff_A,
-                             atom_metrics=atom_metrics, box=attrs)
+    result = evaluate_points(
+        graph.positions,
+        model,
+        resolution_A=resolution_A,
+        ca_cutoff_A=ca_cutoff_A,
+        atom_cutoff_A=atom_cutoff_A,
+        atom_metrics=atom_metrics,
+        box=attrs,
+    )
     result["map_id"] = attrs.get("map_id", "")
     result["method"] = attrs.get("method", "study")
     result["resolution_A"] = resolution_A
     result["edges"] = graph.graph.number_of_edges()
-    result.update(edge_metrics(model, graph.positions, graph.edge_index,
-                               cutoff_A=ca_cutoff_A))
+    result.update(edge_metrics(model, graph.positions, graph.edge_index, cutoff_A=ca_cutoff_A))
     if baseline_map is not None:
         threshold = attrs.get("seed_threshold")
         if not isinstance(threshold, (int, float)):
             norm = baseline_map.normalisation
-            mean, std = ((norm.mean, norm.std) if norm is not None else
-                         (float(baseline_map.data.mean()), float(baseline_map.data.std())))
+            mean, std = (
+                (norm.mean, norm.std)
+                if norm is not None
+                else (float(baseline_map.data.mean()), float(baseline_map.data.std()))
+            )
             threshold = max(0.1, mean + 3.0 * std)
         result["baseline"] = baseline_metrics(
-            baseline_map, model, threshold=float(threshold), resolution_A=resolution_A,
-            ca_cutoff_A=ca_cutoff_A, atom_cutoff_A=atom_cutoff_A, atom_metrics=atom_metrics)
+            baseline_map,
+            model,
+            threshold=float(threshold),
+            resolution_A=resolution_A,
+            ca_cutoff_A=ca_cutoff_A,
+            atom_cutoff_A=atom_cutoff_A,
+            atom_metrics=atom_metrics,
+        )
     return result

@@ -60,6 +60,7 @@ class GraphLike(Protocol):
     @property
     def edge_lengths(self) -> np.ndarray: ...
 
+
 #: Largest graph file read (bytes).
 MAX_GRAPH_BYTES = 4 * 1024**3
 #: Residues per chain in mmCIF output (keeps auth_seq_id within 4 digits).
@@ -96,8 +97,7 @@ def to_node_link(graph: GraphLike) -> dict[str, Any]:
     attrs = {key: _json_value(value) for key, value in g.graph.items()}
     attrs.setdefault("format", GRAPH_FORMAT)
     attrs.setdefault("format_version", GRAPH_FORMAT_VERSION)
-    return {"directed": False, "multigraph": False, "graph": attrs, "nodes": nodes,
-            "edges": edges}
+    return {"directed": False, "multigraph": False, "graph": attrs, "nodes": nodes, "edges": edges}
 
 
 def _json_value(value: Any) -> Any:
@@ -154,8 +154,11 @@ def from_node_link(obj: Any, path: str | os.PathLike | None = None) -> nx.Graph:
         raise InputError(f"graph format is {fmt!r}, not {GRAPH_FORMAT!r}", path)
     version = attrs.get("format_version", GRAPH_FORMAT_VERSION)
     if not _is_int(version) or version > GRAPH_FORMAT_VERSION:
-        raise InputError(f"unsupported graph format version {version!r} "
-                         f"(this version reads up to {GRAPH_FORMAT_VERSION})", path)
+        raise InputError(
+            f"unsupported graph format version {version!r} "
+            f"(this version reads up to {GRAPH_FORMAT_VERSION})",
+            path,
+        )
     if "map_id" in attrs and not isinstance(attrs["map_id"], str):
         raise InputError("graph attribute 'map_id' must be a string", path)
     g = nx.Graph(**attrs)
@@ -175,12 +178,14 @@ def from_node_link(obj: Any, path: str | os.PathLike | None = None) -> nx.Graph:
                 if value is None and key == "gradient_norm":
                     value = math.nan
                 elif not _is_number(value) or not math.isfinite(value):
-                    raise InputError(f"node {nid}: {key!r} must be a finite number, "
-                                     f"got {value!r}", path)
+                    raise InputError(
+                        f"node {nid}: {key!r} must be a finite number, got {value!r}", path
+                    )
                 value = float(value)
             elif not _is_scalar(value):
-                raise InputError(f"node {nid}: attribute {key!r} must be a number, string or "
-                                 "boolean", path)
+                raise InputError(
+                    f"node {nid}: attribute {key!r} must be a number, string or boolean", path
+                )
             record[key] = value
         for key in ("x", "y", "z"):
             if key not in record:
@@ -191,8 +196,9 @@ def from_node_link(obj: Any, path: str | os.PathLike | None = None) -> nx.Graph:
             raise InputError(f"edge {k} must be an object", path)
         a, b = edge.get("source"), edge.get("target")
         if not (_is_int(a) and _is_int(b)) or a not in g or b not in g:
-            raise InputError(f"edge {k}: source and target must be ids of nodes, got "
-                             f"{a!r}, {b!r}", path)
+            raise InputError(
+                f"edge {k}: source and target must be ids of nodes, got {a!r}, {b!r}", path
+            )
         if a == b:
             raise InputError(f"edge {k}: self-loop on node {a}", path)
         if g.has_edge(a, b):
@@ -203,12 +209,14 @@ def from_node_link(obj: Any, path: str | os.PathLike | None = None) -> nx.Graph:
                 continue
             if key == "length":
                 if not _is_number(value) or not math.isfinite(value) or value < 0:
-                    raise InputError(f"edge {k}: length must be a finite number >= 0, got "
-                                     f"{value!r}", path)
+                    raise InputError(
+                        f"edge {k}: length must be a finite number >= 0, got {value!r}", path
+                    )
                 value = float(value)
             elif not _is_scalar(value):
-                raise InputError(f"edge {k}: attribute {key!r} must be a number, string or "
-                                 "boolean", path)
+                raise InputError(
+                    f"edge {k}: attribute {key!r} must be a number, string or boolean", path
+                )
             record[key] = value
         g.add_edge(a, b, **record)
     return g
@@ -237,7 +245,7 @@ def _read_bytes(path: Path) -> bytes:
 
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    return (text[:200] or type(exc).__name__)
+    return text[:200] or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------- mmCIF
@@ -295,8 +303,7 @@ def mmcif_layout(graph: GraphLike) -> list[list[int]]:
     if _is_trace(graph):
         return trace_paths(graph)
     n = len(graph)
-    return [list(range(s, min(n, s + RESIDUES_PER_CHAIN)))
-            for s in range(0, n, RESIDUES_PER_CHAIN)]
+    return [list(range(s, min(n, s + RESIDUES_PER_CHAIN))) for s in range(0, n, RESIDUES_PER_CHAIN)]
 
 
 def to_structure(graph: GraphLike, *, include_bonds: bool = True) -> gemmi.Structure:
@@ -325,8 +332,7 @@ def to_structure(graph: GraphLike, *, include_bonds: bool = True) -> gemmi.Struc
             res.name = res_name
             res.seqid = gemmi.SeqId(r + 1, " ")
             res.het_flag = "A" if trace else "H"
-            res.entity_type = (gemmi.EntityType.Polymer if trace
-                               else gemmi.EntityType.NonPolymer)
+            res.entity_type = gemmi.EntityType.Polymer if trace else gemmi.EntityType.NonPolymer
             res.subchain = chain.name
             res.entity_id = "1"
             atom = gemmi.Atom()
@@ -344,8 +350,9 @@ def to_structure(graph: GraphLike, *, include_bonds: bool = True) -> gemmi.Struc
     st.add_model(model)
     attrs = graph.graph.graph
     try:  # a P1 cell the size of the map box, where the graph records it
-        box = np.asarray(attrs["shape_xyz"], dtype=float) * np.asarray(attrs["voxel_size"],
-                                                                         dtype=float)
+        box = np.asarray(attrs["shape_xyz"], dtype=float) * np.asarray(
+            attrs["voxel_size"], dtype=float
+        )
         if box.shape == (3,) and np.all(np.isfinite(box)) and np.all(box > 0):
             st.cell = gemmi.UnitCell(*box.tolist(), 90.0, 90.0, 90.0)
             st.spacegroup_hm = "P 1"
@@ -367,17 +374,20 @@ def to_structure(graph: GraphLike, *, include_bonds: bool = True) -> gemmi.Struc
             con = gemmi.Connection()
             con.name = f"edge{k + 1}"
             con.type = gemmi.ConnectionType.Covale
-            con.partner1 = gemmi.AtomAddress(chain_a, gemmi.SeqId(seq_a, " "), res_name,
-                                             atom_name)
-            con.partner2 = gemmi.AtomAddress(chain_b, gemmi.SeqId(seq_b, " "), res_name,
-                                             atom_name)
+            con.partner1 = gemmi.AtomAddress(chain_a, gemmi.SeqId(seq_a, " "), res_name, atom_name)
+            con.partner2 = gemmi.AtomAddress(chain_b, gemmi.SeqId(seq_b, " "), res_name, atom_name)
             con.reported_distance = float(lengths[k])
             st.connections.append(con)
     return st
 
 
-def save_mmcif(graph: GraphLike, path: str | os.PathLike, *, include_bonds: bool = True,
-               overwrite: bool = False) -> Path:
+def save_mmcif(
+    graph: GraphLike,
+    path: str | os.PathLike,
+    *,
+    include_bonds: bool = True,
+    overwrite: bool = False,
+) -> Path:
     """Write the graph as mmCIF (gemmi) atomically; readable by gemmi, ChimeraX and PyMOL.
 
     Coordinates are written to 0.001 Å; the B-factor column holds the node density with six
@@ -391,7 +401,7 @@ def save_mmcif(graph: GraphLike, path: str | os.PathLike, *, include_bonds: bool
     column = block.find_values("_atom_site.B_iso_or_equiv")
     dens = graph.densities
     order = [k for members in mmcif_layout(graph) for k in members]  # atoms as written
-    for row, k in enumerate(order[:len(column)]):
+    for row, k in enumerate(order[: len(column)]):
         column[row] = f"{dens[k]:.6g}" if np.isfinite(dens[k]) else "0"
     block.set_pair("_neural_em_graph.map_id", gemmi.cif.quote(graph.map_id or "?"))
     block.set_pair("_neural_em_graph.nodes", str(len(graph)))
@@ -403,8 +413,7 @@ def save_mmcif(graph: GraphLike, path: str | os.PathLike, *, include_bonds: bool
 
 
 # ---------------------------------------------------------------------------- GraphML
-def save_graphml(graph: GraphLike, path: str | os.PathLike, *, overwrite: bool = False
-                 ) -> Path:
+def save_graphml(graph: GraphLike, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write GraphML (networkx) atomically; list and null graph attributes become JSON text."""
     g = graph.graph.copy()
     for key, value in list(g.graph.items()):
@@ -430,8 +439,14 @@ def load_graphml(path: str | os.PathLike) -> nx.Graph:
 # ---------------------------------------------------------------------------- npz
 #: Arrays of the npz file and their dtype kinds.
 NPZ_ARRAYS = {
-    "positions": "f", "features": "f", "feature_names": "U", "edge_index": "i",
-    "edge_length": "f", "node_ids": "i", "density": "f", "gradient_norm": "f",
+    "positions": "f",
+    "features": "f",
+    "feature_names": "U",
+    "edge_index": "i",
+    "edge_length": "f",
+    "node_ids": "i",
+    "density": "f",
+    "gradient_norm": "f",
     "graph_attrs": "U",
 }
 
@@ -485,16 +500,21 @@ def load_npz(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"not a readable npz graph ({_short(exc)})", path) from exc
     for key, kind in NPZ_ARRAYS.items():
         if arrays[key].dtype.kind not in (kind, "u" if kind == "i" else kind):
-            raise InputError(f"array {key!r} has dtype {arrays[key].dtype}, expected kind "
-                             f"{kind!r}", path)
+            raise InputError(
+                f"array {key!r} has dtype {arrays[key].dtype}, expected kind {kind!r}", path
+            )
     pos = arrays["positions"]
     n = len(pos)
     if pos.ndim != 2 or pos.shape[1] != 3:
         raise InputError(f"positions must be shaped (n, 3), got {pos.shape}", path)
     if not np.all(np.isfinite(pos)):
         raise InputError("positions hold NaN or infinite values", path)
-    for key, shape in (("features", (n, 2)), ("node_ids", (n,)), ("density", (n,)),
-                       ("gradient_norm", (n,))):
+    for key, shape in (
+        ("features", (n, 2)),
+        ("node_ids", (n,)),
+        ("density", (n,)),
+        ("gradient_norm", (n,)),
+    ):
         if arrays[key].shape != shape:
             raise InputError(f"{key} must be shaped {shape}, got {arrays[key].shape}", path)
     if not np.all(np.isfinite(arrays["density"])):
@@ -528,10 +548,21 @@ def npz_to_networkx(path: str | os.PathLike) -> nx.Graph:
     ids = [int(i) for i in arrays["node_ids"]]
     pos, dens, gnorm = arrays["positions"], arrays["density"], arrays["gradient_norm"]
     g.add_nodes_from(
-        (ids[k], {"x": float(pos[k, 0]), "y": float(pos[k, 1]), "z": float(pos[k, 2]),
-                  "density": float(dens[k]), "gradient_norm": float(gnorm[k])})
-        for k in range(len(ids)))
+        (
+            ids[k],
+            {
+                "x": float(pos[k, 0]),
+                "y": float(pos[k, 1]),
+                "z": float(pos[k, 2]),
+                "density": float(dens[k]),
+                "gradient_norm": float(gnorm[k]),
+            },
+        )
+        for k in range(len(ids))
+    )
     ei, length = arrays["edge_index"], arrays["edge_length"]
-    g.add_edges_from((ids[int(a)], ids[int(b)], {"length": float(d)})
-                     for a, b, d in zip(ei[0], ei[1], length, strict=True))
+    g.add_edges_from(
+        (ids[int(a)], ids[int(b)], {"length": float(d)})
+        for a, b, d in zip(ei[0], ei[1], length, strict=True)
+    )
     return g

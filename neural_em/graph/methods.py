@@ -25,12 +25,20 @@ METHODS = ("study", "backbone")
 DEFAULT_MIN_NODES = {"study": 10, "backbone": 1}
 
 
-def build_graph(field: DensityField, *, method: str = "study",
-                resolution_A: float | None = None, seed_threshold: float | None = None,
-                min_num_nodes: int | None = None, adjacency_A: float | None = None,
-                refine: str | None = None, max_steps: int = 400,
-                backbone: dict[str, Any] | None = None, devices: Sequence[str] | None = None,
-                source: str = "") -> DensityGraph:
+def build_graph(
+    field: DensityField,
+    *,
+    method: str = "study",
+    resolution_A: float | None = None,
+    seed_threshold: float | None = None,
+    min_num_nodes: int | None = None,
+    adjacency_A: float | None = None,
+    refine: str | None = None,
+    max_steps: int = 400,
+    backbone: dict[str, Any] | None = None,
+    devices: Sequence[str] | None = None,
+    source: str = "",
+) -> DensityGraph:
     """The graph of ``field`` by ``method``.
 
     ``resolution_A``: map resolution (the study's adjacency is 2 x resolution, 4 Å without
@@ -45,8 +53,7 @@ def build_graph(field: DensityField, *, method: str = "study",
         try:
             res = float(resolution_A)
         except (TypeError, ValueError) as exc:
-            raise InputError(f"resolution must be a positive number, got {resolution_A!r}"
-                             ) from exc
+            raise InputError(f"resolution must be a positive number, got {resolution_A!r}") from exc
         if not (res > 0 and res < float("inf")):
             raise InputError(f"resolution must be a positive number, got {resolution_A!r}")
     min_nodes = DEFAULT_MIN_NODES[method] if min_num_nodes is None else int(min_num_nodes)
@@ -54,28 +61,53 @@ def build_graph(field: DensityField, *, method: str = "study",
         if refine not in (None, "none"):
             raise InputError("--refine applies to the study method only")
         if adjacency_A is not None:
-            raise InputError("the adjacency distance applies to the study method only: "
-                             "backbone edges follow the density ridges")
+            raise InputError(
+                "the adjacency distance applies to the study method only: "
+                "backbone edges follow the density ridges"
+            )
         if devices is not None and hasattr(field, "to_devices"):
             field.to_devices(devices)
         params = BackboneParameters(**(backbone or {}))
-        return backbone_graph(field, seed_threshold=seed_threshold, min_num_nodes=min_nodes,
-                              resolution_A=resolution_A, parameters=params, source=source)
+        return backbone_graph(
+            field,
+            seed_threshold=seed_threshold,
+            min_num_nodes=min_nodes,
+            resolution_A=resolution_A,
+            parameters=params,
+            source=source,
+        )
     if backbone:
         raise InputError("backbone options apply to the backbone method only")
-    adjacency = adjacency_A if adjacency_A is not None else (
-        2.0 * float(resolution_A) if resolution_A is not None else 4.0)
+    adjacency = (
+        adjacency_A
+        if adjacency_A is not None
+        else (2.0 * float(resolution_A) if resolution_A is not None else 4.0)
+    )
     return DensityGraph.from_neural_density_map(
-        field, seed_threshold=seed_threshold, adjacency_threshold=adjacency,
-        min_num_nodes=min_nodes, devices=devices, refine=refine, resolution_A=resolution_A,
-        max_steps=max_steps, source=source)
+        field,
+        seed_threshold=seed_threshold,
+        adjacency_threshold=adjacency,
+        min_num_nodes=min_nodes,
+        devices=devices,
+        refine=refine,
+        resolution_A=resolution_A,
+        max_steps=max_steps,
+        source=source,
+    )
 
 
-def graph_from_map(path: str | os.PathLike, *, field: str = "spline", method: str = "study",
-                   contour: float | None = None, devices: Sequence[str] = ("cpu",),
-                   preset: str = "fast", max_voxels: int | None = None,
-                   field_options: dict[str, Any] | None = None, **options: Any
-                   ) -> DensityGraph:
+def graph_from_map(
+    path: str | os.PathLike,
+    *,
+    field: str = "spline",
+    method: str = "study",
+    contour: float | None = None,
+    devices: Sequence[str] = ("cpu",),
+    preset: str = "fast",
+    max_voxels: int | None = None,
+    field_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> DensityGraph:
     """Read a map, fit ``field`` (``"spline"`` or ``"neural"``) and build its graph by
     ``method``; ``options`` go to :func:`build_graph`."""
     if str(method) not in METHODS:  # before any work
@@ -83,12 +115,20 @@ def graph_from_map(path: str | os.PathLike, *, field: str = "spline", method: st
     if method == "backbone":
         BackboneParameters(**(options.get("backbone") or {}))
     t0 = time.perf_counter()
-    fld = field_from_map(path, field, contour=contour, devices=devices, preset=preset,
-                         max_voxels=max_voxels, field_options=field_options)
+    fld = field_from_map(
+        path,
+        field,
+        contour=contour,
+        devices=devices,
+        preset=preset,
+        max_voxels=max_voxels,
+        field_options=field_options,
+    )
     fit_seconds = time.perf_counter() - t0
     options.setdefault("source", os.fspath(path))
-    graph = build_graph(fld, method=method, devices=None if field == "spline" else devices,
-                        **options)
+    graph = build_graph(
+        fld, method=method, devices=None if field == "spline" else devices, **options
+    )
     graph.timings["field"] = fit_seconds
     if contour is not None:
         graph.graph.graph["contour"] = float(contour)

@@ -33,8 +33,14 @@ SEGMENT_STEP_A = 0.5
 SADDLE_FRACTION = 0.95
 
 
-def segment_minimum(field: DensityField, a: np.ndarray, b: np.ndarray, *,
-                    step_A: float = SEGMENT_STEP_A, chunk_pairs: int = 1 << 14) -> np.ndarray:
+def segment_minimum(
+    field: DensityField,
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    step_A: float = SEGMENT_STEP_A,
+    chunk_pairs: int = 1 << 14,
+) -> np.ndarray:
     """Lowest density ``(m,)`` on the straight segments from ``a[i]`` to ``b[i]`` (both
     ``(m, 3)`` Å, inside the box), end points excluded, sampled at most ``step_A`` apart."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 3)
@@ -46,17 +52,22 @@ def segment_minimum(field: DensityField, a: np.ndarray, b: np.ndarray, *,
     n_inner = max(1, int(np.ceil(longest / step_A)) - 1)
     t = np.arange(1, n_inner + 1) / (n_inner + 1)
     for start in range(0, len(a), chunk_pairs):
-        sa, sb = a[start:start + chunk_pairs], b[start:start + chunk_pairs]
+        sa, sb = a[start : start + chunk_pairs], b[start : start + chunk_pairs]
         pts = sa[:, None, :] + (sb - sa)[:, None, :] * t[None, :, None]
         dens = field._densities_fast(pts.reshape(-1, 3)).reshape(len(sa), n_inner)
-        out[start:start + len(sa)] = np.nanmin(np.where(np.isfinite(dens), dens, -np.inf),
-                                                axis=1)
+        out[start : start + len(sa)] = np.nanmin(np.where(np.isfinite(dens), dens, -np.inf), axis=1)
     return out
 
 
-def ridge_links(field: DensityField, positions: np.ndarray, *, threshold: float,
-                link_radius_A: float = 4.5, densities: np.ndarray | None = None,
-                saddle_fraction: float = SADDLE_FRACTION) -> np.ndarray:
+def ridge_links(
+    field: DensityField,
+    positions: np.ndarray,
+    *,
+    threshold: float,
+    link_radius_A: float = 4.5,
+    densities: np.ndarray | None = None,
+    saddle_fraction: float = SADDLE_FRACTION,
+) -> np.ndarray:
     """Pairs ``(k, 2)`` of nodes at most ``link_radius_A`` apart joined by density along the
     straight segment between them: its lowest value ``>= threshold``, or ``>=
     saddle_fraction`` × the lower of the two node ``densities`` ``(n,)`` (when given)."""
@@ -74,10 +85,16 @@ def ridge_links(field: DensityField, positions: np.ndarray, *, threshold: float,
     return pairs[linked]
 
 
-def detached_satellites(field: DensityField, positions: np.ndarray, densities: np.ndarray, *,
-                        threshold: float, link_radius_A: float = 4.5,
-                        satellite_radius_A: float = 4.0, backbone_degree: int = 2
-                        ) -> np.ndarray:
+def detached_satellites(
+    field: DensityField,
+    positions: np.ndarray,
+    densities: np.ndarray,
+    *,
+    threshold: float,
+    link_radius_A: float = 4.5,
+    satellite_radius_A: float = 4.0,
+    backbone_degree: int = 2,
+) -> np.ndarray:
     """Boolean ``(n,)``: nodes ridge-linked to nothing with a denser backbone-like node
     (ridge-linked to ``>= backbone_degree`` nodes) within ``satellite_radius_A``."""
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
@@ -86,8 +103,9 @@ def detached_satellites(field: DensityField, positions: np.ndarray, densities: n
     drop = np.zeros(n, dtype=bool)
     if n < 2:
         return drop
-    links = ridge_links(field, pos, threshold=threshold, link_radius_A=link_radius_A,
-                        densities=dens)
+    links = ridge_links(
+        field, pos, threshold=threshold, link_radius_A=link_radius_A, densities=dens
+    )
     degree = np.bincount(links.ravel(), minlength=n)
     lonely = np.flatnonzero(degree == 0)
     if len(lonely) == 0:
@@ -102,10 +120,17 @@ def detached_satellites(field: DensityField, positions: np.ndarray, densities: n
     return drop
 
 
-def refine_nodes(field: DensityField, positions: np.ndarray, values: np.ndarray, *,
-                 method: str, threshold: float, resolution_A: float | None = None,
-                 link_radius_A: float = 4.5, satellite_radius_A: float = 4.0
-                 ) -> tuple[np.ndarray, dict[str, Any]]:
+def refine_nodes(
+    field: DensityField,
+    positions: np.ndarray,
+    values: np.ndarray,
+    *,
+    method: str,
+    threshold: float,
+    resolution_A: float | None = None,
+    link_radius_A: float = 4.5,
+    satellite_radius_A: float = 4.0,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Which nodes to keep (boolean ``(n,)``) under a refinement, and counts for the stats.
 
     positions: ``(n, 3)`` Å; values: ``(n, 4)`` field values at the nodes; ``threshold``:
@@ -113,10 +138,18 @@ def refine_nodes(field: DensityField, positions: np.ndarray, values: np.ndarray,
     that scale with it (``ridge`` does not: its distances come from the C-alpha spacing).
     """
     if method == "ridge":
-        drop = detached_satellites(field, positions, values[:, 0], threshold=threshold,
-                                   link_radius_A=link_radius_A,
-                                   satellite_radius_A=satellite_radius_A)
-        logger.info("ridge refinement dropped %d of %d nodes (detached satellites)",
-                    int(drop.sum()), len(drop))
+        drop = detached_satellites(
+            field,
+            positions,
+            values[:, 0],
+            threshold=threshold,
+            link_radius_A=link_radius_A,
+            satellite_radius_A=satellite_radius_A,
+        )
+        logger.info(
+            "ridge refinement dropped %d of %d nodes (detached satellites)",
+            int(drop.sum()),
+            len(drop),
+        )
         return ~drop, {"refine_dropped": int(drop.sum())}
     raise InputError(f"unknown refinement {method!r} (known: 'ridge')")

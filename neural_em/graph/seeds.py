@@ -34,8 +34,9 @@ def default_seed_threshold(field: DensityField) -> float:
 DEFAULT_MAX_SEEDS = 20_000_000
 
 
-def seed_points(field: DensityField, *, spacing_A: float, threshold: float,
-                max_seeds: int = DEFAULT_MAX_SEEDS) -> tuple[np.ndarray, np.ndarray]:
+def seed_points(
+    field: DensityField, *, spacing_A: float, threshold: float, max_seeds: int = DEFAULT_MAX_SEEDS
+) -> tuple[np.ndarray, np.ndarray]:
     """Grid points of spacing ``spacing_A`` whose density is ``>= threshold``.
 
     Returns ``(points (n, 3) float64 Å, values (n, 4) float32)`` in grid (z, y, x) order.
@@ -55,7 +56,8 @@ def seed_points(field: DensityField, *, spacing_A: float, threshold: float,
         if total > max_seeds:
             raise InputError(
                 f"more than {max_seeds} seed points at density >= {threshold:g}: raise the "
-                "seed threshold (--seed-threshold) or max_seeds")
+                "seed threshold (--seed-threshold) or max_seeds"
+            )
         pts = np.stack([ax[ix], ay[iy], zs[iz]], axis=1)
         vals = field.get_values(pts)
         good = np.all(np.isfinite(vals), axis=1)

@@ -21,22 +21,31 @@ from neural_em.graph.seeds import components
 WALK_CHUNK_POINTS = 4096
 
 
-def _evaluate_chunked(field: DensityField, points: np.ndarray, pool: ThreadPoolExecutor | None,
-                      chunk_points: int) -> np.ndarray:
+def _evaluate_chunked(
+    field: DensityField, points: np.ndarray, pool: ThreadPoolExecutor | None, chunk_points: int
+) -> np.ndarray:
     """``field.get_values`` in chunks (in threads when a pool is given); identical to one
     call."""
     if len(points) <= chunk_points:
         return field.get_values(points)
-    pieces = [points[s:s + chunk_points] for s in range(0, len(points), chunk_points)]
-    results = pool.map(field.get_values, pieces) if pool is not None else map(
-        field.get_values, pieces)
+    pieces = [points[s : s + chunk_points] for s in range(0, len(points), chunk_points)]
+    results = (
+        pool.map(field.get_values, pieces) if pool is not None else map(field.get_values, pieces)
+    )
     return np.concatenate(list(results))
 
 
-def walk_uphill(field: DensityField, points: np.ndarray, values: np.ndarray, *,
-                step_A: float = 0.05, max_steps: int = 400, batch_size: int = 1 << 17,
-                threads: int = 1, chunk_points: int = WALK_CHUNK_POINTS
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def walk_uphill(
+    field: DensityField,
+    points: np.ndarray,
+    values: np.ndarray,
+    *,
+    step_A: float = 0.05,
+    max_steps: int = 400,
+    batch_size: int = 1 << 17,
+    threads: int = 1,
+    chunk_points: int = WALK_CHUNK_POINTS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Move every point uphill along its normalised gradient in fixed steps.
 
     points: ``(n, 3)`` Å; values: ``(n, 4)`` the field's values at them. A point takes the
@@ -90,8 +99,15 @@ def _pack_keys(cells: np.ndarray, dims: np.ndarray) -> np.ndarray:
     return (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
 
 
-def _pairs_within(points: np.ndarray, starts: np.ndarray, counts: np.ndarray,
-                  pa: np.ndarray, pb: np.ndarray, eps: float, budget: int) -> np.ndarray:
+def _pairs_within(
+    points: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    pa: np.ndarray,
+    pb: np.ndarray,
+    eps: float,
+    budget: int,
+) -> np.ndarray:
     """For cell pairs ``(pa[i], pb[i])``: does any point of one lie within ``eps`` of the
     other's? Points are sorted by cell (``starts``/``counts``). Exact; chunked by ``budget``
     point pairs; a single pair larger than the budget uses a KD-tree."""
@@ -100,8 +116,8 @@ def _pairs_within(points: np.ndarray, starts: np.ndarray, counts: np.ndarray,
     eps2 = eps * eps
     big = np.flatnonzero(sizes > budget)
     for i in big:
-        a = points[starts[pa[i]]:starts[pa[i]] + counts[pa[i]]]
-        b = points[starts[pb[i]]:starts[pb[i]] + counts[pb[i]]]
+        a = points[starts[pa[i]] : starts[pa[i]] + counts[pa[i]]]
+        b = points[starts[pb[i]] : starts[pb[i]] + counts[pb[i]]]
         dist, _ = cKDTree(b).query(a, k=1, distance_upper_bound=eps * (1 + 1e-9))
         result[i] = bool(np.any(dist <= eps))
     small = np.flatnonzero(sizes <= budget)
@@ -127,8 +143,9 @@ def _pairs_within(points: np.ndarray, starts: np.ndarray, counts: np.ndarray,
     return result
 
 
-def cluster_points(points: np.ndarray, eps_A: float = 0.2, *, pair_budget: int = 1 << 22
-                   ) -> np.ndarray:
+def cluster_points(
+    points: np.ndarray, eps_A: float = 0.2, *, pair_budget: int = 1 << 22
+) -> np.ndarray:
     """Single-linkage clusters at ``eps_A``: exactly DBSCAN(eps, min_samples=1) labels.
 
     points: ``(n, 3)`` Å. Two points share a label when a chain of points each at most
@@ -159,8 +176,13 @@ def cluster_points(points: np.ndarray, eps_A: float = 0.2, *, pair_budget: int =
     ucells = cells[order[starts]]
     # Candidate neighbour cells: offsets in {-2..2}^3, half of them (the other half by symmetry),
     # whose closest possible distance is within eps.
-    offsets = [(i, j, k) for i in range(-2, 3) for j in range(-2, 3) for k in range(-2, 3)
-               if (i, j, k) > (0, 0, 0)]
+    offsets = [
+        (i, j, k)
+        for i in range(-2, 3)
+        for j in range(-2, 3)
+        for k in range(-2, 3)
+        if (i, j, k) > (0, 0, 0)
+    ]
     pa_list, pb_list = [], []
     for off in offsets:
         gap = np.maximum(np.abs(off) - 1, 0) * side
@@ -187,8 +209,9 @@ def cluster_points(points: np.ndarray, eps_A: float = 0.2, *, pair_budget: int =
     if undecided.any():
         ua, ub = pa[undecided], pb[undecided]
         close = _pairs_within(spts, starts, counts, ua, ub, eps, pair_budget)
-        comp = components(m, np.concatenate([pa[accepted], ua[close]]),
-                           np.concatenate([pb[accepted], ub[close]]))
+        comp = components(
+            m, np.concatenate([pa[accepted], ua[close]]), np.concatenate([pb[accepted], ub[close]])
+        )
     labels = np.empty(n, dtype=np.int64)
     labels[order] = comp[cell_of_sorted]
     return _canonical_labels(labels)
@@ -206,8 +229,10 @@ def cluster_centroids(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Mean position ``(k, 3)`` of each cluster ``0..k-1``."""
     k = int(labels.max()) + 1 if len(labels) else 0
     counts = np.bincount(labels, minlength=k).astype(np.float64)
-    return np.stack([np.bincount(labels, weights=points[:, d], minlength=k) for d in range(3)],
-                    axis=1) / counts[:, None]
+    return (
+        np.stack([np.bincount(labels, weights=points[:, d], minlength=k) for d in range(3)], axis=1)
+        / counts[:, None]
+    )
 
 
 # ---------------------------------------------------------------------------- edges

@@ -41,8 +41,21 @@ GRAPH_METHODS = ("study", "backbone")
 #: (as it always has), ``graph_backbone`` the backbone method's; each maps field -> metrics.
 GRAPH_RECORD = {"study": "graph", "backbone": "graph_backbone"}
 #: Graph metrics read from a metrics JSON (``neural-em evaluate --json``).
-GRAPH_KEYS = ("recall", "coverage", "precision", "one_to_one_precision", "f1", "rmsd", "nodes",
-              "ca", "nodes_per_ca", "edges", "chain_recall", "edge_precision", "mean_degree")
+GRAPH_KEYS = (
+    "recall",
+    "coverage",
+    "precision",
+    "one_to_one_precision",
+    "f1",
+    "rmsd",
+    "nodes",
+    "ca",
+    "nodes_per_ca",
+    "edges",
+    "chain_recall",
+    "edge_precision",
+    "mean_degree",
+)
 
 
 def graph_role(field: str, method: str) -> str:
@@ -52,11 +65,28 @@ def graph_role(field: str, method: str) -> str:
 
 
 #: Roles a manifest may name for an entry (all but entry_info are optional).
-ROLES = ("entry_info", "map", "model", "fasta", "neural", "neural_record", "neural_mrc",
-         "neural_bench", "spline", "spline_bench",
-         *(graph_role(f, m) + suffix for f in GRAPH_FIELDS for m in GRAPH_METHODS
-           for suffix in ("", "_metrics", "_bench")),
-         "interpolation", "interpolation_bench", "deeptracer_metrics", "deeptracer_bench")
+ROLES = (
+    "entry_info",
+    "map",
+    "model",
+    "fasta",
+    "neural",
+    "neural_record",
+    "neural_mrc",
+    "neural_bench",
+    "spline",
+    "spline_bench",
+    *(
+        graph_role(f, m) + suffix
+        for f in GRAPH_FIELDS
+        for m in GRAPH_METHODS
+        for suffix in ("", "_metrics", "_bench")
+    ),
+    "interpolation",
+    "interpolation_bench",
+    "deeptracer_metrics",
+    "deeptracer_bench",
+)
 
 
 # ====================================================================== readers
@@ -125,8 +155,9 @@ def read_fasta_summary(path: str | os.PathLike) -> dict[str, Any]:
     return {"sequences": names, "residues": residues}
 
 
-def training_regions(header: Mapping[str, Any], path: str | os.PathLike = ""
-                     ) -> list[dict[str, Any]]:
+def training_regions(
+    header: Mapping[str, Any], path: str | os.PathLike = ""
+) -> list[dict[str, Any]]:
     """Per-region training records of a neural ``.neural`` header, as
     {region, voxels, epochs, loss, max_error, seconds, stopped, skipped, device}.
 
@@ -142,27 +173,32 @@ def training_regions(header: Mapping[str, Any], path: str | os.PathLike = ""
         if not isinstance(boxes, list):
             raise FieldFormatError("the region boxes are missing")
         records = read_region_records(header.get("training"), len(boxes))
-        voxels = [float(math.prod(int(h) - int(lo)
-                                  for lo, h in zip(box["lo"], box["hi"], strict=True)))
-                  for box in boxes]
+        voxels = [
+            float(math.prod(int(h) - int(lo) for lo, h in zip(box["lo"], box["hi"], strict=True)))
+            for box in boxes
+        ]
     except FieldFormatError as exc:
         raise FieldFormatError(exc.message, path or None) from exc
     except (KeyError, TypeError, ValueError) as exc:
-        raise FieldFormatError(f"region boxes must be objects with integer 'lo' and 'hi' "
-                               f"({exc})", path or None) from exc
+        raise FieldFormatError(
+            f"region boxes must be objects with integer 'lo' and 'hi' ({exc})", path or None
+        ) from exc
     devices = header.get("devices")
     device = ",".join(map(str, devices)) if isinstance(devices, list) else devices
-    return [{
-        "region": i,
-        "voxels": voxels[i],
-        "epochs": float(rec.epochs),
-        "loss": finite_or_none(rec.loss),
-        "max_error": finite_or_none(rec.max_error),
-        "seconds": finite_or_none(rec.seconds),
-        "stopped": rec.stop,
-        "skipped": rec.skipped,
-        "device": device,
-    } for i, rec in enumerate(records)]
+    return [
+        {
+            "region": i,
+            "voxels": voxels[i],
+            "epochs": float(rec.epochs),
+            "loss": finite_or_none(rec.loss),
+            "max_error": finite_or_none(rec.max_error),
+            "seconds": finite_or_none(rec.seconds),
+            "stopped": rec.stop,
+            "skipped": rec.skipped,
+            "device": device,
+        }
+        for i, rec in enumerate(records)
+    ]
 
 
 # ====================================================================== per entry
@@ -174,15 +210,27 @@ def _graph_metrics(path: str | os.PathLike) -> dict[str, Any]:
         out[key] = finite_or_none(metrics.get(key))
     atoms = metrics.get("atoms") or metrics.get("atomic") or metrics.get("atom")
     if isinstance(atoms, Mapping):
-        out["atoms"] = {k: finite_or_none(atoms.get(k)) for k in
-                        ("recall", "coverage", "precision", "rmsd", "reference", "atoms",
-                         "n_atoms", "nodes")
-                        if k in atoms}
+        out["atoms"] = {
+            k: finite_or_none(atoms.get(k))
+            for k in (
+                "recall",
+                "coverage",
+                "precision",
+                "rmsd",
+                "reference",
+                "atoms",
+                "n_atoms",
+                "nodes",
+            )
+            if k in atoms
+        }
     baseline = metrics.get("baseline") or metrics.get("local_maxima")
     if isinstance(baseline, Mapping):
-        out["baseline"] = {k: finite_or_none(baseline.get(k)) for k in
-                           ("recall", "coverage", "precision", "rmsd", "nodes", "nodes_per_ca")
-                           if k in baseline}
+        out["baseline"] = {
+            k: finite_or_none(baseline.get(k))
+            for k in ("recall", "coverage", "precision", "rmsd", "nodes", "nodes_per_ca")
+            if k in baseline
+        }
     return out
 
 
@@ -213,35 +261,45 @@ def _graph_timings(path: str | os.PathLike) -> dict[str, float]:
 
 def _interpolation(path: str | os.PathLike, methods: Sequence[str]) -> dict[str, Any]:
     raw = _read_json(path)
-    out: dict[str, Any] = {"device": raw.get("device"), "wall_s": finite_or_none(raw.get("wall_s")),
-                           "simulator": raw.get("simulator", "neural_em"),
-                           "control_nonzero": (raw.get("control") or {}).get("n_nonzero"),
-                           "evaluated_points": raw.get("evaluated_points"),
-                           "coarse_shape_xyz": (raw.get("coarse") or {}).get("shape_xyz"),
-                           "control_shape_xyz": (raw.get("control") or {}).get("shape_xyz"),
-                           "methods": {}}
+    out: dict[str, Any] = {
+        "device": raw.get("device"),
+        "wall_s": finite_or_none(raw.get("wall_s")),
+        "simulator": raw.get("simulator", "neural_em"),
+        "control_nonzero": (raw.get("control") or {}).get("n_nonzero"),
+        "evaluated_points": raw.get("evaluated_points"),
+        "coarse_shape_xyz": (raw.get("coarse") or {}).get("shape_xyz"),
+        "control_shape_xyz": (raw.get("control") or {}).get("shape_xyz"),
+        "methods": {},
+    }
     found = raw.get("methods") or {}
     skipped = raw.get("skipped") or {}
     for method in methods:
         rec = found.get(method)
         if not isinstance(rec, Mapping):
-            out["methods"][method] = {"status": NOT_RUN,
-                                      "reason": skipped.get(method, "not in the results")}
+            out["methods"][method] = {
+                "status": NOT_RUN,
+                "reason": skipped.get(method, "not in the results"),
+            }
             continue
         scale = rec.get("common") or rec.get("normalised") or rec
         stats = scale.get("nonzero") or scale
         out["methods"][method] = {
-            "min": finite_or_none(stats.get("min")), "max": finite_or_none(stats.get("max")),
-            "mean": finite_or_none(stats.get("mean")), "mae": finite_or_none(stats.get("mean_abs")),
-            "rmse": finite_or_none(stats.get("rmse")), "max_abs": finite_or_none(stats.get("max_abs")),
-            "n": stats.get("n"), "build_s": finite_or_none(rec.get("build_s")),
+            "min": finite_or_none(stats.get("min")),
+            "max": finite_or_none(stats.get("max")),
+            "mean": finite_or_none(stats.get("mean")),
+            "mae": finite_or_none(stats.get("mean_abs")),
+            "rmse": finite_or_none(stats.get("rmse")),
+            "max_abs": finite_or_none(stats.get("max_abs")),
+            "n": stats.get("n"),
+            "build_s": finite_or_none(rec.get("build_s")),
             "evaluate_s": finite_or_none(rec.get("evaluate_s")),
         }
     return out
 
 
-def _graph_record(has: Mapping[str, str], role: str, wanted: bool, no_model: bool
-                  ) -> dict[str, Any]:
+def _graph_record(
+    has: Mapping[str, str], role: str, wanted: bool, no_model: bool
+) -> dict[str, Any]:
     """The metrics, times and size of one graph (manifest ``role``), or not run."""
     if wanted and f"{role}_metrics" not in has and no_model and role in has:
         g = _graph_without_model(has[role])
@@ -258,10 +316,15 @@ def _graph_record(has: Mapping[str, str], role: str, wanted: bool, no_model: boo
     return g
 
 
-def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[str] = (),
-                  graph_methods: Sequence[str] = ("study",),
-                  interpolation_methods: Sequence[str] = (),
-                  deeptracer: bool = False) -> dict[str, Any]:
+def collect_entry(
+    key: str,
+    files: Mapping[str, str],
+    *,
+    graph_fields: Sequence[str] = (),
+    graph_methods: Sequence[str] = ("study",),
+    interpolation_methods: Sequence[str] = (),
+    deeptracer: bool = False,
+) -> dict[str, Any]:
     """Everything known about one entry, as a JSON-able dict."""
     has = {role: path for role, path in files.items() if path and Path(path).is_file()}
     info = _read_json(files["entry_info"])
@@ -307,18 +370,23 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
             "crop_voxels": math.prod(crop) if crop else None,
             "regions": len(header.get("regions") or regions),
             "regions_trained": len(trained),
-            "total_training_s": total if total is not None else (sum(seconds) if seconds
-                                                                 else None),
+            "total_training_s": total if total is not None else (sum(seconds) if seconds else None),
             # the study's "Average region training time": total / regions (sequential fits);
             # for the batched trainer the same ratio is the cost per region
             "mean_region_training_s": None,
             "mean_loss": statistics.fmean(losses) if losses else None,
             "bytes": Path(has["neural"]).stat().st_size,
-            "crop_mrc_bytes": (Path(has["neural_mrc"]).stat().st_size if "neural_mrc" in has
-                               else (mrc_bytes(crop) if crop else None)),
-            "device": record.get("device") or (
-                ",".join(map(str, header["devices"])) if isinstance(header.get("devices"), list)
-                else None),
+            "crop_mrc_bytes": (
+                Path(has["neural_mrc"]).stat().st_size
+                if "neural_mrc" in has
+                else (mrc_bytes(crop) if crop else None)
+            ),
+            "device": record.get("device")
+            or (
+                ",".join(map(str, header["devices"]))
+                if isinstance(header.get("devices"), list)
+                else None
+            ),
             "fit_wall_s": finite_or_none(record.get("seconds")) or finite_or_none(bench.get("s")),
             "max_rss_mb": finite_or_none(bench.get("max_rss")),
             "per_region": regions,
@@ -333,8 +401,10 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
         rec["neural"] = {"status": NOT_RUN}
     if "spline" in has:
         bench = read_benchmark(has["spline_bench"]) if "spline_bench" in has else {}
-        rec["spline"] = {"bytes": Path(has["spline"]).stat().st_size,
-                         "fit_s": finite_or_none(bench.get("s"))}
+        rec["spline"] = {
+            "bytes": Path(has["spline"]).stat().st_size,
+            "fit_s": finite_or_none(bench.get("s")),
+        }
     else:
         rec["spline"] = {"status": NOT_RUN}
     # ---- graphs
@@ -342,9 +412,9 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
         if method not in graph_methods:
             continue
         rec[GRAPH_RECORD[method]] = {
-            field: _graph_record(has, graph_role(field, method), field in graph_fields,
-                                 no_model)
-            for field in GRAPH_FIELDS}
+            field: _graph_record(has, graph_role(field, method), field in graph_fields, no_model)
+            for field in GRAPH_FIELDS
+        }
     # ---- interpolation
     if interpolation_methods and "interpolation" in has:
         rec["interpolation"] = _interpolation(has["interpolation"], interpolation_methods)
@@ -365,8 +435,10 @@ def collect_entry(key: str, files: Mapping[str, str], *, graph_fields: Sequence[
     for role, path in has.items():
         if role.endswith("_bench"):
             bench = read_benchmark(path)
-            rec["timings"][role[: -len("_bench")]] = {"s": finite_or_none(bench.get("s")),
-                                                       "max_rss_mb": finite_or_none(bench.get("max_rss"))}
+            rec["timings"][role[: -len("_bench")]] = {
+                "s": finite_or_none(bench.get("s")),
+                "max_rss_mb": finite_or_none(bench.get("max_rss")),
+            }
     return rec
 
 
@@ -377,6 +449,7 @@ def _median(values: Iterable[Any]) -> float | None:
 
 def summarise(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Medians over the entries of the headline numbers."""
+
     def get(e: Mapping[str, Any], *path: str) -> Any:
         cur: Any = e
         for p in path:
@@ -389,41 +462,60 @@ def summarise(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for method, record in GRAPH_RECORD.items():
         prefix = "graph" if method == "study" else f"graph_{method}"
         for field in GRAPH_FIELDS:
-            for m in ("recall", "coverage", "precision", "one_to_one_precision", "f1", "rmsd",
-                      "nodes_per_ca", "chain_recall", "edge_precision", "mean_degree",
-                      "seconds"):
+            for m in (
+                "recall",
+                "coverage",
+                "precision",
+                "one_to_one_precision",
+                "f1",
+                "rmsd",
+                "nodes_per_ca",
+                "chain_recall",
+                "edge_precision",
+                "mean_degree",
+                "seconds",
+            ):
                 values = [get(e, record, field, m) for e in entries]
                 if method != "study" and all(v is None for v in values):
                     continue
                 out[f"{prefix}_{field}_{m}_median"] = _median(values)
     out["training_s_median"] = _median(get(e, "neural", "total_training_s") for e in entries)
-    out["region_training_s_median"] = _median(get(e, "neural", "mean_region_training_s")
-                                              for e in entries)
-    out["size_ratio_crop_mrc_median"] = _median(get(e, "neural", "size_ratio_crop_mrc")
-                                                for e in entries)
-    methods = sorted({m for e in entries
-                      for m in (get(e, "interpolation", "methods") or {})})
+    out["region_training_s_median"] = _median(
+        get(e, "neural", "mean_region_training_s") for e in entries
+    )
+    out["size_ratio_crop_mrc_median"] = _median(
+        get(e, "neural", "size_ratio_crop_mrc") for e in entries
+    )
+    methods = sorted({m for e in entries for m in (get(e, "interpolation", "methods") or {})})
     for m in methods:
         out[f"interpolation_{m}_mae_median"] = _median(
-            get(e, "interpolation", "methods", m, "mae") for e in entries)
+            get(e, "interpolation", "methods", m, "mae") for e in entries
+        )
     return out
 
 
-def collect_metrics(manifest: Mapping[str, Mapping[str, str]], *,
-                    graph_fields: Sequence[str] = ("neural", "spline"),
-                    graph_methods: Sequence[str] = ("study",),
-                    interpolation_methods: Sequence[str] = (),
-                    deeptracer: bool = False,
-                    settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def collect_metrics(
+    manifest: Mapping[str, Mapping[str, str]],
+    *,
+    graph_fields: Sequence[str] = ("neural", "spline"),
+    graph_methods: Sequence[str] = ("study",),
+    interpolation_methods: Sequence[str] = (),
+    deeptracer: bool = False,
+    settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """All entries of a run: ``{"entries": {key: record}, "summary": {...}, "settings": ...}``."""
     from neural_em._version import __version__
 
     entries = {}
     for key in sorted(manifest):
-        entries[key] = collect_entry(key, manifest[key], graph_fields=graph_fields,
-                                     graph_methods=graph_methods,
-                                     interpolation_methods=interpolation_methods,
-                                     deeptracer=deeptracer)
+        entries[key] = collect_entry(
+            key,
+            manifest[key],
+            graph_fields=graph_fields,
+            graph_methods=graph_methods,
+            interpolation_methods=interpolation_methods,
+            deeptracer=deeptracer,
+        )
         logger.info("collected %s", key)
     return {
         "neural_em_version": __version__,
@@ -439,5 +531,6 @@ def collect_metrics(manifest: Mapping[str, Mapping[str, str]], *,
 
 def write_metrics(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """metrics.json, atomically (NaN refused: missing values are null)."""
-    return atomic_write_text(path, json.dumps(metrics, indent=2, allow_nan=False,
-                                              default=str) + "\n")
+    return atomic_write_text(
+        path, json.dumps(metrics, indent=2, allow_nan=False, default=str) + "\n"
+    )

@@ -48,12 +48,21 @@ from neural_em.errors import InputError
 logger = logging.getLogger(__name__)
 
 #: Output columns of :func:`select_entries`, in order.
-COLUMNS = ["key", "emdb_id", "pdb_id", "resolution", "resolution_bin", "title", "citation",
-           "voxels"]
+COLUMNS = [
+    "key",
+    "emdb_id",
+    "pdb_id",
+    "resolution",
+    "resolution_bin",
+    "title",
+    "citation",
+    "voxels",
+]
 
 #: Citation titles that name no publication.
-PLACEHOLDER_CITATIONS = re.compile(r"^\s*(to be published.*|unpublished|n/?a|none|-)?\s*$",
-                                   re.IGNORECASE)
+PLACEHOLDER_CITATIONS = re.compile(
+    r"^\s*(to be published.*|unpublished|n/?a|none|-)?\s*$", re.IGNORECASE
+)
 
 _ALIASES = {
     "emdb_id": ("emd-", "emdb id", "emdb_id", "emd id", "entry id", "emdb"),
@@ -72,8 +81,10 @@ def _find_columns(columns: list[str], path: str) -> dict[str, str | None]:
         found[name] = next((lower[a] for a in aliases if a in lower), None)
     missing = [n for n in ("emdb_id", "resolution", "pdb", "citation") if found[n] is None]
     if missing:
-        raise InputError(f"search export lacks the column(s) {', '.join(missing)} "
-                         f"(has: {', '.join(columns)})", path)
+        raise InputError(
+            f"search export lacks the column(s) {', '.join(missing)} (has: {', '.join(columns)})",
+            path,
+        )
     return found
 
 
@@ -112,14 +123,16 @@ def read_search_export(search_csv: str | os.PathLike | pd.DataFrame) -> pd.DataF
             ids.append(None)
     if bad:
         raise InputError(f"{len(bad)} EMDB id(s) unreadable, e.g. {bad[0]!r}", where)
-    out = pd.DataFrame({
-        "emdb_id": ids,
-        "pdb_ids": raw[cols["pdb"]].map(_pdb_ids),
-        "resolution": pd.to_numeric(raw[cols["resolution"]], errors="coerce"),
-        "title": raw[cols["title"]] if cols["title"] else "",
-        "citation": raw[cols["citation"]].fillna(""),
-        "status": raw[cols["status"]].str.strip().str.upper() if cols["status"] else "REL",
-    })
+    out = pd.DataFrame(
+        {
+            "emdb_id": ids,
+            "pdb_ids": raw[cols["pdb"]].map(_pdb_ids),
+            "resolution": pd.to_numeric(raw[cols["resolution"]], errors="coerce"),
+            "title": raw[cols["title"]] if cols["title"] else "",
+            "citation": raw[cols["citation"]].fillna(""),
+            "status": raw[cols["status"]].str.strip().str.upper() if cols["status"] else "REL",
+        }
+    )
     out["key"] = out["emdb_id"].str.replace("EMD-", "emd_", regex=False)
     out["number"] = out["emdb_id"].str[4:].astype(int)
     if out["emdb_id"].duplicated().any():
@@ -243,8 +256,9 @@ def select_entries(
     return out
 
 
-def write_entries_csv(frame: pd.DataFrame, path: str | os.PathLike, *,
-                      overwrite: bool = False) -> Path:
+def write_entries_csv(
+    frame: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False
+) -> Path:
     """Write a selection (or any DataFrame) as CSV, atomically; returns the path."""
     check_output_path(path, overwrite=overwrite)
     buffer = io.StringIO()

@@ -179,10 +179,17 @@ def check_mrc_header(path: str | os.PathLike, *, max_voxels: int | None = None) 
     stream_size = check_gzip_complete(path) if gz else None
     header = read_map_header(path, max_voxels=sys.maxsize if max_voxels is None else max_voxels)
     if stream_size is not None and stream_size < header.file_bytes:
-        raise InputError(f"MRC data is truncated: header needs {header.file_bytes} bytes, "
-                         f"stream has {stream_size}", path)
-    return {"shape_xyz": list(header.shape_xyz), "voxel_size": header.voxel_size.tolist(),
-            "mode": header.mode, "voxels": header.voxels}
+        raise InputError(
+            f"MRC data is truncated: header needs {header.file_bytes} bytes, "
+            f"stream has {stream_size}",
+            path,
+        )
+    return {
+        "shape_xyz": list(header.shape_xyz),
+        "voxel_size": header.voxel_size.tolist(),
+        "mode": header.mode,
+        "voxels": header.voxels,
+    }
 
 
 def check_mmcif(path: str | os.PathLike) -> int:
@@ -299,8 +306,9 @@ def _resolution(data: dict[str, Any]) -> float | None:
             res = _float(_get(proc, "final_reconstruction", "resolution"))
             if res is not None:
                 return res
-    return _float(_first(data, [("resolution",), ("processing", "reconstruction",
-                                                   "resolution_by_author")]))
+    return _float(
+        _first(data, [("resolution",), ("processing", "reconstruction", "resolution_by_author")])
+    )
 
 
 def _contour(map_node: Any) -> float | None:
@@ -308,8 +316,11 @@ def _contour(map_node: Any) -> float | None:
     if isinstance(contours, dict):
         contours = [contours]
     if isinstance(contours, list) and contours:
-        primary = [c for c in contours if isinstance(c, dict)
-                   and str(c.get("primary", "")).lower() in ("true", "1", "yes")]
+        primary = [
+            c
+            for c in contours
+            if isinstance(c, dict) and str(c.get("primary", "")).lower() in ("true", "1", "yes")
+        ]
         for c in primary + [c for c in contours if isinstance(c, dict)]:
             level = _float(c.get("level"))
             if level is not None:
@@ -332,13 +343,17 @@ def parse_emdb_metadata(source: str | os.PathLike | dict[str, Any]) -> dict[str,
     data = source if isinstance(source, dict) else check_json(source)
     map_node = _get(data, "map") or {}
     dims_node = _get(map_node, "dimensions") or {}
-    dims = [_float(_first(dims_node, [(k,) for k in names]))
-            for names in (("col", "column", "x"), ("row", "y"), ("sec", "section", "z"))]
+    dims = [
+        _float(_first(dims_node, [(k,) for k in names]))
+        for names in (("col", "column", "x"), ("row", "y"), ("sec", "section", "z"))
+    ]
     shape_xyz: list[int] | None = None
     if all(d is not None and d >= 1 for d in dims):
         crs = [int(d) for d in dims]  # type: ignore[arg-type]
-        order = [str(_value(_get(map_node, "axis_order", k)) or "").upper()
-                 for k in ("fast", "medium", "slow")]
+        order = [
+            str(_value(_get(map_node, "axis_order", k)) or "").upper()
+            for k in ("fast", "medium", "slow")
+        ]
         idx = [_AXES.get(a) for a in order]
         shape_xyz = list(crs)
         if sorted(i for i in idx if i is not None) == [0, 1, 2]:
@@ -359,8 +374,9 @@ def parse_emdb_metadata(source: str | os.PathLike | dict[str, Any]) -> dict[str,
     }
 
 
-def emdb_metadata(emd_id: str | int, dest: str | os.PathLike, *, base: str,
-                  **fetch_options: Any) -> dict[str, Any]:
+def emdb_metadata(
+    emd_id: str | int, dest: str | os.PathLike, *, base: str, **fetch_options: Any
+) -> dict[str, Any]:
     """Fetch an entry's EMDB API record to ``dest`` (checked JSON) and parse it.
 
     ``fetch_options`` go to :func:`fetch` (timeouts, retries, mirror, session, ...).
@@ -391,8 +407,13 @@ def _run_validate(validate: Callable[[Path], Any] | None, path: Path) -> None:
     validate(path)
 
 
-def _from_mirror(url: str, dest: Path, mirror_root: str | os.PathLike,
-                 validate: Callable[[Path], Any] | None, overwrite: bool) -> Path | None:
+def _from_mirror(
+    url: str,
+    dest: Path,
+    mirror_root: str | os.PathLike,
+    validate: Callable[[Path], Any] | None,
+    overwrite: bool,
+) -> Path | None:
     for candidate in mirror_candidates(url, mirror_root):
         if not candidate.is_file():
             continue
@@ -402,8 +423,9 @@ def _from_mirror(url: str, dest: Path, mirror_root: str | os.PathLike,
                 _run_validate(validate, tmp)
         except (InputError, ValueError, OSError) as exc:
             problem = getattr(exc, "message", None) or str(exc)
-            raise DownloadError(f"{url}: mirror copy {candidate} failed its check: {problem}",
-                                url=url) from exc
+            raise DownloadError(
+                f"{url}: mirror copy {candidate} failed its check: {problem}", url=url
+            ) from exc
         logger.info("%s: taken from the mirror %s", dest, candidate)
         return dest
     return None
@@ -417,8 +439,14 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     import urllib3
 
     # not OSError as a whole: a full disk must not look like a flaky network
-    return (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
-            ConnectionError, TimeoutError, socket.timeout)
+    return (
+        requests.RequestException,
+        urllib3.exceptions.HTTPError,
+        http.client.HTTPException,
+        ConnectionError,
+        TimeoutError,
+        socket.timeout,
+    )
 
 
 def _stream_once(session: Any, url: str, tmp: Path, timeout_s: float) -> int:
@@ -433,13 +461,15 @@ def _stream_once(session: Any, url: str, tmp: Path, timeout_s: float) -> int:
     with contextlib.closing(response):
         status = response.status_code
         if status in (404, 410):
-            raise NotFoundError(f"{url}: HTTP {status} (not found on the server)", url=url,
-                                status=status)
+            raise NotFoundError(
+                f"{url}: HTTP {status} (not found on the server)", url=url, status=status
+            )
         if status >= 500 or status in RETRY_STATUSES:
             raise _Retryable(f"HTTP {status} {response.reason or ''}".strip(), status)
         if status >= 400:
-            raise DownloadError(f"{url}: HTTP {status} {response.reason or ''}".strip(),
-                                url=url, status=status)
+            raise DownloadError(
+                f"{url}: HTTP {status} {response.reason or ''}".strip(), url=url, status=status
+            )
         expected = response.headers.get("Content-Length")
         written = 0
         try:
@@ -449,8 +479,9 @@ def _stream_once(session: Any, url: str, tmp: Path, timeout_s: float) -> int:
                     out.write(chunk)
                     written += len(chunk)
         except network_errors as exc:
-            raise _Retryable(f"connection broken after {written} bytes "
-                             f"({type(exc).__name__}: {_short(exc)})") from exc
+            raise _Retryable(
+                f"connection broken after {written} bytes ({type(exc).__name__}: {_short(exc)})"
+            ) from exc
         if expected is not None and expected.isdigit() and written != int(expected):
             raise _Retryable(f"got {written} bytes, the server announced {expected}")
         return written
@@ -497,8 +528,10 @@ def fetch(
     dest = Path(dest)
     check_output_path(dest, overwrite=overwrite)
     if retries < 0 or timeout_s <= 0 or backoff_s < 0:
-        raise InputError(f"retries={retries}, timeout_s={timeout_s}, backoff_s={backoff_s}: "
-                         "need retries >= 0, timeout_s > 0, backoff_s >= 0")
+        raise InputError(
+            f"retries={retries}, timeout_s={timeout_s}, backoff_s={backoff_s}: "
+            "need retries >= 0, timeout_s > 0, backoff_s >= 0"
+        )
     if mirror_root is not None:
         if not Path(mirror_root).is_dir():
             raise InputError("download mirror folder does not exist", mirror_root)
@@ -506,10 +539,16 @@ def fetch(
         if found is not None:
             return found
     if offline:
-        looked = ", ".join(str(p) for p in mirror_candidates(url, mirror_root)[:3]) \
-            if mirror_root is not None else "no mirror configured"
-        raise DownloadError(f"{url}: not in the local mirror ({looked}) and offline mode "
-                            "forbids the network (download.offline)", url=url)
+        looked = (
+            ", ".join(str(p) for p in mirror_candidates(url, mirror_root)[:3])
+            if mirror_root is not None
+            else "no mirror configured"
+        )
+        raise DownloadError(
+            f"{url}: not in the local mirror ({looked}) and offline mode "
+            "forbids the network (download.offline)",
+            url=url,
+        )
 
     own_session = session is None
     if own_session:
@@ -526,8 +565,14 @@ def fetch(
         for attempt in range(retries + 1):
             if attempt:
                 wait = min(backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
-                logger.warning("%s: try %d of %d failed (%s); retrying in %.1f s", url, attempt,
-                               retries + 1, last, wait)
+                logger.warning(
+                    "%s: try %d of %d failed (%s); retrying in %.1f s",
+                    url,
+                    attempt,
+                    retries + 1,
+                    last,
+                    wait,
+                )
                 time.sleep(wait)
             t0 = time.monotonic()
             try:
@@ -536,16 +581,17 @@ def fetch(
                     try:
                         _run_validate(validate, tmp)
                     except (InputError, ValueError, OSError) as exc:
-                        raise _Retryable(f"downloaded file failed its check: "
-                                         f"{getattr(exc, 'message', exc)}") from exc
+                        raise _Retryable(
+                            f"downloaded file failed its check: {getattr(exc, 'message', exc)}"
+                        ) from exc
             except _Retryable as exc:
                 last, last_status = str(exc), exc.status
                 continue
-            logger.info("%s: %d bytes from %s in %.1f s", dest, size, url,
-                        time.monotonic() - t0)
+            logger.info("%s: %d bytes from %s in %.1f s", dest, size, url, time.monotonic() - t0)
             return dest
     finally:
         if own_session:
             session.close()
-    raise DownloadError(f"{url}: failed after {retries + 1} tries; last: {last}", url=url,
-                        status=last_status)
+    raise DownloadError(
+        f"{url}: failed after {retries + 1} tries; last: {last}", url=url, status=last_status
+    )

@@ -68,8 +68,7 @@ def _contour(label: str, value: Any) -> float | None:
     except (TypeError, ValueError):
         level = math.nan
     if isinstance(value, bool) or not math.isfinite(level):
-        raise EntryError(f"{label}: contour must be a number (a raw density level), "
-                         f"got {value!r}")
+        raise EntryError(f"{label}: contour must be a number (a raw density level), got {value!r}")
     return level
 
 
@@ -79,8 +78,10 @@ def _local_file(label: str, what: str, value: Any, base_dir: Path) -> Path:
     path = Path(os.path.expanduser(str(value)))
     full = path if path.is_absolute() else base_dir / path
     if not full.exists():
-        raise EntryError(f"{label}: {what} file {value} does not exist (relative paths are "
-                         f"taken from the working directory, {base_dir})")
+        raise EntryError(
+            f"{label}: {what} file {value} does not exist (relative paths are "
+            f"taken from the working directory, {base_dir})"
+        )
     if not full.is_file():
         raise EntryError(f"{label}: {what} {value} is not a file")
     if not os.access(full, os.R_OK):
@@ -111,15 +112,19 @@ def check_model_file(label: str, path: Path) -> int:
 def _emdb_entry(label: str, item: Mapping[str, Any]) -> dict[str, Any]:
     extra = sorted(set(item) - EMDB_KEYS)
     if extra:
-        raise EntryError(f"{label}: an EMDB entry takes no {', '.join(extra)} (a local map is "
-                         "named by name, map and model instead of emdb_id and pdb_id)")
+        raise EntryError(
+            f"{label}: an EMDB entry takes no {', '.join(extra)} (a local map is "
+            "named by name, map and model instead of emdb_id and pdb_id)"
+        )
     emdb_id = str(item["emdb_id"])
     if not re.fullmatch(r"EMD-[0-9]{4,6}", emdb_id):
         raise EntryError(f"{label}: emdb_id must look like EMD-1234, got {emdb_id!r}")
     pdb_id = item.get("pdb_id")
     if not isinstance(pdb_id, str) or not re.fullmatch(r"[0-9][A-Za-z0-9]{3}", pdb_id):
-        raise EntryError(f"{label}: an EMDB entry needs pdb_id, the fitted model's PDB id "
-                         f"(such as 5ni1), got {pdb_id!r}")
+        raise EntryError(
+            f"{label}: an EMDB entry needs pdb_id, the fitted model's PDB id "
+            f"(such as 5ni1), got {pdb_id!r}"
+        )
     return {
         "key": f"emd_{emdb_id.split('-', 1)[1]}",
         "source": "emdb",
@@ -132,19 +137,25 @@ def _emdb_entry(label: str, item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _local_entry(label: str, item: Mapping[str, Any], base_dir: Path,
-                 check_files: bool) -> dict[str, Any]:
+def _local_entry(
+    label: str, item: Mapping[str, Any], base_dir: Path, check_files: bool
+) -> dict[str, Any]:
     extra = sorted(set(item) - LOCAL_KEYS)
     if extra:
-        raise EntryError(f"{label}: a local entry takes no {', '.join(extra)} (its model is "
-                         "a file named by model:)")
+        raise EntryError(
+            f"{label}: a local entry takes no {', '.join(extra)} (its model is "
+            "a file named by model:)"
+        )
     name = item.get("name")
     if name is None:
-        raise EntryError(f"{label}: a local map needs a name (letters, digits, '-', '_'): it "
-                         "names the entry's files and table rows")
+        raise EntryError(
+            f"{label}: a local map needs a name (letters, digits, '-', '_'): it "
+            "names the entry's files and table rows"
+        )
     if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
-        raise EntryError(f"{label}: name {name!r} is not a safe file name: use letters, "
-                         "digits, '-' and '_' only")
+        raise EntryError(
+            f"{label}: name {name!r} is not a safe file name: use letters, digits, '-' and '_' only"
+        )
     resolution = _resolution(label, item.get("resolution"))
     contour = _contour(label, item.get("contour"))
     map_path = _local_file(label, "map", item.get("map"), base_dir)
@@ -173,9 +184,12 @@ def _local_entry(label: str, item: Mapping[str, Any], base_dir: Path,
     }
 
 
-def config_entries(items: Sequence[Mapping[str, Any]] | None, *,
-                   base_dir: str | os.PathLike | None = None,
-                   check_files: bool = True) -> dict[str, dict[str, Any]]:
+def config_entries(
+    items: Sequence[Mapping[str, Any]] | None,
+    *,
+    base_dir: str | os.PathLike | None = None,
+    check_files: bool = True,
+) -> dict[str, dict[str, Any]]:
     """Key -> entry record of the configuration's ``entries`` list, every entry checked.
 
     ``base_dir``: where relative paths start (default: the working directory, which is
@@ -191,22 +205,28 @@ def config_entries(items: Sequence[Mapping[str, Any]] | None, *,
     for index, item in enumerate(items):
         label = _label(index, item) if isinstance(item, Mapping) else f"config entries[{index}]"
         if not isinstance(item, Mapping):
-            raise EntryError(f"{label}: an entry is a mapping (emdb_id: ... or name: ..., "
-                             f"map: ...), got {item!r}")
+            raise EntryError(
+                f"{label}: an entry is a mapping (emdb_id: ... or name: ..., "
+                f"map: ...), got {item!r}"
+            )
         has_emdb, has_map = item.get("emdb_id") is not None, item.get("map") is not None
         if has_emdb and has_map:
-            raise EntryError(f"{label}: gives both emdb_id and map; an entry is either an EMDB "
-                             "entry (emdb_id, pdb_id) or a local map (name, map, model)")
+            raise EntryError(
+                f"{label}: gives both emdb_id and map; an entry is either an EMDB "
+                "entry (emdb_id, pdb_id) or a local map (name, map, model)"
+            )
         if not has_emdb and not has_map:
-            raise EntryError(f"{label}: needs emdb_id (an EMDB entry) or map (a local map "
-                             "file)")
-        entry = (_emdb_entry(label, item) if has_emdb
-                 else _local_entry(label, item, base, check_files))
+            raise EntryError(f"{label}: needs emdb_id (an EMDB entry) or map (a local map file)")
+        entry = (
+            _emdb_entry(label, item) if has_emdb else _local_entry(label, item, base, check_files)
+        )
         key = entry["key"]
         if key in entries:
             first = where[key]
-            raise EntryError(f"{label}: the name {key!r} is taken twice (config entries[{first}] "
-                             f"and entries[{index}]); every entry needs its own name")
+            raise EntryError(
+                f"{label}: the name {key!r} is taken twice (config entries[{first}] "
+                f"and entries[{index}]); every entry needs its own name"
+            )
         entries[key] = entry
         where[key] = index
     return entries

@@ -58,8 +58,9 @@ def default_runtime_dir() -> Path:
 def visible_devices(n_slots: int | None = None) -> list[str]:
     """Device ids the slots map to (strings as ``CUDA_VISIBLE_DEVICES`` takes them)."""
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
-    inherited_ids = [d.strip() for d in inherited.split(",") if d.strip()] \
-        if inherited is not None else None
+    inherited_ids = (
+        [d.strip() for d in inherited.split(",") if d.strip()] if inherited is not None else None
+    )
     if n_slots is None:
         env = os.environ.get("NEURAL_EM_GPUS")
         if env not in (None, ""):
@@ -155,8 +156,9 @@ def gpu_slot(
                 break
         if fd is None:
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"no free GPU slot among {len(devices)} in {folder} after "
-                                   f"{timeout_s} s")
+                raise TimeoutError(
+                    f"no free GPU slot among {len(devices)} in {folder} after {timeout_s} s"
+                )
             if not waited:
                 logger.info("all %d GPU slots in %s busy; waiting", len(devices), folder)
                 waited = True
@@ -173,8 +175,11 @@ def gpu_slot(
         os.environ[SLOT_ENV] = str(slot)
         if check_cuda and not _cuda_usable():
             device = "cpu"
-            logger.warning("GPU slot %d (device %s) held, but torch has no CUDA: using the CPU",
-                           slot, device_id)
+            logger.warning(
+                "GPU slot %d (device %s) held, but torch has no CUDA: using the CPU",
+                slot,
+                device_id,
+            )
         elif initialised:
             # CUDA already enumerated the inherited devices: address the slot by its index
             device = f"cuda:{slot}"

@@ -7,7 +7,7 @@ Two experiments, as library functions the pipeline and the benchmarks call:
   directly at 0.2 Å on a grid aligned with it (:func:`~neural_em.simulate.aligned_fine_grid`).
   Each method builds a field from the coarse map and is sampled at the control's grid points;
   errors are reported at the control's non-zero voxels (as in the study) and at all of them.
-* :func:`chimera_experiment` (the study's, with Chimera's maps): the same comparison where
+* :func:`neural_em.pipeline.chimera.chimera_experiment` (the study's, with Chimera's maps): the same comparison where
   Chimera's molmap made the coarse map and the control and ``vop resample`` stands for trilinear.
 * :func:`heldout_experiment` (for real maps, where no finer truth exists): the sub-grid of
   even voxels ``data[::2, ::2, ::2]`` (voxel size doubled) predicts every other voxel; errors
@@ -47,7 +47,7 @@ from neural_em.fields.base import DensityField
 from neural_em.fields.classical import FourierDensityMap, TrilinearDensityMap
 from neural_em.fields.spline import SplineDensityMap
 from neural_em.simulate import Atoms, read_atoms, simulate_aligned_pair
-from neural_em.voxelmap import Normalisation, VoxelMap, read_map
+from neural_em.voxelmap import Normalisation, VoxelMap
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +82,24 @@ class ErrorStats:
 
     def result(self) -> dict[str, float | int | None]:
         if self.n == 0:
-            return {"n": 0, "min": None, "max": None, "mean": None, "mean_abs": None,
-                    "rmse": None, "max_abs": None}
-        return {"n": self.n, "min": self.min, "max": self.max, "mean": self.sum / self.n,
-                "mean_abs": self.sum_abs / self.n, "rmse": float(np.sqrt(self.sum_sq / self.n)),
-                "max_abs": max(abs(self.min), abs(self.max))}
+            return {
+                "n": 0,
+                "min": None,
+                "max": None,
+                "mean": None,
+                "mean_abs": None,
+                "rmse": None,
+                "max_abs": None,
+            }
+        return {
+            "n": self.n,
+            "min": self.min,
+            "max": self.max,
+            "mean": self.sum / self.n,
+            "mean_abs": self.sum_abs / self.n,
+            "rmse": float(np.sqrt(self.sum_sq / self.n)),
+            "max_abs": max(abs(self.min), abs(self.max)),
+        }
 
 
 def error_stats(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float | int | None]:
@@ -106,9 +119,14 @@ def neural_available() -> tuple[bool, str]:
     return True, ""
 
 
-def build_field(method: str, vmap: VoxelMap, *, neural_kwargs: dict[str, Any] | None = None,
-                fourier_kwargs: dict[str, Any] | None = None,
-                learned_kwargs: dict[str, Any] | None = None) -> DensityField:
+def build_field(
+    method: str,
+    vmap: VoxelMap,
+    *,
+    neural_kwargs: dict[str, Any] | None = None,
+    fourier_kwargs: dict[str, Any] | None = None,
+    learned_kwargs: dict[str, Any] | None = None,
+) -> DensityField:
     """Build the field of ``method`` over ``vmap`` (kept on its normalisation if it has one).
 
     ``"neural-fast"``/``"neural-paper"`` set the preset; ``neural_kwargs`` go to
@@ -132,8 +150,10 @@ def build_field(method: str, vmap: VoxelMap, *, neural_kwargs: dict[str, Any] | 
         if method != "neural":
             kwargs["preset"] = method.split("-", 1)[1]
         return NeuralDensityMap.from_voxel_data(vmap, **kwargs)
-    raise InputError(f"unknown interpolation method {method!r} (known: trilinear, fourier, "
-                     "spline, learned, neural, neural-fast, neural-paper)")
+    raise InputError(
+        f"unknown interpolation method {method!r} (known: trilinear, fourier, "
+        "spline, learned, neural, neural-fast, neural-paper)"
+    )
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:
@@ -141,10 +161,16 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
         methods = [methods]
     out = []
     for m in methods:
-        if m not in CLASSICAL_METHODS and m not in ("neural", "neural-fast", "neural-paper",
-                                                    "learned"):
-            raise InputError(f"unknown interpolation method {m!r} (known: trilinear, fourier, "
-                             "spline, learned, neural, neural-fast, neural-paper)")
+        if m not in CLASSICAL_METHODS and m not in (
+            "neural",
+            "neural-fast",
+            "neural-paper",
+            "learned",
+        ):
+            raise InputError(
+                f"unknown interpolation method {m!r} (known: trilinear, fourier, "
+                "spline, learned, neural, neural-fast, neural-paper)"
+            )
         if m not in out:
             out.append(m)
     if not out:
@@ -152,8 +178,9 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
     return out
 
 
-def _rescale(values: np.ndarray, source: Normalisation | None,
-             target: Normalisation | None) -> np.ndarray:
+def _rescale(
+    values: np.ndarray, source: Normalisation | None, target: Normalisation | None
+) -> np.ndarray:
     """Normalised values of one map's scale on another map's normalised scale (no clipping)."""
     if source is None or target is None or source == target:
         return values
@@ -181,14 +208,15 @@ def _field_densities(field: DensityField, points: np.ndarray) -> np.ndarray:
     return out
 
 
-def _flat_chunks(n_total: int, subset: np.ndarray | None,
-                 chunk: int = CHUNK_POINTS) -> Iterator[np.ndarray]:
+def _flat_chunks(
+    n_total: int, subset: np.ndarray | None, chunk: int = CHUNK_POINTS
+) -> Iterator[np.ndarray]:
     if subset is None:
         for s in range(0, n_total, chunk):
             yield np.arange(s, min(n_total, s + chunk))
     else:
         for s in range(0, len(subset), chunk):
-            yield subset[s:s + chunk]
+            yield subset[s : s + chunk]
 
 
 @dataclasses.dataclass
@@ -207,9 +235,9 @@ class _Target:
         return self.origin + np.stack([x, y, z], axis=1) * self.voxel_size
 
 
-def _evaluate_on_target(field: DensityField, target: _Target,
-                        scales: dict[str, Callable[[np.ndarray], np.ndarray]]
-                        ) -> dict[str, dict[str, dict[str, Any]]]:
+def _evaluate_on_target(
+    field: DensityField, target: _Target, scales: dict[str, Callable[[np.ndarray], np.ndarray]]
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Errors per scale (name -> prediction transform) and per mask; counts NaN points."""
     acc = {s: {m: ErrorStats() for m in target.masks} for s in scales}
     outside = 0
@@ -229,10 +257,14 @@ def _evaluate_on_target(field: DensityField, target: _Target,
     return out
 
 
-def _run_methods(methods: list[str], coarse: VoxelMap, target: _Target,
-                 scales_for: Callable[[DensityField], dict[str, Callable]],
-                 neural_kwargs: dict[str, Any] | None,
-                 fourier_kwargs: dict[str, Any] | None) -> tuple[dict, dict]:
+def _run_methods(
+    methods: list[str],
+    coarse: VoxelMap,
+    target: _Target,
+    scales_for: Callable[[DensityField], dict[str, Callable]],
+    neural_kwargs: dict[str, Any] | None,
+    fourier_kwargs: dict[str, Any] | None,
+) -> tuple[dict, dict]:
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for method in methods:
@@ -243,20 +275,30 @@ def _run_methods(methods: list[str], coarse: VoxelMap, target: _Target,
                 skipped[method] = why
                 continue
         t0 = time.perf_counter()
-        field = build_field(method, coarse, neural_kwargs=neural_kwargs,
-                            fourier_kwargs=fourier_kwargs)
+        field = build_field(
+            method, coarse, neural_kwargs=neural_kwargs, fourier_kwargs=fourier_kwargs
+        )
         t1 = time.perf_counter()
         per_scale = _evaluate_on_target(field, target, scales_for(field))
         t2 = time.perf_counter()
-        entry: dict[str, Any] = {"build_s": t1 - t0, "evaluate_s": t2 - t1,
-                                 "field": _json_safe_metadata(field.metadata)}
+        entry: dict[str, Any] = {
+            "build_s": t1 - t0,
+            "evaluate_s": t2 - t1,
+            "field": _json_safe_metadata(field.metadata),
+        }
         entry.update(per_scale)
         results[method] = entry
         head = per_scale[next(iter(per_scale))]
         first_mask = next(iter(target.masks))
-        logger.info("%s: MAE %.4g, max |err| %.4g (%s), build %.1f s, evaluate %.1f s", method,
-                    head[first_mask]["mean_abs"] or float("nan"),
-                    head[first_mask]["max_abs"] or float("nan"), first_mask, t1 - t0, t2 - t1)
+        logger.info(
+            "%s: MAE %.4g, max |err| %.4g (%s), build %.1f s, evaluate %.1f s",
+            method,
+            head[first_mask]["mean_abs"] or float("nan"),
+            head[first_mask]["max_abs"] or float("nan"),
+            first_mask,
+            t1 - t0,
+            t2 - t1,
+        )
         del field
     return results, skipped
 
@@ -291,13 +333,20 @@ def _masks(density_threshold: float) -> dict[str, Callable[[np.ndarray], np.ndar
     thr = float(density_threshold)
     if not np.isfinite(thr):
         raise InputError(f"density_threshold must be finite, got {density_threshold!r}")
-    return {"nonzero": lambda t: t > 0.0, "all": lambda t: np.ones(t.shape, bool),
-            "dense": lambda t: t >= thr}
+    return {
+        "nonzero": lambda t: t > 0.0,
+        "all": lambda t: np.ones(t.shape, bool),
+        "dense": lambda t: t >= thr,
+    }
 
 
 def _grid_record(vmap: VoxelMap) -> dict[str, Any]:
-    return {"shape_xyz": list(vmap.shape_xyz), "voxel_size": vmap.voxel_size.tolist(),
-            "origin": vmap.origin.tolist(), "n_voxels": int(vmap.data.size)}
+    return {
+        "shape_xyz": list(vmap.shape_xyz),
+        "voxel_size": vmap.voxel_size.tolist(),
+        "origin": vmap.origin.tolist(),
+        "n_voxels": int(vmap.data.size),
+    }
 
 
 # ====================================================================== experiments
@@ -329,14 +378,21 @@ def interpolation_experiment(
     """
     methods = _check_methods(methods)
     sim = dict(simulate_kwargs or {})
-    atoms = model_path if isinstance(model_path, Atoms) else read_atoms(
-        model_path, elements=sim.pop("elements", ("C", "N", "O")),
-        atom_names=sim.pop("atom_names", None),
-        include_waters=sim.pop("include_waters", False),
-        altlocs=sim.pop("altlocs", "first"))
+    atoms = (
+        model_path
+        if isinstance(model_path, Atoms)
+        else read_atoms(
+            model_path,
+            elements=sim.pop("elements", ("C", "N", "O")),
+            atom_names=sim.pop("atom_names", None),
+            include_waters=sim.pop("include_waters", False),
+            altlocs=sim.pop("altlocs", "first"),
+        )
+    )
     t0 = time.perf_counter()
     coarse_raw, control_raw, spec = simulate_aligned_pair(
-        atoms, resolution_A=resolution_A, fine_step_A=fine_step_A, snap_step=snap_step, **sim)
+        atoms, resolution_A=resolution_A, fine_step_A=fine_step_A, snap_step=snap_step, **sim
+    )
     t_sim = time.perf_counter() - t0
     coarse = coarse_raw.normalised()
     control = control_raw.normalised()
@@ -346,10 +402,14 @@ def interpolation_experiment(
     n_nonzero = int(np.count_nonzero(control.data))  # the "nonzero" mask's voxels
     raw_max, coarse_raw_max = float(control_raw.data.max()), float(coarse_raw.data.max())
     del control_raw, coarse_raw
-    target = _Target(origin=control.origin, voxel_size=control.voxel_size,
-                     shape_zyx=control.data.shape, truth=truth,
-                     flat_indices=_subset(truth.size, max_eval_points, seed),
-                     masks=_masks(density_threshold))
+    target = _Target(
+        origin=control.origin,
+        voxel_size=control.voxel_size,
+        shape_zyx=control.data.shape,
+        truth=truth,
+        flat_indices=_subset(truth.size, max_eval_points, seed),
+        masks=_masks(density_threshold),
+    )
 
     def scales_for(field: DensityField) -> dict[str, Callable]:
         return {
@@ -357,26 +417,30 @@ def interpolation_experiment(
             "separate": lambda v: _on_input_scale(field, coarse, v),
         }
 
-    results, skipped = _run_methods(methods, coarse, target, scales_for, neural_kwargs,
-                                    fourier_kwargs)
+    results, skipped = _run_methods(
+        methods, coarse, target, scales_for, neural_kwargs, fourier_kwargs
+    )
     return {
         "experiment": "interpolation",
         "model": atoms.source,
         "n_atoms": int(len(atoms.xyz)),
         "resolution_A": float(resolution_A),
         "coarse": _grid_record(coarse),
-        "control": {**_grid_record(control), "ratio": list(spec.ratio),
-                    "integer_ratio": spec.integer_ratio,
-                    "n_nonzero": n_nonzero, "raw_max": raw_max,
-                    "coarse_raw_max": coarse_raw_max},
+        "control": {
+            **_grid_record(control),
+            "ratio": list(spec.ratio),
+            "integer_ratio": spec.integer_ratio,
+            "n_nonzero": n_nonzero,
+            "raw_max": raw_max,
+            "coarse_raw_max": coarse_raw_max,
+        },
         "density_threshold": float(density_threshold),
-        "evaluated_points": "all" if target.flat_indices is None else int(
-            len(target.flat_indices)),
+        "evaluated_points": "all" if target.flat_indices is None else int(len(target.flat_indices)),
         "normalisation": {
             "common": "control min-max to [0, 1]; predictions mapped to the raw scale and "
-                      "then onto the control's scale (one normalisation for both maps)",
+            "then onto the control's scale (one normalisation for both maps)",
             "separate": "each map min-max normalised by its own range (the coarse map's "
-                        "maximum is lower, so predictions are inflated by the ratio)",
+            "maximum is lower, so predictions are inflated by the ratio)",
         },
         "error": "predicted - control",
         "simulate_s": t_sim,
@@ -411,27 +475,37 @@ def heldout_experiment(
         vmap = vmap.normalised()
     nx, ny, nz = vmap.shape_xyz
     if min(nx, ny, nz) < 5:
-        raise InputError(f"map of {vmap.shape_xyz} voxels is too small for the held-out test "
-                         "(at least 5 per axis)", vmap.source or None)
+        raise InputError(
+            f"map of {vmap.shape_xyz} voxels is too small for the held-out test "
+            "(at least 5 per axis)",
+            vmap.source or None,
+        )
     odd = [n if n % 2 else n - 1 for n in (nx, ny, nz)]
     full = vmap.subbox((0, 0, 0), odd)
-    coarse = dataclasses.replace(full, data=full.data[::2, ::2, ::2].copy(),
-                                 voxel_size=full.voxel_size * 2.0)
+    coarse = dataclasses.replace(
+        full, data=full.data[::2, ::2, ::2].copy(), voxel_size=full.voxel_size * 2.0
+    )
     zz, yy, xx = np.meshgrid(*(np.arange(n) % 2 == 1 for n in full.data.shape), indexing="ij")
     held = np.flatnonzero((zz | yy | xx).ravel())
     del zz, yy, xx
     if max_eval_points is not None and len(held) > max_eval_points:
         rng = np.random.default_rng(seed)
         held = np.sort(rng.choice(held, size=int(max_eval_points), replace=False))
-    target = _Target(origin=full.origin, voxel_size=full.voxel_size,
-                     shape_zyx=full.data.shape, truth=full.data.ravel(), flat_indices=held,
-                     masks=_masks(density_threshold))
+    target = _Target(
+        origin=full.origin,
+        voxel_size=full.voxel_size,
+        shape_zyx=full.data.shape,
+        truth=full.data.ravel(),
+        flat_indices=held,
+        masks=_masks(density_threshold),
+    )
 
     def scales_for(field: DensityField) -> dict[str, Callable]:
         return {"normalised": lambda v: _on_input_scale(field, coarse, v)}
 
-    results, skipped = _run_methods(methods, coarse, target, scales_for, neural_kwargs,
-                                    fourier_kwargs)
+    results, skipped = _run_methods(
+        methods, coarse, target, scales_for, neural_kwargs, fourier_kwargs
+    )
     for entry in results.values():  # one scale only: flatten
         entry.update(entry.pop("normalised"))
     return {
@@ -446,85 +520,3 @@ def heldout_experiment(
         "methods": results,
         "skipped": skipped,
     }
-
-
-def chimera_experiment(
-    coarse: str | os.PathLike | VoxelMap,
-    fine: str | os.PathLike | VoxelMap,
-    trilinear: str | os.PathLike | VoxelMap,
-    *,
-    resolution_A: float,
-    methods: Sequence[str],
-    neural_kwargs: dict[str, Any] | None = None,
-    max_eval_points: int | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The interpolation experiment on Chimera's maps: errors on the control's normalised scale.
-
-    ``coarse`` and ``fine`` (the control) are Chimera's molmap of the model at the resolution
-    and at the fine step, ``trilinear`` is Chimera's ``vop resample`` of the coarse map onto the
-    control's grid (raw scale); each is a map file or a :class:`VoxelMap` (raw densities). As
-    in :func:`interpolation_experiment`: each field is built from the normalised coarse map; its
-    densities go back to the coarse map's raw scale and onto the control's normalised scale;
-    errors ``predicted - control`` at the control's non-zero voxels and at all of them (or at a
-    seeded random subset of ``max_eval_points`` control voxels, the same for every method).
-    Chimera's trilinear map stands for ``"trilinear"`` and is normalised like the control.
-    """
-    def as_map(m: str | os.PathLike | VoxelMap) -> VoxelMap:
-        return m if isinstance(m, VoxelMap) else read_map(m)
-
-    coarse_raw, fine_raw = as_map(coarse), as_map(fine)
-    coarse_n, control = coarse_raw.normalised(), fine_raw.normalised()
-    nc, nf = coarse_n.normalisation, control.normalisation
-    assert nc is not None and nf is not None
-    truth = control.data.ravel().astype(np.float64)
-    nonzero = fine_raw.data.ravel() > 0
-    n_nonzero = int(nonzero.sum())
-    subset = np.arange(truth.size)
-    if max_eval_points is not None and truth.size > max_eval_points:
-        rng = np.random.default_rng(seed)
-        subset = np.sort(rng.choice(truth.size, size=int(max_eval_points), replace=False))
-    truth, nonzero = truth[subset], nonzero[subset]
-    results: dict[str, Any] = {}
-    for method in methods:
-        t0 = time.perf_counter()
-        if method == "trilinear":
-            tri = as_map(trilinear)
-            if tri.data.shape != control.data.shape:
-                name = tri.source or "the trilinear map"
-                raise ValueError(f"{name}: grid {tri.shape_xyz} differs from the "
-                                 f"control's {control.shape_xyz}")
-            pred = nf.to_normalised(tri.data.ravel()[subset])
-            build = 0.0
-        else:
-            field = build_field(method, coarse_n, neural_kwargs=neural_kwargs)
-            build = time.perf_counter() - t0
-            z, y, x = np.unravel_index(subset, control.data.shape)
-            points = control.origin + np.stack([x, y, z], axis=1) * control.voxel_size
-            values = field.get_densities(points).astype(np.float64)
-            if field.normalisation is not None and field.normalisation != nc:
-                values = field.normalisation.to_raw(values)
-            else:
-                values = nc.to_raw(values)
-            pred = (values - nf.clip_min) / (nf.clip_max - nf.clip_min)
-        ok = np.isfinite(pred)
-        stats: dict[str, Any] = {}
-        for name, mask in (("nonzero", nonzero & ok), ("all", ok)):
-            acc = ErrorStats()
-            acc.update(pred[mask] - truth[mask])
-            stats[name] = acc.result()
-        stats["points_outside_field"] = int((~ok).sum())
-        results[method] = {"build_s": build, "evaluate_s": time.perf_counter() - t0 - build,
-                           "common": stats, "source": "chimera" if method == "trilinear"
-                           else "neural_em"}
-        logger.info("%s: MAE %.4g (non-zero control voxels)", method,
-                    stats["nonzero"]["mean_abs"] or float("nan"))
-    return {"experiment": "interpolation", "simulator": "chimera",
-            "resolution_A": float(resolution_A),
-            "coarse": {"shape_xyz": list(coarse_n.shape_xyz),
-                       "voxel_size": coarse_n.voxel_size.tolist()},
-            "control": {"shape_xyz": list(control.shape_xyz),
-                        "voxel_size": control.voxel_size.tolist(),
-                        "n_nonzero": n_nonzero},
-            "evaluated_points": "all" if len(subset) == fine_raw.data.size else len(subset),
-            "error": "predicted - control", "methods": results, "skipped": {}}
