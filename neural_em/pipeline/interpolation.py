@@ -264,6 +264,7 @@ def _run_methods(
     scales_for: Callable[[DensityField], dict[str, Callable]],
     neural_kwargs: dict[str, Any] | None,
     fourier_kwargs: dict[str, Any] | None,
+    learned_kwargs: dict[str, Any] | None = None,
 ) -> tuple[dict, dict]:
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -276,7 +277,11 @@ def _run_methods(
                 continue
         t0 = time.perf_counter()
         field = build_field(
-            method, coarse, neural_kwargs=neural_kwargs, fourier_kwargs=fourier_kwargs
+            method,
+            coarse,
+            neural_kwargs=neural_kwargs,
+            fourier_kwargs=fourier_kwargs,
+            learned_kwargs=learned_kwargs,
         )
         t1 = time.perf_counter()
         per_scale = _evaluate_on_target(field, target, scales_for(field))
@@ -357,6 +362,7 @@ def interpolation_experiment(
     methods: Sequence[str] = DEFAULT_METHODS,
     neural_kwargs: dict[str, Any] | None = None,
     fourier_kwargs: dict[str, Any] | None = None,
+    learned_kwargs: dict[str, Any] | None = None,
     fine_step_A: float = 0.2,
     snap_step: bool = False,
     simulate_kwargs: dict[str, Any] | None = None,
@@ -418,7 +424,7 @@ def interpolation_experiment(
         }
 
     results, skipped = _run_methods(
-        methods, coarse, target, scales_for, neural_kwargs, fourier_kwargs
+        methods, coarse, target, scales_for, neural_kwargs, fourier_kwargs, learned_kwargs
     )
     return {
         "experiment": "interpolation",
