@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,40 @@ def field_from_map(
         raise InputError(f"field must be 'spline', 'neural' or 'learned', got {kind!r}")
     fld.max_voxels = max_voxels
     return fld
+
+
+def graph_of_map(
+    build: Callable[..., DensityGraph],
+    path: str | os.PathLike,
+    kind: str = "spline",
+    *,
+    contour: float | None = None,
+    devices: Sequence[str] = ("cpu",),
+    preset: str = "fast",
+    max_voxels: int | None = None,
+    field_options: dict[str, Any] | None = None,
+    **graph_options: Any,
+) -> DensityGraph:
+    """Fit the field of a map (:func:`field_from_map`) and draw its graph with
+    ``build(field, devices=..., source=..., **graph_options)`` (any graph method); the fit's
+    seconds go to ``graph.timings["field"]`` and the contour to the graph's attributes."""
+    t0 = time.perf_counter()
+    fld = field_from_map(
+        path,
+        kind,
+        contour=contour,
+        devices=devices,
+        preset=preset,
+        max_voxels=max_voxels,
+        field_options=field_options,
+    )
+    fit_seconds = time.perf_counter() - t0
+    graph_options.setdefault("source", os.fspath(path))
+    graph = build(fld, devices=None if kind == "spline" else devices, **graph_options)
+    graph.timings["field"] = fit_seconds
+    if contour is not None:
+        graph.graph.graph["contour"] = float(contour)
+    return graph
 
 
 class DensityGraph:
@@ -365,26 +399,17 @@ class DensityGraph:
         ``devices``/``preset``/``field_options``: passed to the neural fit;
         ``graph_options``: passed to :meth:`from_neural_density_map`.
         """
-        kind = str(field)
-        t0 = time.perf_counter()
-        fld = field_from_map(
+        return graph_of_map(
+            cls.from_neural_density_map,
             path,
-            kind,
+            field,
             contour=contour,
             devices=devices,
             preset=preset,
             max_voxels=max_voxels,
             field_options=field_options,
+            **graph_options,
         )
-        fit_seconds = time.perf_counter() - t0
-        graph_options.setdefault("source", os.fspath(path))
-        graph = cls.from_neural_density_map(
-            fld, devices=None if kind == "spline" else devices, **graph_options
-        )
-        graph.timings["field"] = fit_seconds
-        if contour is not None:
-            graph.graph.graph["contour"] = float(contour)
-        return graph
 
     # ------------------------------------------------------------------ views
     @property

@@ -7,15 +7,15 @@ builds the graph, recording the field's fitting time in ``graph.timings["field"]
 
 from __future__ import annotations
 
+import functools
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from neural_em.errors import InputError
 from neural_em.fields.base import DensityField
 from neural_em.graph.backbone import BackboneParameters, backbone_graph
-from neural_em.graph.density_graph import DensityGraph, field_from_map
+from neural_em.graph.density_graph import DensityGraph, graph_of_map
 
 #: Graph methods, the default first.
 METHODS = ("study", "backbone")
@@ -108,14 +108,15 @@ def graph_from_map(
     field_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> DensityGraph:
-    """Read a map, fit ``field`` (``"spline"`` or ``"neural"``) and build its graph by
-    ``method``; ``options`` go to :func:`build_graph`."""
+    """Read a map, fit ``field`` (``"spline"``, ``"neural"`` or ``"learned"``) and build its
+    graph by ``method`` (:func:`~neural_em.graph.density_graph.graph_of_map`); ``options`` go
+    to :func:`build_graph`."""
     if str(method) not in METHODS:  # before any work
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     if method == "backbone":
         BackboneParameters(**(options.get("backbone") or {}))
-    t0 = time.perf_counter()
-    fld = field_from_map(
+    return graph_of_map(
+        functools.partial(build_graph, method=method),
         path,
         field,
         contour=contour,
@@ -123,13 +124,5 @@ def graph_from_map(
         preset=preset,
         max_voxels=max_voxels,
         field_options=field_options,
+        **options,
     )
-    fit_seconds = time.perf_counter() - t0
-    options.setdefault("source", os.fspath(path))
-    graph = build_graph(
-        fld, method=method, devices=None if field == "spline" else devices, **options
-    )
-    graph.timings["field"] = fit_seconds
-    if contour is not None:
-        graph.graph.graph["contour"] = float(contour)
-    return graph
