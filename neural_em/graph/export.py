@@ -306,7 +306,9 @@ def mmcif_layout(graph: GraphLike) -> list[list[int]]:
     return [list(range(s, min(n, s + RESIDUES_PER_CHAIN))) for s in range(0, n, RESIDUES_PER_CHAIN)]
 
 
-def to_structure(graph: GraphLike, *, include_bonds: bool = True) -> gemmi.Structure:
+def to_structure(
+    graph: GraphLike, *, include_bonds: bool = True, layout: list[list[int]] | None = None
+) -> gemmi.Structure:
     """A gemmi Structure, density in the B-factor.
 
     Study graphs: one pseudo-atom (residue ``UNL``, atom ``C``) per node, each node its own
@@ -315,6 +317,7 @@ def to_structure(graph: GraphLike, *, include_bonds: bool = True) -> gemmi.Struc
     ``UNK`` residues with one ``CA`` atom, numbered along the path, so viewers draw the trace.
     Edges that are not between consecutive residues of a chain are written as covalent
     ``struct_conn`` connections when ``include_bonds`` (all edges for a study graph).
+    ``layout``: :func:`mmcif_layout` of the graph, where the caller has it already.
     """
     pos = graph.positions
     dens = graph.densities
@@ -325,7 +328,7 @@ def to_structure(graph: GraphLike, *, include_bonds: bool = True) -> gemmi.Struc
     model = gemmi.Model(1)
     addresses: dict[int, tuple[str, int]] = {}
     serial = 0
-    for c, members in enumerate(mmcif_layout(graph)):
+    for c, members in enumerate(mmcif_layout(graph) if layout is None else layout):
         chain = gemmi.Chain(chain_name(c))
         for r, k in enumerate(members):
             res = gemmi.Residue()
@@ -393,14 +396,15 @@ def save_mmcif(
     Coordinates are written to 0.001 Å; the B-factor column holds the node density with six
     significant digits.
     """
-    st = to_structure(graph, include_bonds=include_bonds)
+    layout = mmcif_layout(graph)
+    st = to_structure(graph, include_bonds=include_bonds, layout=layout)
     groups = gemmi.MmcifOutputGroups(True)
     doc = st.make_mmcif_document(groups)
     block = doc.sole_block()
     # gemmi writes B-factors with two decimals; densities in [0, 1] need more.
     column = block.find_values("_atom_site.B_iso_or_equiv")
     dens = graph.densities
-    order = [k for members in mmcif_layout(graph) for k in members]  # atoms as written
+    order = [k for members in layout for k in members]  # atoms as written
     for row, k in enumerate(order[: len(column)]):
         column[row] = f"{dens[k]:.6g}" if np.isfinite(dens[k]) else "0"
     block.set_pair("_neural_em_graph.map_id", gemmi.cif.quote(graph.map_id or "?"))
