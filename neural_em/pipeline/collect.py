@@ -58,6 +58,10 @@ GRAPH_KEYS = (
 )
 
 
+#: The graph metrics whose medians the summary reports.
+SUMMARY_KEYS = (*(k for k in GRAPH_KEYS if k not in ("nodes", "ca", "edges")), "seconds")
+
+
 def graph_role(field: str, method: str) -> str:
     """The manifest role of a graph file: ``graph_spline`` for the study method's graph of
     the spline field, ``graph_spline_backbone`` for the backbone method's."""
@@ -462,19 +466,7 @@ def summarise(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for method, record in GRAPH_RECORD.items():
         prefix = "graph" if method == "study" else f"graph_{method}"
         for field in GRAPH_FIELDS:
-            for m in (
-                "recall",
-                "coverage",
-                "precision",
-                "one_to_one_precision",
-                "f1",
-                "rmsd",
-                "nodes_per_ca",
-                "chain_recall",
-                "edge_precision",
-                "mean_degree",
-                "seconds",
-            ):
+            for m in SUMMARY_KEYS:
                 values = [get(e, record, field, m) for e in entries]
                 if method != "study" and all(v is None for v in values):
                     continue
