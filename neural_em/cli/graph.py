@@ -71,7 +71,8 @@ def register(sub: Any) -> None:
         type=positive_float,
         default=None,
         metavar="A",
-        help="backbone method: chord in Å from one node to the next along a ridge (default 2.9)",
+        help="backbone method: preferred chord in Å from one node to the next along a "
+        "straight ridge (default 3.6; 3.0 where the ridge winds through a helix)",
     )
     p.add_argument(
         "--prune",
@@ -79,7 +80,7 @@ def register(sub: Any) -> None:
         default=None,
         metavar="A",
         help="backbone method: ridge branches shorter than this (Å) are side "
-        "chains and pruned (default 3.0)",
+        "chains and pruned (default 3.0; weak ones up to 5.0)",
     )
     p.add_argument(
         "--contour",

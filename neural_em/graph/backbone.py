@@ -53,6 +53,7 @@ from neural_em.errors import InputError
 from neural_em.fields.base import DensityField, VolumeField
 from neural_em.graph.density_graph import DensityGraph
 from neural_em.graph.export import GRAPH_FORMAT, GRAPH_FORMAT_VERSION
+from neural_em.graph.placement import anchor_weights, place_nodes
 from neural_em.graph.seeds import default_seed_threshold, seed_points, small_component_mask
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,9 @@ class BackboneParameters:
 
     ``threshold_fraction``: ridge points down to this fraction of the seed threshold, kept
     where their tree reaches the threshold (hysteresis; 1: off); ``score_floor``: also drop
-    ridge points whose score is below this fraction of the box's highest score (0: off).
+    ridge points whose score is below this fraction of the box's highest score (0: off);
+    ``anchor_weight``: 0 places nodes by spacing alone; ``spacing_penalty``: per Å^2 of chord
+    deviation from ``node_spacing_A``, in units of the anchor weight.
     """
 
     threshold_fraction: float = 1.0
@@ -78,7 +81,18 @@ class BackboneParameters:
     merge_A: float = 0.3
     link_A: float = 2.5
     prune_A: float = 3.0
-    node_spacing_A: float = 2.9
+    prune_weak_A: float = 5.0
+    prune_weak_ratio: float = 0.9
+    anchor_sigma_A: float = 0.7
+    anchor_weight: float = 1.0
+    node_spacing_A: float = 3.6
+    curved_spacing_A: float = 3.0
+    curvature_straight: float = 0.15
+    curvature_curved: float = 0.3
+    node_min_A: float = 2.0
+    node_max_A: float = 4.6
+    node_separation_A: float = 2.0
+    spacing_penalty: float = 1.0
     bridge_A: float = 4.6
     bridge_fraction: float = 0.5
 
@@ -91,11 +105,28 @@ class BackboneParameters:
                 continue
             if not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
                 raise InputError(f"{f.name} must be a finite number, got {value!r}")
-            if f.name in ("score_fraction", "bridge_fraction", "score_floor"):
+            if f.name in _FRACTIONS:
                 if not 0.0 <= value <= 1.0:
                     raise InputError(f"{f.name} must lie in [0, 1], got {value!r}")
+            elif f.name in ("anchor_weight", "spacing_penalty"):
+                if value < 0:
+                    raise InputError(f"{f.name} must not be negative, got {value!r}")
             elif value <= 0:
                 raise InputError(f"{f.name} must be positive, got {value!r}")
+        for name in ("node_spacing_A", "curved_spacing_A"):
+            if not self.node_min_A <= getattr(self, name) <= self.node_max_A:
+                raise InputError(
+                    f"{name} must lie between node_min_A and node_max_A, got "
+                    f"{getattr(self, name)!r} outside [{self.node_min_A!r}, {self.node_max_A!r}]"
+                )
+        if self.curvature_straight >= self.curvature_curved:
+            raise InputError(
+                "curvature_straight must be below curvature_curved, got "
+                f"{self.curvature_straight!r} and {self.curvature_curved!r}"
+            )
+
+
+_FRACTIONS = ("score_fraction", "bridge_fraction", "score_floor", "prune_weak_ratio")
 
 
 # ---------------------------------------------------------------------------- 1. ridges
@@ -247,73 +278,66 @@ def _neighbours(adjacency: scipy.sparse.csr_matrix) -> list[list[int]]:
     return [a.indices[a.indptr[i] : a.indptr[i + 1]].tolist() for i in range(a.shape[0])]
 
 
+def _stubs(points: np.ndarray, adj: list[set[int]]) -> list[tuple[list[int], int, float]]:
+    """The terminal branches of a forest: (points from the leaf inwards, junction, length Å)
+    for every leaf whose path reaches a junction (degree >= 3)."""
+    out = []
+    for leaf in [i for i in range(len(points)) if len(adj[i]) == 1]:
+        path, length, prev, cur = [leaf], 0.0, leaf, next(iter(adj[leaf]))
+        while len(adj[cur]) == 2:
+            length += float(np.linalg.norm(points[cur] - points[prev]))
+            path.append(cur)
+            prev, cur = cur, next(x for x in adj[cur] if x != prev)
+        length += float(np.linalg.norm(points[cur] - points[prev]))
+        if len(adj[cur]) >= 3:
+            out.append((path, cur, length))
+    return out
+
+
+def _cut(path: list[int], adj: list[set[int]], alive: np.ndarray) -> None:
+    for v in path:
+        alive[v] = False
+        for u in adj[v]:
+            adj[u].discard(v)
+        adj[v] = set()
+
+
 def prune_stubs(
-    points: np.ndarray, neighbours: list[list[int]], min_length_A: float
+    points: np.ndarray,
+    neighbours: list[list[int]],
+    min_length_A: float,
+    *,
+    score: np.ndarray | None = None,
+    weak_length_A: float = 0.0,
+    weak_ratio: float = 0.0,
 ) -> tuple[np.ndarray, list[set[int]]]:
-    """Remove terminal branches (leaf to junction) shorter than ``min_length_A`` from a
-    forest, repeatedly until none is left. Returns ``(kept (n,) bool, neighbour sets)``;
+    """Remove side-chain stubs from a forest. First the terminal branches (leaf to junction)
+    shorter than ``min_length_A``, repeatedly until none is left; then, once, those shorter
+    than ``weak_length_A`` whose mean ``score`` ``(n,)`` is below ``weak_ratio`` x the score
+    at their junction (a side chain is weaker than the backbone it leaves), weakest first and
+    never more than leaves the junction a path through it (so the end of a chain, whose
+    density fades too, keeps its last stretch). Returns ``(kept (n,) bool, neighbour sets)``;
     isolated paths (no junction) are kept whatever their length."""
     adj = [set(nb) for nb in neighbours]
     alive = np.ones(len(points), dtype=bool)
     changed = True
     while changed:
         changed = False
-        for leaf in [i for i in range(len(points)) if len(adj[i]) == 1]:
-            if len(adj[leaf]) != 1:
-                continue
-            path, length, prev, cur = [leaf], 0.0, leaf, next(iter(adj[leaf]))
-            while len(adj[cur]) == 2:
-                length += float(np.linalg.norm(points[cur] - points[prev]))
-                path.append(cur)
-                prev, cur = cur, next(x for x in adj[cur] if x != prev)
-            length += float(np.linalg.norm(points[cur] - points[prev]))
-            if len(adj[cur]) >= 3 and length < min_length_A:
-                for v in path:
-                    alive[v] = False
-                    for u in adj[v]:
-                        adj[u].discard(v)
-                    adj[v] = set()
+        for path, junction, length in _stubs(points, adj):
+            if length < min_length_A and len(adj[junction]) >= 3:
+                _cut(path, adj, alive)
                 changed = True
+    if score is None or weak_length_A <= 0:
+        return alive, adj
+    weak = [
+        (float(np.mean(score[path])), path, junction)
+        for path, junction, length in _stubs(points, adj)
+        if length < weak_length_A and np.mean(score[path]) < weak_ratio * score[junction]
+    ]
+    for _, path, junction in sorted(weak, key=lambda w: w[0]):
+        if len(adj[junction]) >= 3:
+            _cut(path, adj, alive)
     return alive, adj
-
-
-# ---------------------------------------------------------------------------- 4. nodes
-def place_nodes(
-    points: np.ndarray, adj: list[set[int]], alive: np.ndarray, spacing_A: float
-) -> np.ndarray:
-    """Indices of the ridge points that become nodes (step 4 of the module docstring): each
-    tree walked depth-first from an end, a node wherever the chord to the previous node on
-    the path reaches ``spacing_A``."""
-    seen = ~alive.copy()
-    nodes: list[int] = []
-    for start in np.flatnonzero(alive):
-        if seen[start]:
-            continue
-        # One end of this tree (or the start itself for an isolated point).
-        component, stack, visited = [], [int(start)], {int(start)}
-        while stack:
-            v = stack.pop()
-            component.append(v)
-            for u in adj[v]:
-                if u not in visited:
-                    visited.add(u)
-                    stack.append(u)
-        root = next((v for v in component if len(adj[v]) <= 1), int(start))
-        seen[root] = True
-        nodes.append(root)
-        walk = [(root, root)]
-        while walk:
-            v, last = walk.pop()
-            for u in adj[v]:
-                if seen[u]:
-                    continue
-                seen[u] = True
-                if np.linalg.norm(points[u] - points[last]) >= spacing_A:
-                    nodes.append(u)
-                    walk.append((u, u))
-                else:
-                    walk.append((u, last))
-    return np.array(nodes, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------- 5. edges
@@ -471,11 +495,36 @@ def backbone_graph(
         points, score = points[keep], score[keep]
         forest = ridge_forest(points, params.link_A)
     neighbours = _neighbours(forest) if len(points) else []
-    alive, adj = prune_stubs(points, neighbours, params.prune_A)
+    degree = np.array([len(nb) for nb in neighbours], dtype=np.int64)
+    alive, adj = prune_stubs(
+        points,
+        neighbours,
+        params.prune_A,
+        score=score,
+        weak_length_A=params.prune_weak_A,
+        weak_ratio=params.prune_weak_ratio,
+    )
     timings["forest"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    nodes = place_nodes(points, adj, alive, params.node_spacing_A)
+    # Junctions of the forest before pruning: where side chains leave the backbone.
+    junctions = points[alive & (degree >= 3)] if len(points) else points
+    weights = anchor_weights(
+        points, junctions, sigma_A=params.anchor_sigma_A, weight=params.anchor_weight
+    )
+    nodes = place_nodes(
+        points,
+        adj,
+        alive,
+        weights,
+        spacing_A=params.node_spacing_A,
+        curved_spacing_A=params.curved_spacing_A,
+        curvature=(params.curvature_straight, params.curvature_curved),
+        min_A=params.node_min_A,
+        max_A=params.node_max_A,
+        penalty=params.spacing_penalty,
+        separation_A=params.node_separation_A,
+    )
     edges = forest_edges(points, adj, nodes)
     positions, node_score = points[nodes], score[nodes]
     edges = bridge_gaps(
