@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neural_em.graph.backbone import prune_stubs
+from neural_em.graph.forest import prune_stubs
 from neural_em.graph.placement import (
     anchor_weights,
     forest_segments,

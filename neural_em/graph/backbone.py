@@ -14,16 +14,20 @@ No training; works with any :class:`~neural_em.fields.base.DensityField`. The me
    ridges. A ridge point is kept when its score is ``>= score_fraction`` (0.6) of the highest
    score within ``score_radius_A`` (5 Å): a local threshold, so weak domains keep their
    backbone.
-3. **Ridge forest.** Ridge points are merged on ``merge_A`` cells (0.3 Å), joined by the
+3. **Ridge forest** (:mod:`neural_em.graph.forest`). Ridge points are merged on ``merge_A`` cells (0.3 Å), joined by the
    minimum spanning forest of the pairs closer than ``link_A`` (2.5 Å, which bridges the
-   short breaks of a ridge), and side-chain stubs (terminal branches shorter than
-   ``prune_A``, 3 Å) are pruned.
-4. **Nodes at residue spacing.** Walking each tree from one of its ends, a node is placed at
-   the first ridge point at least ``node_spacing_A`` (2.9 Å) in a straight line from the
-   previous node on the same path (a path-length rule over-samples, because ridges wiggle).
-   Consecutive nodes end up 3.0-3.7 Å apart (median 3.2 Å on EMD-3488): slightly denser
-   than the 3.8 Å between C-alphas, which keeps recall where a ridge cuts corners (helices
-   of weaker maps) at the cost of about 1.2 nodes per C-alpha on good maps.
+   short breaks of a ridge), and side-chain stubs are pruned: terminal branches shorter than
+   ``prune_A`` (3 Å), then those shorter than ``prune_weak_A`` (5 Å) whose mean score is
+   below ``prune_weak_ratio`` (0.9) of the score at their junction, never all but one branch
+   of a junction (a chain's fading end keeps its last stretch).
+4. **Nodes at residue spacing** (:mod:`neural_em.graph.placement`). Junctions of the forest
+   before pruning, where side chains leave the backbone, mark C-alphas; each unbranched
+   segment gets the nodes that best balance closeness to a junction (``anchor_sigma_A``,
+   ``anchor_weight``) against a chord of ``node_spacing_A`` (3.6 Å) on a straight ridge and
+   ``curved_spacing_A`` (3.0 Å) where the ridge winds through a helix and cuts its corners
+   (curvature from ``curvature_straight`` to ``curvature_curved`` per Å), every chord within
+   ``[node_min_A, node_max_A]``; nodes closer than ``node_separation_A`` to one with a
+   stronger anchor are dropped.
 5. **Edges along the chain.** Each ridge point belongs to its nearest node along the forest
    (geodesic Voronoi cells); two nodes are joined when their cells touch. Degree is mostly 2;
    branch points remain where the ridge branches. Path ends are then bridged to the nearest
@@ -46,13 +50,14 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 import scipy.sparse
-from scipy.sparse.csgraph import connected_components, dijkstra, minimum_spanning_tree
+from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
 from neural_em.errors import InputError
 from neural_em.fields.base import DensityField, VolumeField
 from neural_em.graph.density_graph import DensityGraph
 from neural_em.graph.export import GRAPH_FORMAT, GRAPH_FORMAT_VERSION
+from neural_em.graph.forest import merge_points, neighbours_of, prune_stubs, ridge_forest
 from neural_em.graph.placement import anchor_weights, place_nodes
 from neural_em.graph.seeds import default_seed_threshold, seed_points, small_component_mask
 
@@ -230,116 +235,6 @@ def ball_maximum(
     return out
 
 
-# ---------------------------------------------------------------------------- 3. forest
-def merge_points(
-    points: np.ndarray, weights: np.ndarray, cell_A: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean position ``(k, 3)`` and mean weights (``(k,)``, or ``(k, m)`` for weights
-    ``(n, m)``) of the points in each occupied cube of side ``cell_A`` (ridge points
-    projected from neighbouring grid points coincide)."""
-    weights = np.asarray(weights, dtype=np.float64)
-    if len(points) == 0:
-        return points.reshape(0, 3), weights.reshape((0, *weights.shape[1:]))
-    key = np.floor(points / cell_A).astype(np.int64)
-    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
-    k = len(counts)
-    merged = (
-        np.stack(
-            [np.bincount(inverse, weights=points[:, d], minlength=k) for d in range(3)], axis=1
-        )
-        / counts[:, None]
-    )
-    if weights.ndim == 1:
-        return merged, np.bincount(inverse, weights=weights, minlength=k) / counts
-    return merged, np.stack(
-        [np.bincount(inverse, weights=weights[:, j], minlength=k) for j in range(weights.shape[1])],
-        axis=1,
-    ) / counts[:, None]
-
-
-def ridge_forest(points: np.ndarray, link_A: float) -> scipy.sparse.csr_matrix:
-    """Symmetric ``(n, n)`` adjacency (edge lengths, Å) of the minimum spanning forest of the
-    pairs of points closer than ``link_A``."""
-    n = len(points)
-    pairs = (
-        cKDTree(points).query_pairs(link_A, output_type="ndarray")
-        if n > 1
-        else np.zeros((0, 2), dtype=np.int64)
-    )
-    lengths = np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1) + 1e-9
-    graph = scipy.sparse.coo_matrix((lengths, (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    forest = minimum_spanning_tree(graph.tocsr())
-    return (forest + forest.T).tocsr()
-
-
-def _neighbours(adjacency: scipy.sparse.csr_matrix) -> list[list[int]]:
-    a = adjacency.tocsr()
-    return [a.indices[a.indptr[i] : a.indptr[i + 1]].tolist() for i in range(a.shape[0])]
-
-
-def _stubs(points: np.ndarray, adj: list[set[int]]) -> list[tuple[list[int], int, float]]:
-    """The terminal branches of a forest: (points from the leaf inwards, junction, length Å)
-    for every leaf whose path reaches a junction (degree >= 3)."""
-    out = []
-    for leaf in [i for i in range(len(points)) if len(adj[i]) == 1]:
-        path, length, prev, cur = [leaf], 0.0, leaf, next(iter(adj[leaf]))
-        while len(adj[cur]) == 2:
-            length += float(np.linalg.norm(points[cur] - points[prev]))
-            path.append(cur)
-            prev, cur = cur, next(x for x in adj[cur] if x != prev)
-        length += float(np.linalg.norm(points[cur] - points[prev]))
-        if len(adj[cur]) >= 3:
-            out.append((path, cur, length))
-    return out
-
-
-def _cut(path: list[int], adj: list[set[int]], alive: np.ndarray) -> None:
-    for v in path:
-        alive[v] = False
-        for u in adj[v]:
-            adj[u].discard(v)
-        adj[v] = set()
-
-
-def prune_stubs(
-    points: np.ndarray,
-    neighbours: list[list[int]],
-    min_length_A: float,
-    *,
-    score: np.ndarray | None = None,
-    weak_length_A: float = 0.0,
-    weak_ratio: float = 0.0,
-) -> tuple[np.ndarray, list[set[int]]]:
-    """Remove side-chain stubs from a forest. First the terminal branches (leaf to junction)
-    shorter than ``min_length_A``, repeatedly until none is left; then, once, those shorter
-    than ``weak_length_A`` whose mean ``score`` ``(n,)`` is below ``weak_ratio`` x the score
-    at their junction (a side chain is weaker than the backbone it leaves), weakest first and
-    never more than leaves the junction a path through it (so the end of a chain, whose
-    density fades too, keeps its last stretch). Returns ``(kept (n,) bool, neighbour sets)``;
-    isolated paths (no junction) are kept whatever their length."""
-    adj = [set(nb) for nb in neighbours]
-    alive = np.ones(len(points), dtype=bool)
-    changed = True
-    while changed:
-        changed = False
-        for path, junction, length in _stubs(points, adj):
-            if length < min_length_A and len(adj[junction]) >= 3:
-                _cut(path, adj, alive)
-                changed = True
-    if score is None or weak_length_A <= 0:
-        return alive, adj
-    weak = [
-        (float(np.mean(score[path])), path, junction)
-        for path, junction, length in _stubs(points, adj)
-        if length < weak_length_A and np.mean(score[path]) < weak_ratio * score[junction]
-    ]
-    for _, path, junction in sorted(weak, key=lambda w: w[0]):
-        if len(adj[junction]) >= 3:
-            _cut(path, adj, alive)
-    return alive, adj
-
-
 # ---------------------------------------------------------------------------- 5. edges
 def forest_edges(points: np.ndarray, adj: list[set[int]], nodes: np.ndarray) -> np.ndarray:
     """Edges ``(m, 2)`` (positions in ``nodes``, ``i < j``, sorted) between nodes whose
@@ -494,7 +389,7 @@ def backbone_graph(
         keep = reached[tree]
         points, score = points[keep], score[keep]
         forest = ridge_forest(points, params.link_A)
-    neighbours = _neighbours(forest) if len(points) else []
+    neighbours = neighbours_of(forest) if len(points) else []
     degree = np.array([len(nb) for nb in neighbours], dtype=np.int64)
     alive, adj = prune_stubs(
         points,

@@ -1,0 +1,119 @@
+"""The ridge forest of the backbone method (step 3): ridge points merged, joined by their
+minimum spanning forest, side-chain stubs pruned."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse
+from scipy.sparse.csgraph import minimum_spanning_tree
+from scipy.spatial import cKDTree
+
+
+def merge_points(
+    points: np.ndarray, weights: np.ndarray, cell_A: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean position ``(k, 3)`` and mean weights (``(k,)``, or ``(k, m)`` for weights
+    ``(n, m)``) of the points in each occupied cube of side ``cell_A`` (ridge points
+    projected from neighbouring grid points coincide)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if len(points) == 0:
+        return points.reshape(0, 3), weights.reshape((0, *weights.shape[1:]))
+    key = np.floor(points / cell_A).astype(np.int64)
+    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    k = len(counts)
+    merged = (
+        np.stack(
+            [np.bincount(inverse, weights=points[:, d], minlength=k) for d in range(3)], axis=1
+        )
+        / counts[:, None]
+    )
+    if weights.ndim == 1:
+        return merged, np.bincount(inverse, weights=weights, minlength=k) / counts
+    return merged, np.stack(
+        [np.bincount(inverse, weights=weights[:, j], minlength=k) for j in range(weights.shape[1])],
+        axis=1,
+    ) / counts[:, None]
+
+
+def ridge_forest(points: np.ndarray, link_A: float) -> scipy.sparse.csr_matrix:
+    """Symmetric ``(n, n)`` adjacency (edge lengths, Å) of the minimum spanning forest of the
+    pairs of points closer than ``link_A``."""
+    n = len(points)
+    pairs = (
+        cKDTree(points).query_pairs(link_A, output_type="ndarray")
+        if n > 1
+        else np.zeros((0, 2), dtype=np.int64)
+    )
+    lengths = np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1) + 1e-9
+    graph = scipy.sparse.coo_matrix((lengths, (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    forest = minimum_spanning_tree(graph.tocsr())
+    return (forest + forest.T).tocsr()
+
+
+def neighbours_of(adjacency: scipy.sparse.csr_matrix) -> list[list[int]]:
+    """The neighbours of each point of a symmetric ``(n, n)`` adjacency, as lists."""
+    a = adjacency.tocsr()
+    return [a.indices[a.indptr[i] : a.indptr[i + 1]].tolist() for i in range(a.shape[0])]
+
+
+def _stubs(points: np.ndarray, adj: list[set[int]]) -> list[tuple[list[int], int, float]]:
+    """The terminal branches of a forest: (points from the leaf inwards, junction, length Å)
+    for every leaf whose path reaches a junction (degree >= 3)."""
+    out = []
+    for leaf in [i for i in range(len(points)) if len(adj[i]) == 1]:
+        path, length, prev, cur = [leaf], 0.0, leaf, next(iter(adj[leaf]))
+        while len(adj[cur]) == 2:
+            length += float(np.linalg.norm(points[cur] - points[prev]))
+            path.append(cur)
+            prev, cur = cur, next(x for x in adj[cur] if x != prev)
+        length += float(np.linalg.norm(points[cur] - points[prev]))
+        if len(adj[cur]) >= 3:
+            out.append((path, cur, length))
+    return out
+
+
+def _cut(path: list[int], adj: list[set[int]], alive: np.ndarray) -> None:
+    for v in path:
+        alive[v] = False
+        for u in adj[v]:
+            adj[u].discard(v)
+        adj[v] = set()
+
+
+def prune_stubs(
+    points: np.ndarray,
+    neighbours: list[list[int]],
+    min_length_A: float,
+    *,
+    score: np.ndarray | None = None,
+    weak_length_A: float = 0.0,
+    weak_ratio: float = 0.0,
+) -> tuple[np.ndarray, list[set[int]]]:
+    """Remove side-chain stubs from a forest. First the terminal branches (leaf to junction)
+    shorter than ``min_length_A``, repeatedly until none is left; then, once, those shorter
+    than ``weak_length_A`` whose mean ``score`` ``(n,)`` is below ``weak_ratio`` x the score
+    at their junction (a side chain is weaker than the backbone it leaves), weakest first and
+    never more than leaves the junction a path through it (so the end of a chain, whose
+    density fades too, keeps its last stretch). Returns ``(kept (n,) bool, neighbour sets)``;
+    isolated paths (no junction) are kept whatever their length."""
+    adj = [set(nb) for nb in neighbours]
+    alive = np.ones(len(points), dtype=bool)
+    changed = True
+    while changed:
+        changed = False
+        for path, junction, length in _stubs(points, adj):
+            if length < min_length_A and len(adj[junction]) >= 3:
+                _cut(path, adj, alive)
+                changed = True
+    if score is None or weak_length_A <= 0:
+        return alive, adj
+    weak = [
+        (float(np.mean(score[path])), path, junction)
+        for path, junction, length in _stubs(points, adj)
+        if length < weak_length_A and np.mean(score[path]) < weak_ratio * score[junction]
+    ]
+    for _, path, junction in sorted(weak, key=lambda w: w[0]):
+        if len(adj[junction]) >= 3:
+            _cut(path, adj, alive)
+    return alive, adj
