@@ -405,8 +405,8 @@ def test_one_to_one_precision_does_not_reward_oversampling():
 @pytest.mark.parametrize(
     "map_rel, model_rel, res, floors",
     [
-        # floors: recall, one-to-one precision, chain recall, edge precision (measured 0.979 /
-        # 0.764 / 0.911 / 0.694 and 0.992 / 0.812 / 0.946 / 0.789 on the project's CPU machine).
+        # floors: recall, one-to-one precision, chain recall, edge precision (measured 0.977 /
+        # 0.771 / 0.909 / 0.699 and 0.990 / 0.817 / 0.951 / 0.796 on the project's CPU machine).
         ("emd_3488/emd_3488.mrc", "emd_3488/5ni1.cif", 3.2, (0.94, 0.73, 0.87, 0.65)),
         ("emd_6272/emd_6272_zone.mrc", "emd_6272/3j9s.pdb", 2.6, (0.95, 0.77, 0.90, 0.74)),
     ],

@@ -18,7 +18,7 @@ No training; works with any :class:`~neural_em.fields.base.DensityField`. The me
    minimum spanning forest of the pairs closer than ``link_A`` (2.5 Å, which bridges the
    short breaks of a ridge), and side-chain stubs are pruned: terminal branches shorter than
    ``prune_A`` (3 Å), then those shorter than ``prune_weak_A`` (5 Å) whose mean score is
-   below ``prune_weak_ratio`` (0.9) of the score at their junction, never all but one branch
+   below ``prune_weak_ratio`` (1.0) of the score at their junction, never all but one branch
    of a junction (a chain's fading end keeps its last stretch).
 4. **Nodes at residue spacing** (:mod:`neural_em.graph.placement`). Junctions of the forest
    before pruning, where side chains leave the backbone, mark C-alphas; each unbranched
@@ -87,7 +87,7 @@ class BackboneParameters:
     link_A: float = 2.5
     prune_A: float = 3.0
     prune_weak_A: float = 5.0
-    prune_weak_ratio: float = 0.9
+    prune_weak_ratio: float = 1.0
     anchor_sigma_A: float = 0.7
     anchor_weight: float = 1.0
     node_spacing_A: float = 3.6
