@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neural_em.graph.forest import prune_stubs
+from neural_em.graph.forest import forest_segments, prune_stubs
 from neural_em.graph.placement import (
     anchor_weights,
-    forest_segments,
     place_nodes,
     ridge_curvature,
     segment_nodes,

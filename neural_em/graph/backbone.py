@@ -14,12 +14,13 @@ No training; works with any :class:`~neural_em.fields.base.DensityField`. The me
    ridges. A ridge point is kept when its score is ``>= score_fraction`` (0.6) of the highest
    score within ``score_radius_A`` (5 Å): a local threshold, so weak domains keep their
    backbone.
-3. **Ridge forest** (:mod:`neural_em.graph.forest`). Ridge points are merged on ``merge_A`` cells (0.3 Å), joined by the
-   minimum spanning forest of the pairs closer than ``link_A`` (2.5 Å, which bridges the
-   short breaks of a ridge), and side-chain stubs are pruned: terminal branches shorter than
-   ``prune_A`` (3 Å), then those shorter than ``prune_weak_A`` (5 Å) whose mean score is
-   below ``prune_weak_ratio`` (1.0) of the score at their junction, never all but one branch
-   of a junction (a chain's fading end keeps its last stretch).
+3. **Ridge forest** (:mod:`neural_em.graph.forest`). Ridge points are merged on
+   ``merge_A`` cells (0.3 Å), joined by the minimum spanning forest of the pairs closer than
+   ``link_A`` (2.5 Å, which bridges the short breaks of a ridge), and side-chain stubs are
+   pruned: terminal branches shorter than ``prune_A`` (3 Å), then those shorter than
+   ``prune_weak_A`` (5 Å) whose mean score is below ``prune_weak_ratio`` (1.0) of the score
+   at their junction, never all but one branch of a junction (a chain's fading end keeps its
+   last stretch).
 4. **Nodes at residue spacing** (:mod:`neural_em.graph.placement`). Junctions of the forest
    before pruning, where side chains leave the backbone, mark C-alphas; each unbranched
    segment gets the nodes that best balance closeness to a junction (``anchor_sigma_A``,
@@ -403,7 +404,7 @@ def backbone_graph(
 
     t0 = time.perf_counter()
     # Junctions of the forest before pruning: where side chains leave the backbone.
-    junctions = points[alive & (degree >= 3)] if len(points) else points
+    junctions = points[alive & (degree >= 3)]
     weights = anchor_weights(
         points, junctions, sigma_A=params.anchor_sigma_A, weight=params.anchor_weight
     )

@@ -57,20 +57,47 @@ def neighbours_of(adjacency: scipy.sparse.csr_matrix) -> list[list[int]]:
     return [a.indices[a.indptr[i] : a.indptr[i + 1]].tolist() for i in range(a.shape[0])]
 
 
-def _stubs(points: np.ndarray, adj: list[set[int]]) -> list[tuple[list[int], int, float]]:
-    """The terminal branches of a forest: (points from the leaf inwards, junction, length Å)
-    for every leaf whose path reaches a junction (degree >= 3)."""
+def forest_segments(adj: list[set[int]], alive: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+    """The unbranched segments of a forest (lists of point indices, both ends included, from
+    one break point to the next) and its break points ``(n,) bool`` (alive, degree != 2)."""
+    degree = np.array([len(a) for a in adj], dtype=np.int64)
+    breaks = np.asarray(alive, dtype=bool) & (degree != 2)
+    seen: set[tuple[int, int]] = set()
+    segments = []
+    for start in np.flatnonzero(breaks):
+        for first in adj[start]:
+            if (int(start), first) in seen:
+                continue
+            path, prev, cur = [int(start), int(first)], int(start), int(first)
+            seen.update({(prev, cur), (cur, prev)})
+            while not breaks[cur]:
+                nxt = next(x for x in adj[cur] if x != prev)
+                seen.update({(cur, nxt), (nxt, cur)})
+                path.append(int(nxt))
+                prev, cur = cur, nxt
+            segments.append(path)
+    return segments, breaks
+
+
+def _stubs(
+    points: np.ndarray, adj: list[set[int]], alive: np.ndarray
+) -> list[tuple[list[int], int, float]]:
+    """The terminal branches of a forest, by leaf index: (points from the leaf inwards,
+    junction, length Å) for every segment (:func:`forest_segments`) from a leaf to a junction
+    (degree >= 3)."""
     out = []
-    for leaf in [i for i in range(len(points)) if len(adj[i]) == 1]:
-        path, length, prev, cur = [leaf], 0.0, leaf, next(iter(adj[leaf]))
-        while len(adj[cur]) == 2:
-            length += float(np.linalg.norm(points[cur] - points[prev]))
-            path.append(cur)
-            prev, cur = cur, next(x for x in adj[cur] if x != prev)
-        length += float(np.linalg.norm(points[cur] - points[prev]))
-        if len(adj[cur]) >= 3:
-            out.append((path, cur, length))
-    return out
+    for segment in forest_segments(adj, alive)[0]:
+        if len(adj[segment[0]]) == 1 and len(adj[segment[-1]]) >= 3:
+            path = segment
+        elif len(adj[segment[-1]]) == 1 and len(adj[segment[0]]) >= 3:
+            path = segment[::-1]
+        else:
+            continue
+        length = 0.0
+        for u, v in zip(path[:-1], path[1:], strict=True):
+            length += float(np.linalg.norm(points[v] - points[u]))
+        out.append((path[:-1], path[-1], length))
+    return sorted(out, key=lambda stub: stub[0][0])
 
 
 def _cut(path: list[int], adj: list[set[int]], alive: np.ndarray) -> None:
@@ -102,7 +129,7 @@ def prune_stubs(
     changed = True
     while changed:
         changed = False
-        for path, junction, length in _stubs(points, adj):
+        for path, junction, length in _stubs(points, adj, alive):
             if length < min_length_A and len(adj[junction]) >= 3:
                 _cut(path, adj, alive)
                 changed = True
@@ -110,7 +137,7 @@ def prune_stubs(
         return alive, adj
     weak = [
         (float(np.mean(score[path])), path, junction)
-        for path, junction, length in _stubs(points, adj)
+        for path, junction, length in _stubs(points, adj, alive)
         if length < weak_length_A and np.mean(score[path]) < weak_ratio * score[junction]
     ]
     for _, path, junction in sorted(weak, key=lambda w: w[0]):

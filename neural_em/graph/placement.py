@@ -10,8 +10,9 @@ chord between consecutive nodes from the preferred spacing, with every chord wit
 ``[min_A, max_A]``. The preferred spacing follows the ridge's curvature: 3.8 Å separates
 consecutive C-alphas, but where the ridge winds through a helix it cuts the corners (the
 curvature of its spiral is about 0.4 per Å), so consecutive residues lie closer along it than
-along a straight ridge (an extended strand, curvature near 0). Path ends and branch points are always nodes; nodes closer than
-``separation_A`` to a node of higher anchor weight are then dropped.
+along a straight ridge (an extended strand, curvature near 0). Path ends and branch points
+are always nodes; nodes closer than ``separation_A`` to a node of higher anchor weight are
+then dropped.
 """
 
 from __future__ import annotations
@@ -19,33 +20,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from neural_em.graph.forest import forest_segments
+
 #: Penalty of a chord that no feasible predecessor allows (a break in the ridge).
 _INFEASIBLE = 10.0
 
 #: Arc (Å) before and after a ridge point over which its curvature is measured.
 CURVATURE_HALF_WINDOW_A = 1.6
-
-
-def forest_segments(adj: list[set[int]], alive: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
-    """The unbranched segments of a forest (lists of point indices, both ends included, from
-    one break point to the next) and its break points ``(n,) bool`` (alive, degree != 2)."""
-    degree = np.array([len(a) for a in adj], dtype=np.int64)
-    breaks = np.asarray(alive, dtype=bool) & (degree != 2)
-    seen: set[tuple[int, int]] = set()
-    segments = []
-    for start in np.flatnonzero(breaks):
-        for first in adj[start]:
-            if (int(start), first) in seen:
-                continue
-            path, prev, cur = [int(start), int(first)], int(start), int(first)
-            seen.update({(prev, cur), (cur, prev)})
-            while not breaks[cur]:
-                nxt = next(x for x in adj[cur] if x != prev)
-                seen.update({(cur, nxt), (nxt, cur)})
-                path.append(int(nxt))
-                prev, cur = cur, nxt
-            segments.append(path)
-    return segments, breaks
 
 
 def anchor_weights(
