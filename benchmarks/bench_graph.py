@@ -46,21 +46,10 @@ REAL_MAPS = ("emd_3488", "emd_6272", "emd_5778", "emd_21457")
 
 
 def _metrics(r: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "nodes",
-        "ca",
-        "recall",
-        "coverage",
-        "precision",
-        "one_to_one_precision",
-        "f1",
-        "rmsd",
-        "nodes_per_ca",
-        "chain_recall",
-        "edge_precision",
-        "mean_degree",
-    )
-    return {k: r.get(k) for k in keys}
+    """The graph metrics the pipeline records (``GRAPH_KEYS``) from an evaluation."""
+    from neural_em.pipeline.collect import GRAPH_KEYS
+
+    return {k: r.get(k) for k in GRAPH_KEYS}
 
 
 def run_map(
@@ -111,7 +100,6 @@ def run_map(
         "method": method,
         "refine": refine,
         **_metrics(r),
-        "edges": graph.graph.number_of_edges(),
         "seconds_wall": wall,
         "seconds_cpu": cpu,
         "seconds_field": field_s,
