@@ -40,6 +40,8 @@ from neural_em.pipeline.plotting import (
     pairs,
     pyplot,
     save_figure,
+    scatter_run,
+    scatter_study,
 )
 
 logger = logging.getLogger(__name__)
@@ -77,26 +79,10 @@ def fig_training_time(
         xs = [number(r.get("Voxel count")) for r in study]
         ys = [number(r.get("Total training time")) for r in study]
         pts = [(x, y) for x, y in zip(xs, ys, strict=True) if x and y]
-        ax1.scatter(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            s=14,
-            color=COLOURS["study"],
-            alpha=0.6,
-            label=f"study (paper preset, GPU; {len(pts)} maps)",
-        )
+        scatter_study(ax1, pts, f"study (paper preset, GPU; {len(pts)} maps)")
     xs, ys = pairs(entries, ("neural", "crop_voxels"), ("neural", "total_training_s"))
     if xs:
-        ax1.scatter(
-            xs,
-            ys,
-            s=60,
-            marker="D",
-            color=COLOURS["neural"],
-            edgecolor="black",
-            zorder=3,
-            label=label,
-        )
+        scatter_run(ax1, xs, ys, label, colour=COLOURS["neural"], marker="D", size=60)
     for e in entries:
         x, y = (
             number(get_path(e, "neural", "crop_voxels")),
@@ -124,14 +110,7 @@ def fig_training_time(
             )
             if n and v and t:
                 pts.append((v / n, t))
-        ax2.scatter(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            s=14,
-            color=COLOURS["study"],
-            alpha=0.6,
-            label="study: map mean (voxels / regions)",
-        )
+        scatter_study(ax2, pts, "study: map mean (voxels / regions)")
     rx, ry = [], []
     for e in entries:
         for r in get_path(e, "neural", "per_region") or []:
@@ -179,15 +158,8 @@ def fig_training_time(
     elif entries:
         mx, my = pairs(entries, ("neural", "crop_voxels"), ("neural", "mean_region_training_s"))
         if mx:
-            ax2.scatter(
-                mx,
-                my,
-                s=60,
-                marker="D",
-                color=COLOURS["neural"],
-                edgecolor="black",
-                zorder=3,
-                label="this run: map mean",
+            scatter_run(
+                ax2, mx, my, "this run: map mean", colour=COLOURS["neural"], marker="D", size=60
             )
     log_axes(ax2, x=True, y=True)
     ax2.set(
@@ -213,40 +185,30 @@ def fig_file_size(entries: Sequence[Mapping[str, Any]], ref: Mapping[str, Any], 
             (number(r.get("Native save size")), number(r.get("Neural save size"))) for r in study
         ]
         pts = [(x * mb, y * mb) for x, y in pts if x and y]
-        ax.scatter(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            s=14,
-            color=COLOURS["study"],
-            alpha=0.6,
-            label="study: neural (paper preset) vs whole map",
-        )
+        scatter_study(ax, pts, "study: neural (paper preset) vs whole map")
         allv += [v for p in pts for v in p]
     xs, ys = pairs(entries, ("neural", "crop_mrc_bytes"), ("neural", "bytes"), mb)
     xs = [x * mb for x in xs]
     if xs:
-        ax.scatter(
+        scatter_run(
+            ax,
             xs,
             ys,
-            s=70,
+            f"this run: neural ({device_label(entries)}) vs same box",
+            colour=COLOURS["neural"],
             marker="D",
-            color=COLOURS["neural"],
-            edgecolor="black",
-            zorder=3,
-            label=f"this run: neural ({device_label(entries)}) vs same box",
         )
     sx, sy = pairs(entries, ("neural", "crop_mrc_bytes"), ("spline", "bytes"), mb)
     sx = [x * mb for x in sx]
     if sx:
-        ax.scatter(
+        scatter_run(
+            ax,
             sx,
             sy,
-            s=50,
+            "this run: spline field vs same box",
+            colour=COLOURS["spline"],
             marker="s",
-            color=COLOURS["spline"],
-            edgecolor="black",
-            zorder=3,
-            label="this run: spline field vs same box",
+            size=50,
         )
     allv += xs + ys + sx + sy
     if allv:
@@ -320,55 +282,39 @@ def fig_graph_metrics(
                 if x is not None and y is not None and math.isfinite(y)
             ]
             if pts:
-                ax.scatter(
-                    [p[0] for p in pts],
-                    [p[1] for p in pts],
-                    s=14,
-                    color=COLOURS["study"],
-                    alpha=0.6,
-                    label=f"study: neural graph ({len(pts)} maps)",
-                )
+                scatter_study(ax, pts, f"study: neural graph ({len(pts)} maps)")
                 drawn = True
             if dt_col:
                 pts = [(number(r.get("resolution")), number(r.get(dt_col))) for r in study]
                 pts = [p for p in pts if p[0] is not None and p[1] is not None]
                 if pts:
-                    ax.scatter(
-                        [p[0] for p in pts],
-                        [p[1] for p in pts],
-                        s=12,
-                        marker="^",
-                        color=COLOURS["study_dt"],
-                        alpha=0.6,
-                        label="study: DeepTracer",
+                    scatter_study(
+                        ax, pts, "study: DeepTracer", s=12, marker="^", color=COLOURS["study_dt"]
                     )
         for field, marker in (("neural", "D"), ("spline", "s")):
             if field not in fields:
                 continue
             xs, ys = pairs(entries, ("resolution",), ("graph", field, key), scale)
             if xs:
-                ax.scatter(
+                scatter_run(
+                    ax,
                     xs,
                     ys,
-                    s=70,
+                    f"this run: {field} field graph",
+                    colour=COLOURS[field],
                     marker=marker,
-                    color=COLOURS[field],
-                    edgecolor="black",
-                    zorder=3,
-                    label=f"this run: {field} field graph",
                 )
                 drawn = True
         xs, ys = pairs(entries, ("resolution",), ("deeptracer", key), scale)
         if xs:
-            ax.scatter(
+            scatter_run(
+                ax,
                 xs,
                 ys,
-                s=60,
+                "this run: DeepTracer",
+                colour=COLOURS["deeptracer"],
                 marker="^",
-                color=COLOURS["deeptracer"],
-                edgecolor="black",
-                zorder=3,
-                label="this run: DeepTracer",
+                size=60,
             )
         if not drawn:
             note_empty(ax)
@@ -508,15 +454,13 @@ def fig_interpolation(
             xs, ys = pairs(entries, ("resolution",), ("interpolation", "methods", m, key))
             pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y > 0]
             if pts:
-                ax.scatter(
+                scatter_run(
+                    ax,
                     [p[0] for p in pts],
                     [p[1] for p in pts],
-                    s=70,
+                    f"this run: {METHOD_LABELS.get(m, m)}",
+                    colour=COLOURS.get(m, None),
                     marker=markers.get(m, "o"),
-                    color=COLOURS.get(m, None),
-                    edgecolor="black",
-                    zorder=3,
-                    label=f"this run: {METHOD_LABELS.get(m, m)}",
                 )
                 drawn = True
         if not drawn:

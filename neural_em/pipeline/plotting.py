@@ -96,6 +96,33 @@ def save_figure(fig: Any, outdir: Path, name: str) -> list[Path]:
     return paths
 
 
+def scatter_study(ax: Any, pts: Sequence[tuple[float, float]], label: str, **style: Any) -> None:
+    """The study's published points ``[(x, y), ...]``: small translucent grey dots (``style``
+    overrides size, marker or colour)."""
+    ax.scatter(
+        [p[0] for p in pts],
+        [p[1] for p in pts],
+        **{"s": 14, "color": COLOURS["study"], "alpha": 0.6, **style},
+        label=label,
+    )
+
+
+def scatter_run(
+    ax: Any,
+    xs: Sequence[float],
+    ys: Sequence[float],
+    label: str,
+    *,
+    colour: Any,
+    marker: str,
+    size: float = 70,
+) -> None:
+    """This run's points: large markers outlined in black, drawn above the study's."""
+    ax.scatter(
+        xs, ys, s=size, marker=marker, color=colour, edgecolor="black", zorder=3, label=label
+    )
+
+
 def note_empty(ax: Any, text: str = "no data in this run") -> None:
     ax.text(
         0.5,
