@@ -1,5 +1,5 @@
 """Shared test helpers: the real-data folder beside the repository, small synthetic maps and
-the counts the reliability tests leave for the test report. Tests import them
+fields, finite differences, and the counts the reliability tests leave for the test report. Tests import them
 (``from helpers import ...``); fixtures belong in ``conftest.py``."""
 
 from __future__ import annotations
@@ -61,6 +61,73 @@ def gaussian_blobs(
         dens += a * np.exp(-np.sum((pts - c) ** 2, axis=1) / (2 * sigma_A**2))
     vmap.data = dens.reshape(vmap.data.shape).astype(np.float32)
     return vmap
+
+
+def random_neural_field(
+    shape_xyz=(30, 26, 20),
+    *,
+    voxel_size=(1.0, 1.2, 0.9),
+    origin=(3.0, 4.0, 5.0),
+    size=12,
+    overlap=4,
+    widths=(3, 16, 16, 1),
+    seed=0,
+    preset="fast",
+    softplus_beta=None,
+    empty=None,
+):
+    """An untrained neural field with SIREN-initialised weights over several regions (a small
+    ``softplus_beta`` puts the outputs on the curved part of the softplus). ``empty``: region
+    indices left untrained, with a training record per region (None: the default records)."""
+    import torch
+
+    from neural_em.fields import siren
+    from neural_em.fields.neural import NeuralDensityMap
+    from neural_em.fields.regions import Tiling
+
+    tiling = Tiling.plan(shape_xyz, size=size, overlap=overlap)
+    n = len(tiling.boxes())
+    untrained = set(empty or ())
+    w, b = siren.init_siren(
+        n - len(untrained), list(widths), generator=torch.Generator().manual_seed(seed)
+    )
+    records = None
+    if empty is not None:
+        records = [
+            {
+                "loss": None,
+                "max_error": None,
+                "epochs": 0,
+                "best_epoch": 0,
+                "seconds": 0.0,
+                "stop": "empty" if r in untrained else "converged",
+            }
+            for r in range(n)
+        ]
+    return NeuralDensityMap.from_networks(
+        tiling,
+        [t.numpy() for t in w],
+        [t.numpy() for t in b],
+        voxel_size=voxel_size,
+        origin=origin,
+        preset=preset,
+        softplus_beta=softplus_beta,
+        records=records,
+    )
+
+
+def central_difference_gradients(field, points: np.ndarray, h: float = 1e-3) -> np.ndarray:
+    """Gradients ``(n, 3)`` of ``field``'s densities at ``points`` by central differences of
+    step ``h`` Å (float64)."""
+    fd = np.empty((len(points), 3))
+    for axis in range(3):
+        step = np.zeros(3)
+        step[axis] = h
+        fd[:, axis] = (
+            field.get_densities(points + step).astype(np.float64)
+            - field.get_densities(points - step)
+        ) / (2 * h)
+    return fd
 
 
 def report_dir() -> Path:

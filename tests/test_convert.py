@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_neural_field
 
 from neural_em.cli.convert import convert_study_file
 from neural_em.cli.main import main
 from neural_em.errors import InputError
-from neural_em.fields import load_field, siren
+from neural_em.fields import load_field
 from neural_em.fields.neural import NeuralDensityMap
-from neural_em.fields.regions import Tiling
 
 SHAPE = (30, 26, 20)
 VOXEL = (1.1, 1.0, 0.9)
@@ -26,16 +26,13 @@ ORIGIN = (5.0, -3.0, 12.0)
 
 
 def reference_field() -> NeuralDensityMap:
-    tiling = Tiling.plan(SHAPE, size=16, overlap=4)
-    w, b = siren.init_siren(
-        len(tiling.boxes()), [3, 32, 32, 32, 1], generator=torch.Generator().manual_seed(11)
-    )
-    return NeuralDensityMap.from_networks(
-        tiling,
-        [t.numpy() for t in w],
-        [t.numpy() for t in b],
+    return random_neural_field(
+        SHAPE,
         voxel_size=VOXEL,
         origin=ORIGIN,
+        size=16,
+        widths=(3, 32, 32, 32, 1),
+        seed=11,
         preset="paper",
     )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_neural_field
 
 from neural_em.errors import FieldFormatError, InputError
 from neural_em.fields import SplineDensityMap, load_field, siren, training
@@ -43,33 +44,6 @@ def blobs(
     for (cx, cy, cz), s2, h in zip(centres, sigma2, heights, strict=True):
         vol += h * np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / s2)
     return vol.astype(np.float32)
-
-
-def random_field(
-    shape_xyz=(30, 26, 20),
-    *,
-    voxel_size=(1.0, 1.2, 0.9),
-    origin=(3.0, 4.0, 5.0),
-    size=12,
-    widths=(3, 16, 16, 1),
-    seed=0,
-    softplus_beta=None,
-) -> NeuralDensityMap:
-    """An untrained field with SIREN-initialised weights over several regions (a small
-    ``softplus_beta`` puts the outputs on the curved part of the softplus)."""
-    tiling = Tiling.plan(shape_xyz, size=size, overlap=4)
-    w, b = siren.init_siren(
-        len(tiling.boxes()), list(widths), generator=torch.Generator().manual_seed(seed)
-    )
-    return NeuralDensityMap.from_networks(
-        tiling,
-        [t.numpy() for t in w],
-        [t.numpy() for t in b],
-        voxel_size=voxel_size,
-        origin=origin,
-        preset="fast",
-        softplus_beta=softplus_beta,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +107,7 @@ def test_region_scaling_maps_box_to_unit_cube():
 # ---------------------------------------------------------------------- evaluation
 @pytest.mark.parametrize("softplus_beta", [None, 3.0])
 def test_field_and_gradient_continuous_across_region_borders(softplus_beta):
-    field = random_field(softplus_beta=softplus_beta)
+    field = random_neural_field(softplus_beta=softplus_beta)
     assert len(field.trained) > 1
     eps = 1e-6
     rng = np.random.default_rng(2)
@@ -153,7 +127,7 @@ def test_field_and_gradient_continuous_across_region_borders(softplus_beta):
 
 @pytest.mark.parametrize("softplus_beta", [None, 3.0])
 def test_gradient_matches_finite_differences_per_angstrom(softplus_beta):
-    field = random_field(voxel_size=(0.7, 1.3, 2.1), softplus_beta=softplus_beta)
+    field = random_neural_field(voxel_size=(0.7, 1.3, 2.1), softplus_beta=softplus_beta)
     rng = np.random.default_rng(3)
     lo, hi = field.bounds
     p = rng.uniform(lo + 0.1, hi - 0.1, size=(300, 3))
@@ -181,8 +155,8 @@ def test_gradient_matches_finite_differences_per_angstrom(softplus_beta):
 
 
 def test_gradient_scales_with_anisotropic_voxel_size():
-    iso = random_field(voxel_size=1.0, origin=0.0)
-    aniso = random_field(voxel_size=(2.0, 0.5, 1.5), origin=0.0)
+    iso = random_neural_field(voxel_size=1.0, origin=0.0)
+    aniso = random_neural_field(voxel_size=(2.0, 0.5, 1.5), origin=0.0)
     u = np.random.default_rng(4).uniform(0.5, np.array(iso.shape_xyz) - 1.5, size=(200, 3))
     v_iso = iso.get_values(u * 1.0)
     v_aniso = aniso.get_values(u * np.array([2.0, 0.5, 1.5]))

@@ -8,13 +8,15 @@ or weight shows at once) over small tilings; every test runs in well under a sec
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
+from helpers import random_neural_field
 
 from neural_em.fields import neural_eval, siren
 from neural_em.fields.neural import NeuralDensityMap
-from neural_em.fields.regions import Tiling
 
 #: Tolerances of float32 networks against the float64 reference (measured: density
 #: differences up to ~6e-8, gradient differences up to ~5e-7 of the gradient's largest size).
@@ -22,44 +24,9 @@ DENSITY_ATOL = 1e-5
 GRADIENT_RTOL = 1e-4
 
 
-def random_field(
-    shape_xyz=(30, 26, 20),
-    *,
-    voxel_size=(1.0, 1.2, 0.9),
-    origin=(3.0, 4.0, 5.0),
-    size=12,
-    overlap=4,
-    widths=(3, 16, 16, 1),
-    seed=0,
-    empty=(),
-) -> NeuralDensityMap:
-    """An untrained field over several regions; regions listed in ``empty`` are untrained."""
-    tiling = Tiling.plan(shape_xyz, size=size, overlap=overlap)
-    n = len(tiling.boxes())
-    trained = [r for r in range(n) if r not in set(empty)]
-    w, b = siren.init_siren(
-        len(trained), list(widths), generator=torch.Generator().manual_seed(seed)
-    )
-    records = [
-        {
-            "loss": None,
-            "max_error": None,
-            "epochs": 0,
-            "best_epoch": 0,
-            "seconds": 0.0,
-            "stop": "empty" if r in set(empty) else "converged",
-        }
-        for r in range(n)
-    ]
-    return NeuralDensityMap.from_networks(
-        tiling,
-        [t.numpy() for t in w],
-        [t.numpy() for t in b],
-        voxel_size=voxel_size,
-        origin=origin,
-        preset="fast",
-        records=records,
-    )
+#: An untrained field over several regions, with a training record per region; regions
+#: listed in ``empty`` are untrained.
+random_field = functools.partial(random_neural_field, empty=())
 
 
 def border_points(field: NeuralDensityMap, rng: np.random.Generator, n: int) -> np.ndarray:
