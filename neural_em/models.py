@@ -163,3 +163,42 @@ def read_model(
 def read_ca(path: str | os.PathLike) -> np.ndarray:
     """C-alpha coordinates ``(n, 3)`` Å of a model; InputError if it has none."""
     return read_model(path).ca
+
+
+#: Secondary-structure classes of C-alphas and graph nodes, in the order used by every table.
+SSE_CLASSES = ("helix", "strand", "coil")
+
+_PSEA_CLASS = {"a": "helix", "b": "strand", "c": "coil"}
+
+
+def ca_secondary_structure(model: AtomicModel) -> np.ndarray:
+    """Secondary structure ``(n,)`` (``"helix"``, ``"strand"`` or ``"coil"``) of each C-alpha
+    of ``model``, computed from the C-alpha coordinates alone by P-SEA (biotite's
+    ``annotate_sse``), never read from HELIX/SHEET records (many files lack them).
+
+    Chains and sequence numbers come from ``ca_labels`` (``chain/seqid``); a break in the
+    numbering breaks the chain. Residues P-SEA cannot annotate are ``"coil"``.
+    """
+    import biotite.structure as struc  # imported where evaluated: a second of start-up
+
+    n = model.n_ca
+    if n == 0:
+        return np.zeros(0, dtype="<U6")
+    chains, res_ids, ins_codes = [], [], []
+    for label in model.ca_labels:
+        chain, _, seqid = label.partition("/")
+        digits = seqid.rstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz ")
+        chains.append(chain)
+        res_ids.append(int(digits) if digits.lstrip("-").isdigit() else 0)
+        ins_codes.append(seqid[len(digits) :].strip())
+    atoms = struc.AtomArray(n)
+    atoms.coord = np.asarray(model.ca, dtype=np.float32)
+    atoms.chain_id = np.array(chains)
+    atoms.res_id = np.array(res_ids)
+    atoms.ins_code = np.array(ins_codes)
+    atoms.res_name = np.full(n, "ALA")
+    atoms.atom_name = np.full(n, "CA")
+    atoms.element = np.full(n, "C")
+    atoms.hetero = np.zeros(n, dtype=bool)
+    codes = struc.annotate_sse(atoms)
+    return np.array([_PSEA_CLASS.get(str(c), "coil") for c in codes], dtype="<U6")

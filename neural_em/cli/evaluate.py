@@ -64,7 +64,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def run(args: argparse.Namespace) -> int:
     from neural_em.graph.density_graph import DensityGraph
     from neural_em.graph.evaluate import evaluate_graph
-    from neural_em.models import read_model
+    from neural_em.models import SSE_CLASSES, read_model
 
     if args.graph.suffix == ".npz":
         graph = DensityGraph.load_npz(args.graph)
@@ -121,6 +121,22 @@ def run(args: argparse.Namespace) -> int:
         f"{_fmt(result.get('edge_precision'))}, mean degree "
         f"{_fmt(result.get('mean_degree'), 2)}"
     )
+    print(
+        "by the model's secondary structure (P-SEA): C-alpha recall "
+        + ", ".join(
+            f"{label} {_fmt(result.get(f'recall_{label}'))} (of {result.get(f'ca_{label}', 0)})"
+            for label in SSE_CLASSES
+        )
+    )
+    if result.get("label_precision_helix") is not None or result.get("label_recall_helix"):
+        print(
+            "node labels (sse) precision / recall: "
+            + ", ".join(
+                f"{label} {_fmt(result.get(f'label_precision_{label}'))} / "
+                f"{_fmt(result.get(f'label_recall_{label}'))}"
+                for label in SSE_CLASSES
+            )
+        )
     for name, r in rows:
         if "atoms" in r:
             a = r["atoms"]

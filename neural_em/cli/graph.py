@@ -83,6 +83,12 @@ def register(sub: Any) -> None:
         "chains and pruned (default 3.0; weak ones up to 5.0)",
     )
     p.add_argument(
+        "--no-sse",
+        action="store_true",
+        help="backbone method: do not look for helices and strands (one node per residue "
+        "along helix axes, node label sse); every node is labelled coil",
+    )
+    p.add_argument(
         "--contour",
         type=float,
         default=None,
@@ -139,14 +145,18 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--max-steps must be at least 1, got {args.max_steps}")
     backbone = {
         k: v
-        for k, v in (("node_spacing_A", args.node_spacing), ("prune_A", args.prune))
+        for k, v in (
+            ("node_spacing_A", args.node_spacing),
+            ("prune_A", args.prune),
+            ("sse", False if args.no_sse else None),
+        )
         if v is not None
     }
     if args.method == "backbone":
         if args.adjacency is not None or args.refine is not None:
             raise InputError("--adjacency and --refine apply to --method study only")
     elif backbone:
-        raise InputError("--node-spacing and --prune apply to --method backbone only")
+        raise InputError("--node-spacing, --prune and --no-sse apply to --method backbone only")
     options: dict[str, Any] = dict(
         method=args.method,
         seed_threshold=args.seed_threshold,

@@ -55,12 +55,31 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
 from neural_em.errors import InputError
-from neural_em.fields.base import DensityField, VolumeField
+from neural_em.fields.base import DensityField
 from neural_em.graph.density_graph import DensityGraph
 from neural_em.graph.export import GRAPH_FORMAT, GRAPH_FORMAT_VERSION
-from neural_em.graph.forest import merge_points, neighbours_of, prune_stubs, ridge_forest
+from neural_em.graph.forest import (
+    merge_points,
+    neighbours_of,
+    prune_stubs,
+    ridge_forest,
+)
 from neural_em.graph.placement import anchor_weights, place_nodes
-from neural_em.graph.seeds import default_seed_threshold, seed_points, small_component_mask
+from neural_em.graph.seeds import (
+    default_seed_threshold,
+    field_volume,
+    seed_points,
+    small_component_mask,
+)
+from neural_em.graph.sse import (
+    COARSEST_RESOLUTION_A,
+    SSE_LABELS,
+    HelixAxis,
+    axis_ridge_runs,
+    helix_axes,
+    node_labels,
+    nodes_along_runs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +92,12 @@ class BackboneParameters:
     where their tree reaches the threshold (hysteresis; 1: off); ``score_floor``: also drop
     ridge points whose score is below this fraction of the box's highest score (0: off);
     ``anchor_weight``: 0 places nodes by spacing alone; ``spacing_penalty``: per Å^2 of chord
-    deviation from ``node_spacing_A``, in units of the anchor weight.
+    deviation from ``node_spacing_A``, in units of the anchor weight; ``sse``: find helices
+    and strands (:mod:`neural_em.graph.sse`), place one node per ``helix_rise_A`` where a
+    ridge runs along a helix axis (within ``helix_capture_A``), label every node; helix axes
+    need a normalised cylinder correlation ``>= helix_min_score`` (field blurred by
+    ``helix_blur_A``) over ``helix_min_length_A``; nodes within ``helix_radius_A`` of an
+    axis are ``helix``.
     """
 
     threshold_fraction: float = 1.0
@@ -101,10 +125,21 @@ class BackboneParameters:
     spacing_penalty: float = 1.0
     bridge_A: float = 4.6
     bridge_fraction: float = 0.5
+    sse: bool = True
+    helix_min_score: float = 0.55
+    helix_min_length_A: float = 10.0
+    helix_blur_A: float = 1.0
+    helix_radius_A: float = 3.0
+    helix_capture_A: float = 1.5
+    helix_rise_A: float = 1.5
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "sse":
+                if not isinstance(value, (bool, np.bool_)):
+                    raise InputError(f"sse must be true or false, got {value!r}")
+                continue
             if f.name == "ridge_iterations":
                 if not isinstance(value, (int, np.integer)) or value < 0:
                     raise InputError(f"{f.name} must be a non-negative integer, got {value!r}")
@@ -132,7 +167,13 @@ class BackboneParameters:
             )
 
 
-_FRACTIONS = ("score_fraction", "bridge_fraction", "score_floor", "prune_weak_ratio")
+_FRACTIONS = (
+    "score_fraction",
+    "bridge_fraction",
+    "score_floor",
+    "prune_weak_ratio",
+    "helix_min_score",
+)
 
 
 # ---------------------------------------------------------------------------- 1. ridges
@@ -187,12 +228,7 @@ def backbone_score(
     """The blurred density at ``points`` ``(n, 3)`` Å, the highest blurred density within
     ``radius_A`` of each, both ``(n,)``, and the highest in the box: the field sampled on its own voxel grid, blurred with
     a Gaussian of ``sigma_A`` (zero outside the box)."""
-    if isinstance(field, VolumeField):  # the field interpolates its volume: no resampling
-        data, vs, origin = field.volume, field.voxel_size, field.origin
-    else:
-        vmap = field.to_voxel_density_map()
-        data, vs, origin = vmap.data, np.asarray(vmap.voxel_size, np.float64), vmap.origin
-    data = np.nan_to_num(np.asarray(data, dtype=np.float32), nan=0.0)
+    data, vs, origin = field_volume(field)
     blurred = scipy.ndimage.gaussian_filter(data, sigma=(sigma_A / vs)[::-1], mode="constant")
     idx = ((np.asarray(points, dtype=np.float64) - origin) / vs)[:, ::-1]
     score = scipy.ndimage.map_coordinates(blurred, idx.T, order=1, mode="nearest")
@@ -322,6 +358,55 @@ def bridge_gaps(
     return np.unique(out, axis=0)
 
 
+# ---------------------------------------------------------------------------- helices
+def _find_helices(
+    field: DensityField, params: BackboneParameters, resolution_A: float | None, source: str
+) -> list[HelixAxis]:
+    """The helix axes of the field, or none (with a warning naming the map) where the map is
+    coarser than :data:`~neural_em.graph.sse.COARSEST_RESOLUTION_A` or ``sse`` is off."""
+    if not params.sse:
+        return []
+    if resolution_A is not None and resolution_A > COARSEST_RESOLUTION_A:
+        logger.warning(
+            "%s: at %.3g Å the map is too coarse to tell helices and strands (coarser than "
+            "%.3g Å): every node is labelled coil",
+            field.map_id or source or "the map",
+            resolution_A,
+            COARSEST_RESOLUTION_A,
+        )
+        return []
+    return helix_axes(
+        field,
+        min_score=params.helix_min_score,
+        min_length_A=params.helix_min_length_A,
+        blur_A=params.helix_blur_A,
+    )
+
+
+def _helix_nodes(
+    points: np.ndarray,
+    adj: list[set[int]],
+    alive: np.ndarray,
+    nodes: np.ndarray,
+    axes: list[HelixAxis],
+    params: BackboneParameters,
+) -> tuple[np.ndarray, int]:
+    """``nodes`` with those on ridge stretches that run along a helix axis replaced by one
+    node every ``helix_rise_A`` (a residue's rise); also the number of ridge points on such
+    stretches. Where the ridge follows the backbone's spiral it is left as placed."""
+    if not axes or len(nodes) == 0:
+        return nodes, 0
+    runs = axis_ridge_runs(points, adj, alive, axes, capture_A=params.helix_capture_A)
+    if not runs:
+        return nodes, 0
+    on_run = np.zeros(len(points), dtype=bool)
+    on_run[np.concatenate(runs)] = True
+    extra = nodes_along_runs(points, runs, rise_A=params.helix_rise_A)
+    distance, _ = cKDTree(points[extra]).query(points[nodes])
+    kept = nodes[~on_run[nodes] & (distance > 0.8 * params.helix_rise_A)]
+    return np.union1d(kept, extra), int(on_run.sum())
+
+
 # ---------------------------------------------------------------------------- the graph
 def backbone_graph(
     field: DensityField,
@@ -403,6 +488,10 @@ def backbone_graph(
     timings["forest"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    axes = _find_helices(field, params, resolution_A, source) if n_scored else []
+    timings["helices"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     # Junctions of the forest before pruning: where side chains leave the backbone.
     junctions = points[alive & (degree >= 3)]
     weights = anchor_weights(
@@ -421,6 +510,7 @@ def backbone_graph(
         penalty=params.spacing_penalty,
         separation_A=params.node_separation_A,
     )
+    nodes, helix_points = _helix_nodes(points, adj, alive, nodes, axes, params)
     edges = forest_edges(points, adj, nodes)
     positions, node_score = points[nodes], score[nodes]
     edges = bridge_gaps(
@@ -434,6 +524,9 @@ def backbone_graph(
     new_index = np.cumsum(keep) - 1
     edges = new_index[edges[keep[edges[:, 0]] & keep[edges[:, 1]]]] if len(edges) else edges
     positions, node_score = positions[keep], node_score[keep]
+    labels = node_labels(positions, edges, axes, helix_radius_A=params.helix_radius_A)
+    if not params.sse:
+        labels[:] = "coil"
     timings["nodes_edges"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_total
 
@@ -457,6 +550,7 @@ def backbone_graph(
         "voxel_size": [float(v) for v in field.voxel_size],
         "origin": [float(v) for v in field.origin],
         "shape_xyz": [int(v) for v in field.shape_xyz],
+        "helices": len(axes),
         **{f"backbone_{k}": v for k, v in dataclasses.asdict(params).items()},
     }
     stats = {
@@ -465,6 +559,9 @@ def backbone_graph(
         "forest_points": int(alive.sum()),
         "nodes": int(len(positions)),
         "edges": int(len(edges)),
+        "helices": len(axes),
+        "helix_axis_points": int(helix_points),
+        **{f"{label}_nodes": int(np.count_nonzero(labels == label)) for label in SSE_LABELS},
     }
     gnorm = np.linalg.norm(values[:, 1:].astype(np.float64), axis=1)
     graph = DensityGraph.from_arrays(
@@ -472,6 +569,7 @@ def backbone_graph(
     )
     for k, node in enumerate(graph.node_ids):
         graph.graph.nodes[node]["score"] = float(node_score[k])
+        graph.graph.nodes[node]["sse"] = str(labels[k])
     logger.info(
         "backbone graph: %d nodes, %d edges from %d ridge points in %.2f s",
         len(positions),

@@ -17,6 +17,11 @@ at most :data:`CHAIN_BREAK_A` apart) whose two C-alphas are both matched, **chai
 the fraction whose two nodes share an edge; **edge_precision** is the fraction of all edges
 that join the matched nodes of two consecutive C-alphas; **mean_degree** is 2 x edges / nodes.
 
+Secondary structure (:func:`sse_metrics`): the recall of helix, strand and coil C-alphas
+(the model's classes computed from its C-alphas by P-SEA, never read from HELIX/SHEET
+records), and, for graphs whose nodes carry an ``sse`` label, each label's precision and
+recall over the matched pairs.
+
 Atom metrics (for maps better than 2 Å): the same at 1 Å against every heavy atom.
 Baseline: voxels strictly higher than their 26 neighbours and at least the seed threshold.
 """
@@ -32,7 +37,7 @@ import scipy.ndimage
 from scipy.spatial import cKDTree
 
 from neural_em.errors import InputError
-from neural_em.models import AtomicModel, read_model
+from neural_em.models import SSE_CLASSES, AtomicModel, ca_secondary_structure, read_model
 from neural_em.voxelmap import VoxelMap
 
 logger = logging.getLogger(__name__)
@@ -156,6 +161,41 @@ def edge_metrics(
         "edge_precision": good / len(edge_keys) if edge_keys else None,
         "mean_degree": 2.0 * len(edge_keys) / len(pts) if len(pts) else None,
     }
+
+
+def sse_metrics(
+    model: AtomicModel,
+    nodes: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    cutoff_A: float = 3.0,
+) -> dict[str, Any]:
+    """Per secondary-structure class (``helix``, ``strand``, ``coil``, the model's own from its
+    C-alphas by P-SEA, :func:`~neural_em.models.ca_secondary_structure`): ``recall_<class>``,
+    the fraction of that class's C-alphas matched one-to-one (as for ``recall``); with node
+    ``labels`` ``(n,)``, ``label_precision_<class>`` (of the matched nodes labelled so, the
+    fraction whose C-alpha is of that class) and ``label_recall_<class>`` (of the matched
+    C-alphas of that class, the fraction whose node is labelled so). None where undefined;
+    ``ca_<class>`` counts the model's C-alphas."""
+    truth = ca_secondary_structure(model)
+    ref_i, node_i, _ = greedy_matching(model.ca, nodes, cutoff_A)
+    found = np.zeros(model.n_ca, dtype=bool)
+    found[ref_i] = True
+    out: dict[str, Any] = {}
+    for label in SSE_CLASSES:
+        is_class = truth == label
+        out[f"ca_{label}"] = int(is_class.sum())
+        out[f"recall_{label}"] = float(found[is_class].mean()) if is_class.any() else None
+    for label in SSE_CLASSES:
+        precision = recall = None
+        if labels is not None and len(ref_i):
+            said = np.asarray(labels)[node_i] == label
+            true = truth[ref_i] == label
+            precision = float(true[said].mean()) if said.any() else None
+            recall = float(said[true].mean()) if true.any() else None
+        out[f"label_precision_{label}"] = precision
+        out[f"label_recall_{label}"] = recall
+    return out
 
 
 def _box_counts(points: np.ndarray, attrs: dict[str, Any]) -> int | None:
@@ -305,6 +345,10 @@ def evaluate_graph(
     result["resolution_A"] = resolution_A
     result["edges"] = graph.graph.number_of_edges()
     result.update(edge_metrics(model, graph.positions, graph.edge_index, cutoff_A=ca_cutoff_A))
+    labels = None
+    if len(graph) and all("sse" in data for _, data in graph.graph.nodes(data=True)):
+        labels = np.array([data["sse"] for _, data in graph.graph.nodes(data=True)])
+    result.update(sse_metrics(model, graph.positions, labels, cutoff_A=ca_cutoff_A))
     if baseline_map is not None:
         threshold = attrs.get("seed_threshold")
         if not isinstance(threshold, (int, float)):

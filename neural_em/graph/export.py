@@ -269,14 +269,19 @@ def trace_paths(graph: GraphLike) -> list[list[int]]:
     own. Deterministic."""
     ids = graph.node_ids
     index = {node: k for k, node in enumerate(ids)}
-    neighbours: list[list[int]] = [[] for _ in ids]
-    for a, b in graph.graph.edges:
-        neighbours[index[a]].append(index[b])
-        neighbours[index[b]].append(index[a])
+    return paths_of_edges(len(ids), [(index[a], index[b]) for a, b in graph.graph.edges])
+
+
+def paths_of_edges(n: int, edges: Any) -> list[list[int]]:
+    """:func:`trace_paths` of ``n`` nodes joined by ``edges`` (pairs of node positions)."""
+    neighbours: list[list[int]] = [[] for _ in range(n)]
+    for a, b in edges:
+        neighbours[int(a)].append(int(b))
+        neighbours[int(b)].append(int(a))
     degree = [len(nb) for nb in neighbours]
-    assigned = [False] * len(ids)
+    assigned = [False] * n
     paths = []
-    for start in sorted(range(len(ids)), key=lambda v: (degree[v] != 1, v)):
+    for start in sorted(range(n), key=lambda v: (degree[v] != 1, v)):
         if assigned[start]:
             continue
         path, cur = [start], start

@@ -8,7 +8,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from neural_em.errors import InputError
-from neural_em.fields.base import DensityField
+from neural_em.fields.base import DensityField, VolumeField
 
 
 # ---------------------------------------------------------------------------- thresholds
@@ -81,3 +81,15 @@ def small_component_mask(n: int, edges: np.ndarray, min_nodes: int) -> np.ndarra
     comp = components(n, edges[:, 0], edges[:, 1])
     sizes = np.bincount(comp)
     return sizes[comp] >= min_nodes
+
+
+def field_volume(field: DensityField) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The field on its own voxel grid: ``(data (nz, ny, nx) float32, NaN as 0; voxel size
+    (3,) Å; origin (3,) Å)``, without resampling where the field interpolates a volume."""
+    if isinstance(field, VolumeField):
+        data, vs, origin = field.volume, field.voxel_size, field.origin
+    else:
+        vmap = field.to_voxel_density_map()
+        data, vs, origin = vmap.data, vmap.voxel_size, vmap.origin
+    data = np.nan_to_num(np.asarray(data, dtype=np.float32), nan=0.0)
+    return data, np.asarray(vs, dtype=np.float64), np.asarray(origin, dtype=np.float64)

@@ -29,6 +29,7 @@ from typing import Any
 
 from neural_em.atomic import atomic_write_text
 from neural_em.errors import FieldFormatError, InputError
+from neural_em.models import SSE_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ GRAPH_KEYS = (
     "chain_recall",
     "edge_precision",
     "mean_degree",
+    *(f"recall_{label}" for label in SSE_CLASSES),
+    *(f"label_{kind}_{label}" for label in SSE_CLASSES for kind in ("precision", "recall")),
 )
 
 

@@ -329,6 +329,8 @@ def graph_options(wildcards):
         opts += [f"--node-spacing {float(backbone['node_spacing_A'])}",
                  f"--prune {float(backbone['prune_A'])}",
                  f"--min-nodes {int(backbone['min_num_nodes'])}"]
+        if not backbone["sse"]:
+            opts.append("--no-sse")
     if GRAPH_CFG["seed_threshold"] is not None:
         opts.append(f"--seed-threshold {float(GRAPH_CFG['seed_threshold'])}")
     return " ".join(opts)

@@ -1,0 +1,429 @@
+"""Secondary structure read from a density field, without training (the backbone method's
+helix and strand steps).
+
+**Helices.** At 3.5 Å and worse an alpha-helix is a rod of density about 5-6 Å across whose
+ridge runs along its axis; at better resolution a tube whose ridge follows the backbone's
+spiral. Local features (density, Hessian eigenvalues) do not tell helix from other C-alphas;
+a non-local one does. The field, sampled on a ``spacing_A`` grid and blurred by ``blur_A``,
+is correlated with a zero-mean cylinder template (a core of radius ``core_A`` against a shell
+from ``shell_A[0]`` to ``shell_A[1]``, over ``2 half_length_A`` of axis) in ``directions``
+directions spread over a hemisphere (one FFT correlation each). The correlation is
+*normalised* by the template's and the map's local spread (Pearson's r over the template's
+support), so its scale is the same on every map. Each grid point keeps its best direction.
+
+The decision is made per axis, not per point: grid points whose score is ``>= min_score``
+and highest across their best direction (a 1-voxel non-maximum suppression in the normal
+plane) are candidate axis points; neighbours (within 2.2 voxels) whose directions agree within
+``max_bend_deg`` and that follow each other along that direction are joined; each connected
+piece whose extent along its principal direction reaches ``min_length_A`` (two turns of a
+helix, 8 residues, are 10.8 Å) is a helix axis, its ends where the rod stops.
+
+**Strands.** Backbone nodes outside helices on a straight stretch of chain with a parallel
+stretch of another chain ``strand_gap_A`` (4.2-5.6 Å) beside it, for at least
+``strand_min_nodes`` consecutive nodes: the flat sheet of strands 4.8 Å apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import scipy.fft
+import scipy.ndimage
+import scipy.sparse
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from neural_em.fields.base import DensityField
+from neural_em.graph.export import paths_of_edges
+from neural_em.graph.seeds import field_volume
+from neural_em.models import AtomicModel, ca_secondary_structure
+
+logger = logging.getLogger(__name__)
+
+#: Node labels, in the order of every table.
+SSE_LABELS = ("helix", "strand", "coil")
+
+#: Maps coarser than this (Å) are not labelled: a helix is no longer a rod apart from its
+#: neighbours, and strands merge into sheets.
+COARSEST_RESOLUTION_A = 6.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HelixAxis:
+    """One helix found in a map: ``points`` ``(k, 3)`` Å along the axis in order,
+    ``direction`` ``(3,)`` unit vector (first to last point), ``length_A`` the extent along it
+    and ``score`` the mean normalised correlation of its points."""
+
+    points: np.ndarray
+    direction: np.ndarray
+    length_A: float
+    score: float
+
+    def to_json(self) -> dict[str, object]:
+        """Start, end (Å), length and score, as plain lists and floats."""
+        return {
+            "start": [round(float(v), 3) for v in self.points[0]],
+            "end": [round(float(v), 3) for v in self.points[-1]],
+            "length_A": round(float(self.length_A), 3),
+            "score": round(float(self.score), 4),
+        }
+
+
+def hemisphere_directions(n: int) -> np.ndarray:
+    """``n`` unit vectors ``(n, 3)`` spread evenly over the upper hemisphere (a Fibonacci
+    spiral on the sphere, one of each antipodal pair kept)."""
+    k = np.arange(2 * n) + 0.5
+    polar = np.arccos(1.0 - k / n)
+    azimuth = np.pi * (1.0 + 5.0**0.5) * k
+    v = np.stack(
+        [np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], axis=1
+    )
+    return v[v[:, 2] > 0][:n]
+
+
+def cylinder_template(
+    direction: np.ndarray,
+    spacing_A: float,
+    *,
+    core_A: float,
+    shell_A: tuple[float, float],
+    half_length_A: float,
+    subsamples: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Core and shell masks ``(m, m, m)`` (z, y, x, centred) of a cylinder along
+    ``direction`` (x, y, z), each voxel's value the fraction of it inside (``subsamples``^3
+    points per voxel)."""
+    half = int(np.ceil(max(shell_A[1], half_length_A) / spacing_A))
+    offsets = (np.arange(subsamples) + 0.5) / subsamples - 0.5
+    axis = ((np.arange(-half, half + 1)[:, None] + offsets[None, :]).ravel()) * spacing_A
+    zz, yy, xx = np.meshgrid(axis, axis, axis, indexing="ij")
+    along = xx * direction[0] + yy * direction[1] + zz * direction[2]
+    radial = np.sqrt(np.maximum(xx**2 + yy**2 + zz**2 - along**2, 0.0))
+    inside = np.abs(along) <= half_length_A
+    m, s = 2 * half + 1, subsamples
+    core = (inside & (radial <= core_A)).reshape(m, s, m, s, m, s).mean(axis=(1, 3, 5))
+    shell = (
+        (inside & (radial >= shell_A[0]) & (radial <= shell_A[1]))
+        .reshape(m, s, m, s, m, s)
+        .mean(axis=(1, 3, 5))
+    )
+    return core, shell
+
+
+def cylinder_scores(
+    field: DensityField,
+    *,
+    spacing_A: float = 1.5,
+    blur_A: float = 1.0,
+    directions: int = 60,
+    core_A: float = 3.0,
+    shell_A: tuple[float, float] = (4.5, 7.0),
+    half_length_A: float = 5.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The normalised cylinder correlation of ``field`` (see the module docstring).
+
+    Returns ``(score (nz, ny, nx) float32 in [-1, 1], best direction index (nz, ny, nx),
+    directions (m, 3), grid origin (3,) Å)`` on a grid of ``spacing_A`` from the field's
+    origin.
+    """
+    data, vs, origin = field_volume(field)
+    sigma = np.sqrt(blur_A**2 + (0.5 * spacing_A) ** 2) / vs
+    volume = scipy.ndimage.gaussian_filter(data, sigma=sigma[::-1], mode="constant")
+    volume = scipy.ndimage.zoom(volume, (vs / spacing_A)[::-1], order=1).astype(np.float64)
+    half = int(np.ceil(max(shell_A[1], half_length_A) / spacing_A))
+    shape = [scipy.fft.next_fast_len(n + 2 * half + 1, real=True) for n in volume.shape]
+    window = tuple(slice(half, half + n) for n in volume.shape)
+    spectrum = scipy.fft.rfftn(volume, shape)
+    spectrum_sq = scipy.fft.rfftn(volume * volume, shape)
+
+    def correlate(f: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        k = scipy.fft.rfftn(kernel[::-1, ::-1, ::-1], shape)
+        return scipy.fft.irfftn(f * k, shape)[window]
+
+    dirs = hemisphere_directions(directions)
+    best = np.full(volume.shape, -np.inf, dtype=np.float32)
+    best_dir = np.zeros(volume.shape, dtype=np.int16)
+    for k, d in enumerate(dirs):
+        core, shell = cylinder_template(
+            d, spacing_A, core_A=core_A, shell_A=shell_A, half_length_A=half_length_A
+        )
+        template = core / core.sum() - shell / shell.sum()  # zero mean
+        support = np.maximum(core, shell) > 0
+        n = float(support.sum())
+        t_norm = float(np.sqrt(np.sum(template[support] ** 2)))
+        mask = support.astype(np.float64) / n
+        mean = correlate(spectrum, mask)
+        var = np.maximum(correlate(spectrum_sq, mask) - mean**2, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = correlate(spectrum, template) / (t_norm * np.sqrt(var * n))
+        r = np.nan_to_num(r, nan=-1.0, posinf=-1.0, neginf=-1.0).astype(np.float32)
+        better = r > best
+        best[better] = r[better]
+        best_dir[better] = k
+    return best, best_dir, dirs, np.asarray(origin, dtype=np.float64)
+
+
+def _normal_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    helper = np.where(np.abs(d[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    e1 = np.cross(d, helper)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    return e1, np.cross(d, e1)
+
+
+def helix_axes(
+    field: DensityField,
+    *,
+    min_score: float = 0.55,
+    min_length_A: float = 10.0,
+    max_bend_deg: float = 25.0,
+    spacing_A: float = 1.5,
+    blur_A: float = 1.0,
+    directions: int = 60,
+) -> list[HelixAxis]:
+    """The helix axes of ``field`` (see the module docstring), longest first."""
+    score, best_dir, dirs, origin = cylinder_scores(
+        field, spacing_A=spacing_A, blur_A=blur_A, directions=directions
+    )
+    cand = np.argwhere(score >= min_score)  # (k, 3) z, y, x
+    if len(cand) < 3:
+        return []
+    d = dirs[best_dir[tuple(cand.T)]]
+    value = score[tuple(cand.T)]
+    e1, e2 = _normal_basis(d)
+    peak = np.ones(len(cand), dtype=bool)
+    for e in (e1, e2):
+        for sign in (1.0, -1.0):
+            q = cand + sign * e[:, ::-1]
+            peak &= value >= scipy.ndimage.map_coordinates(
+                score, q.T, order=1, mode="constant", cval=-1.0
+            )
+    cand, d, value = cand[peak], d[peak], value[peak]
+    if len(cand) < 3:
+        return []
+    pts = origin + cand[:, ::-1] * spacing_A
+    pairs = cKDTree(pts).query_pairs(2.2 * spacing_A, output_type="ndarray")
+    if len(pairs) == 0:
+        return []
+    i, j = pairs[:, 0], pairs[:, 1]
+    cos = np.sum(d[i] * d[j], axis=1)
+    mean_dir = d[i] * np.sign(cos)[:, None] + d[j]
+    mean_dir /= np.linalg.norm(mean_dir, axis=1, keepdims=True)
+    step = pts[j] - pts[i]
+    along = np.abs(np.sum(step * mean_dir, axis=1)) >= 0.6 * np.linalg.norm(step, axis=1)
+    keep = (np.abs(cos) >= np.cos(np.radians(max_bend_deg))) & along
+    adjacency = scipy.sparse.coo_matrix(
+        (np.ones(int(keep.sum())), (i[keep], j[keep])), shape=(len(pts), len(pts))
+    )
+    n_pieces, piece = connected_components(adjacency, directed=False)
+    axes = []
+    for c in range(n_pieces):
+        members = np.flatnonzero(piece == c)
+        if len(members) < 3:
+            continue
+        p = pts[members]
+        centre = p.mean(axis=0)
+        direction = np.linalg.svd(p - centre, full_matrices=False)[2][0]
+        t = (p - centre) @ direction
+        length = float(t.max() - t.min())
+        if length < min_length_A:
+            continue
+        order = np.argsort(t, kind="stable")
+        axes.append(
+            HelixAxis(
+                points=p[order],
+                direction=direction,
+                length_A=length,
+                score=float(value[members].mean()),
+            )
+        )
+    axes.sort(key=lambda a: -a.length_A)
+    return axes
+
+
+def axis_distance(
+    points: np.ndarray, axes: list[HelixAxis], *, end_margin_A: float = 1.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance ``(n,)`` Å of each of ``points`` ``(n, 3)`` to the nearest helix axis
+    (to its nearest axis point, counted only between its ends extended by
+    ``end_margin_A``; inf elsewhere) and that axis's index (-1 where none)."""
+    n = len(points)
+    dist = np.full(n, np.inf)
+    which = np.full(n, -1, dtype=np.int64)
+    for k, axis in enumerate(axes):
+        d, _ = cKDTree(axis.points).query(points)
+        t = (points - axis.points[0]) @ axis.direction
+        inside = (t >= -end_margin_A) & (t <= axis.length_A + end_margin_A)
+        d = np.where(inside, d, np.inf)
+        closer = d < dist
+        dist[closer], which[closer] = d[closer], k
+    return dist, which
+
+
+def axis_ridge_runs(
+    points: np.ndarray,
+    adj: list[set[int]],
+    alive: np.ndarray,
+    axes: list[HelixAxis],
+    *,
+    capture_A: float = 1.5,
+    min_cos: float = 0.8,
+    min_run_A: float = 4.5,
+    tangent_A: float = 1.5,
+) -> list[np.ndarray]:
+    """Stretches of the ridge forest that run along a helix axis: connected sets of forest
+    points (``adj``/``alive``, indices into ``points`` ``(n, 3)`` Å) within ``capture_A`` of
+    an axis whose tangent (the direction to their forest neighbours up to ``tangent_A`` away)
+    is parallel to it (``|cos| >= min_cos``), spanning at least ``min_run_A`` along it; each
+    sorted along its axis. There the ridge is the helix's axis, not its backbone."""
+    if not axes or not len(points):
+        return []
+    live = np.flatnonzero(alive)
+    dist, which = axis_distance(points[live], axes, end_margin_A=0.0)
+    close = live[dist <= capture_A]
+    which = which[dist <= capture_A]
+    if len(close) < 2:
+        return []
+    tree = cKDTree(points)
+    on_axis = np.zeros(len(points), dtype=bool)
+    axis_of = np.full(len(points), -1, dtype=np.int64)
+    for k, w in zip(close.tolist(), which.tolist(), strict=True):
+        near = [j for j in tree.query_ball_point(points[k], tangent_A) if alive[j] and j != k]
+        if len(near) < 2:
+            continue
+        centred = points[near] - points[near].mean(axis=0)
+        tangent = np.linalg.svd(centred, full_matrices=False)[2][0]
+        if abs(tangent @ axes[w].direction) >= min_cos:
+            on_axis[k], axis_of[k] = True, w
+    rows = [v for v in np.flatnonzero(on_axis) for u in adj[v] if on_axis[u] and u > v]
+    cols = [u for v in np.flatnonzero(on_axis) for u in adj[v] if on_axis[u] and u > v]
+    n = len(points)
+    graph = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    _, piece = connected_components(graph, directed=False)
+    runs = []
+    for label in np.unique(piece[on_axis]):
+        members = np.flatnonzero(on_axis & (piece == label))
+        t = points[members] @ axes[int(np.bincount(axis_of[members]).argmax())].direction
+        if t.max() - t.min() >= min_run_A:
+            runs.append(members[np.argsort(t, kind="stable")])
+    return runs
+
+
+def nodes_along_runs(
+    points: np.ndarray, runs: list[np.ndarray], *, rise_A: float = 1.5
+) -> np.ndarray:
+    """Ridge point indices about every ``rise_A`` along each run (ordered along its axis; both
+    ends included): one node per residue of a helix whose ridge is its axis (a residue rises
+    1.5 Å)."""
+    chosen: list[int] = []
+    for run in runs:
+        p = points[run]
+        direction = p[-1] - p[0]
+        direction /= max(float(np.linalg.norm(direction)), 1e-9)
+        t = (p - p[0]) @ direction
+        count = max(int(round(t[-1] / rise_A)), 1)
+        targets = np.linspace(0.0, t[-1], count + 1)
+        picked = np.unique(np.abs(t[None, :] - targets[:, None]).argmin(axis=1))
+        chosen.extend(run[picked].tolist())
+    return np.array(sorted(set(chosen)), dtype=np.int64)
+
+
+def strand_mask(
+    positions: np.ndarray,
+    edges: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    gap_A: tuple[float, float] = (4.2, 5.6),
+    min_cos: float = 0.75,
+    min_nodes: int = 3,
+) -> np.ndarray:
+    """Nodes ``(n,) bool`` in strands: among ``candidate`` nodes of degree 2 on a straight
+    stretch (the angle at the node above 120 degrees), those with a candidate node of another
+    stretch ``gap_A`` away beside them (offset across, tangents parallel within
+    ``|cos| >= min_cos``), in runs of at least ``min_nodes`` consecutive such nodes."""
+    n = len(positions)
+    out = np.zeros(n, dtype=bool)
+    if n < 3 or len(edges) == 0:
+        return out
+    neighbours: list[list[int]] = [[] for _ in range(n)]
+    for a, b in edges:
+        neighbours[int(a)].append(int(b))
+        neighbours[int(b)].append(int(a))
+    tangent = np.zeros((n, 3))
+    straight = np.zeros(n, dtype=bool)
+    for k in range(n):
+        if len(neighbours[k]) != 2 or not candidate[k]:
+            continue
+        a, b = positions[neighbours[k][0]], positions[neighbours[k][1]]
+        u, v = a - positions[k], b - positions[k]
+        cos = u @ v / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-9)
+        straight[k] = cos <= -0.5
+        tangent[k] = (b - a) / max(np.linalg.norm(b - a), 1e-9)
+    idx = np.flatnonzero(straight)
+    if len(idx) < 2:
+        return out
+    tree = cKDTree(positions[idx])
+    paired = np.zeros(n, dtype=bool)
+    for i, j in tree.query_pairs(gap_A[1], output_type="ndarray"):
+        a, b = idx[i], idx[j]
+        offset = positions[b] - positions[a]
+        dist = float(np.linalg.norm(offset))
+        if dist < gap_A[0] or b in neighbours[a]:
+            continue
+        if abs(tangent[a] @ tangent[b]) < min_cos:
+            continue
+        across = abs(offset @ tangent[a]) / dist <= 0.5
+        if across:
+            paired[a] = paired[b] = True
+    # Runs of consecutive paired nodes along the chain.
+    adjacency = scipy.sparse.coo_matrix(
+        (np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)
+    ).tocsr()
+    sub = adjacency[paired][:, paired]
+    members = np.flatnonzero(paired)
+    _, run = connected_components(sub, directed=False)
+    sizes = np.bincount(run) if len(run) else np.zeros(0, dtype=np.int64)
+    out[members[sizes[run] >= min_nodes]] = True
+    return out
+
+
+def node_labels(
+    positions: np.ndarray,
+    edges: np.ndarray,
+    axes: list[HelixAxis],
+    *,
+    helix_radius_A: float = 3.0,
+    strands: bool = True,
+) -> np.ndarray:
+    """Labels ``(n,)`` of ``SSE_LABELS``: ``helix`` within ``helix_radius_A`` of a helix
+    axis (its ends extended by 1.5 Å), ``strand`` by :func:`strand_mask` among the others,
+    ``coil`` elsewhere."""
+    n = len(positions)
+    labels = np.full(n, "coil", dtype="<U6")
+    if n == 0:
+        return labels
+    traced = trace_geometry(positions, edges)
+    dist, _ = axis_distance(positions, axes)
+    helix = (dist <= helix_radius_A) | (traced == "helix")
+    labels[helix] = "helix"
+    if strands:
+        labels[~helix & ((traced == "strand") | strand_mask(positions, edges, ~helix))] = "strand"
+    return labels
+
+
+def trace_geometry(positions: np.ndarray, edges: np.ndarray, *, min_nodes: int = 5) -> np.ndarray:
+    """P-SEA (:func:`~neural_em.models.ca_secondary_structure`) on the graph's own paths
+    (:func:`~neural_em.graph.export.paths_of_edges`, at least ``min_nodes`` nodes), read as
+    C-alpha traces: where the map resolves the backbone the nodes sit on C-alphas and their
+    geometry (distances and angles between nodes i..i+4) shows helices and strands. Labels
+    ``(n,)``; ``coil`` on shorter paths."""
+    labels = np.full(len(positions), "coil", dtype="<U6")
+    paths = [p for p in paths_of_edges(len(positions), edges) if len(p) >= min_nodes]
+    if not paths:
+        return labels
+    order = np.concatenate(paths)
+    names = [f"{c}/{k + 1}" for c, p in enumerate(paths) for k in range(len(p))]
+    trace = AtomicModel(ca=positions[order], ca_labels=names, heavy=np.zeros((0, 3)))
+    labels[order] = ca_secondary_structure(trace)
+    return labels
