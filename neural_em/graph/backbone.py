@@ -75,10 +75,11 @@ from neural_em.graph.sse import (
     COARSEST_RESOLUTION_A,
     SSE_LABELS,
     HelixAxis,
-    axis_ridge_runs,
+    axis_coverage,
+    axis_samples,
     helix_axes,
     node_labels,
-    nodes_along_runs,
+    replace_helix_nodes,
 )
 
 logger = logging.getLogger(__name__)
@@ -93,10 +94,12 @@ class BackboneParameters:
     ridge points whose score is below this fraction of the box's highest score (0: off);
     ``anchor_weight``: 0 places nodes by spacing alone; ``spacing_penalty``: per Å^2 of chord
     deviation from ``node_spacing_A``, in units of the anchor weight; ``sse``: find helices
-    and strands (:mod:`neural_em.graph.sse`), place one node per ``helix_rise_A`` where a
-    ridge runs along a helix axis (within ``helix_capture_A``), label every node; helix axes
+    and strands (:mod:`neural_em.graph.sse`), place one node per ``helix_rise_A`` along a
+    helix axis whose residues the nodes cover below ``helix_min_coverage``, label every
+    node; helix axes
     need a normalised cylinder correlation ``>= helix_min_score`` (field blurred by
-    ``helix_blur_A``) over ``helix_min_length_A``; nodes within ``helix_radius_A`` of an
+    ``helix_blur_A``) over ``helix_min_length_A`` and a rod at least ``helix_min_fullness``
+    full (:func:`~neural_em.graph.sse.axis_fullness`); nodes within ``helix_radius_A`` of an
     axis are ``helix``.
     """
 
@@ -128,9 +131,10 @@ class BackboneParameters:
     sse: bool = True
     helix_min_score: float = 0.55
     helix_min_length_A: float = 10.0
+    helix_min_fullness: float = 0.4
     helix_blur_A: float = 1.0
     helix_radius_A: float = 3.0
-    helix_capture_A: float = 1.5
+    helix_min_coverage: float = 0.85
     helix_rise_A: float = 1.5
 
     def __post_init__(self) -> None:
@@ -379,32 +383,33 @@ def _find_helices(
         field,
         min_score=params.helix_min_score,
         min_length_A=params.helix_min_length_A,
+        min_fullness=params.helix_min_fullness,
         blur_A=params.helix_blur_A,
     )
 
 
-def _helix_nodes(
-    points: np.ndarray,
-    adj: list[set[int]],
-    alive: np.ndarray,
-    nodes: np.ndarray,
+def _helix_axis_nodes(
+    field: DensityField,
+    positions: np.ndarray,
+    edges: np.ndarray,
+    node_score: np.ndarray,
     axes: list[HelixAxis],
     params: BackboneParameters,
-) -> tuple[np.ndarray, int]:
-    """``nodes`` with those on ridge stretches that run along a helix axis replaced by one
-    node every ``helix_rise_A`` (a residue's rise); also the number of ridge points on such
-    stretches. Where the ridge follows the backbone's spiral it is left as placed."""
-    if not axes or len(nodes) == 0:
-        return nodes, 0
-    runs = axis_ridge_runs(points, adj, alive, axes, capture_A=params.helix_capture_A)
-    if not runs:
-        return nodes, 0
-    on_run = np.zeros(len(points), dtype=bool)
-    on_run[np.concatenate(runs)] = True
-    extra = nodes_along_runs(points, runs, rise_A=params.helix_rise_A)
-    distance, _ = cKDTree(points[extra]).query(points[nodes])
-    kept = nodes[~on_run[nodes] & (distance > 0.8 * params.helix_rise_A)]
-    return np.union1d(kept, extra), int(on_run.sum())
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Where the nodes cover a helix axis's residues below ``helix_min_coverage`` (the
+    ridge ran along the axis, or was lost), its nodes replaced by one every
+    ``helix_rise_A`` along the axis, joined in order and to the chain at its ends; also how
+    many axes were so replaced. A resolved helix, whose nodes follow its backbone, keeps
+    them. ``node_score`` ``(n,)`` follows the nodes (the new ones scored like ridge points)."""
+    thin = [a for a in axes if axis_coverage(positions, a) < params.helix_min_coverage]
+    if not thin:
+        return positions, edges, node_score, 0
+    samples = [axis_samples(field, a, rise_A=params.helix_rise_A) for a in thin]
+    positions, edges, kept = replace_helix_nodes(positions, edges, samples, thin)
+    new_score = backbone_score(
+        field, positions[len(kept) :], sigma_A=params.score_sigma_A, radius_A=params.score_radius_A
+    )[0]
+    return positions, edges, np.concatenate([node_score[kept], new_score]), len(thin)
 
 
 # ---------------------------------------------------------------------------- the graph
@@ -510,9 +515,11 @@ def backbone_graph(
         penalty=params.spacing_penalty,
         separation_A=params.node_separation_A,
     )
-    nodes, helix_points = _helix_nodes(points, adj, alive, nodes, axes, params)
     edges = forest_edges(points, adj, nodes)
     positions, node_score = points[nodes], score[nodes]
+    positions, edges, node_score, replaced = _helix_axis_nodes(
+        field, positions, edges, node_score, axes, params
+    )
     edges = bridge_gaps(
         positions,
         edges,
@@ -560,7 +567,7 @@ def backbone_graph(
         "nodes": int(len(positions)),
         "edges": int(len(edges)),
         "helices": len(axes),
-        "helix_axis_points": int(helix_points),
+        "helices_on_axis": int(replaced),
         **{f"{label}_nodes": int(np.count_nonzero(labels == label)) for label in SSE_LABELS},
     }
     gnorm = np.linalg.norm(values[:, 1:].astype(np.float64), axis=1)

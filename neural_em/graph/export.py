@@ -339,6 +339,7 @@ def to_structure(
             res = gemmi.Residue()
             res.name = res_name
             res.seqid = gemmi.SeqId(r + 1, " ")
+            res.label_seq = r + 1
             res.het_flag = "A" if trace else "H"
             res.entity_type = gemmi.EntityType.Polymer if trace else gemmi.EntityType.NonPolymer
             res.subchain = chain.name
@@ -366,6 +367,8 @@ def to_structure(
             st.spacegroup_hm = "P 1"
     except (KeyError, TypeError, ValueError):
         pass
+    if trace:
+        _add_secondary_structure(st, graph, addresses)
     entity = gemmi.Entity("1")
     entity.entity_type = gemmi.EntityType.Polymer if trace else gemmi.EntityType.NonPolymer
     if trace:
@@ -387,6 +390,53 @@ def to_structure(
             con.reported_distance = float(lengths[k])
             st.connections.append(con)
     return st
+
+
+def sse_runs(labels: list[str], label: str, *, min_length: int = 2) -> list[tuple[int, int]]:
+    """``(first, last)`` positions of the runs of ``label`` in ``labels``, at least
+    ``min_length`` long."""
+    runs, start = [], None
+    for k, value in enumerate([*labels, None]):
+        if value == label:
+            start = k if start is None else start
+        elif start is not None:
+            if k - start >= min_length:
+                runs.append((start, k - 1))
+            start = None
+    return runs
+
+
+def _add_secondary_structure(
+    st: gemmi.Structure, graph: GraphLike, addresses: dict[int, tuple[str, int]]
+) -> None:
+    """Helix records (``_struct_conf``) and one sheet of strands (``_struct_sheet_range``)
+    over the runs of node label ``sse`` along each pseudo-chain, so viewers draw them."""
+    sse = [graph.graph.nodes[node].get("sse", "coil") for node in graph.node_ids]
+    chains: dict[str, list[int]] = {}
+    for k, (chain, _) in sorted(addresses.items(), key=lambda kv: kv[1]):
+        chains.setdefault(chain, []).append(k)
+    sheet = gemmi.Sheet("S1")
+    for chain, members in chains.items():
+        labels = [sse[k] for k in members]
+        for first, last in sse_runs(labels, "helix", min_length=3):
+            helix = gemmi.Helix()
+            helix.start = _address(chain, first + 1)
+            helix.end = _address(chain, last + 1)
+            helix.pdb_helix_class = gemmi.Helix.HelixClass.RAlpha
+            helix.length = last - first + 1
+            st.helices.append(helix)
+        for first, last in sse_runs(labels, "strand", min_length=2):
+            strand = gemmi.Sheet.Strand()
+            strand.name = str(len(sheet.strands) + 1)
+            strand.start = _address(chain, first + 1)
+            strand.end = _address(chain, last + 1)
+            sheet.strands.append(strand)
+    if len(sheet.strands):
+        st.sheets.append(sheet)
+
+
+def _address(chain: str, seq: int) -> gemmi.AtomAddress:
+    return gemmi.AtomAddress(chain, gemmi.SeqId(seq, " "), TRACE_RESIDUE, TRACE_ATOM)
 
 
 def save_mmcif(

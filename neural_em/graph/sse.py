@@ -16,7 +16,9 @@ and highest across their best direction (a 1-voxel non-maximum suppression in th
 plane) are candidate axis points; neighbours (within 2.2 voxels) whose directions agree within
 ``max_bend_deg`` and that follow each other along that direction are joined; each connected
 piece whose extent along its principal direction reaches ``min_length_A`` (two turns of a
-helix, 8 residues, are 10.8 Å) is a helix axis, its ends where the rod stops.
+helix, 8 residues, are 10.8 Å) is a helix axis, its ends where the rod stops, unless the rod
+is hollow in most directions (:func:`axis_fullness`): a single straight chain alone in its
+surroundings also correlates with a cylinder, but is a thin line where a helix is a tube.
 
 **Strands.** Backbone nodes outside helices on a straight stretch of chain with a parallel
 stretch of another chain ``strand_gap_A`` (4.2-5.6 Å) beside it, for at least
@@ -177,12 +179,14 @@ def helix_axes(
     *,
     min_score: float = 0.55,
     min_length_A: float = 10.0,
+    min_fullness: float = 0.4,
     max_bend_deg: float = 25.0,
     spacing_A: float = 1.5,
     blur_A: float = 1.0,
     directions: int = 60,
 ) -> list[HelixAxis]:
-    """The helix axes of ``field`` (see the module docstring), longest first."""
+    """The helix axes of ``field`` (see the module docstring), longest first; an axis whose
+    rod is not full (:func:`axis_fullness` below ``min_fullness``: a single chain) is none."""
     score, best_dir, dirs, origin = cylinder_scores(
         field, spacing_A=spacing_A, blur_A=blur_A, directions=directions
     )
@@ -238,8 +242,44 @@ def helix_axes(
                 score=float(value[members].mean()),
             )
         )
+    axes = [a for a in axes if axis_fullness(field, a) >= min_fullness]
     axes.sort(key=lambda a: -a.length_A)
     return axes
+
+
+def axis_fullness(
+    field: DensityField,
+    axis: HelixAxis,
+    *,
+    radius_A: float = 2.5,
+    half_length_A: float = 2.7,
+    angles: int = 12,
+    quantile: float = 25.0,
+) -> float:
+    """How full the rod around ``axis`` is: over the axis points, the median of (a low
+    ``quantile`` over ``angles`` directions of the field's mean density at ``radius_A`` from
+    the axis, within ``half_length_A`` along it) / (the mean density on the axis there).
+    A helix is a tube whose backbone passes every direction at 2.3 Å within one 5.4 Å turn
+    (about 1, or above where the map resolves it hollow); a single chain is a thin line
+    (about 0.2-0.4 at 3-4.5 Å), with side chains in only a few directions."""
+    d = axis.direction
+    helper = np.array([1.0, 0.0, 0.0]) if abs(d[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(d, helper)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(d, e1)
+    theta = np.linspace(0.0, 2.0 * np.pi, angles, endpoint=False)
+    ring = radius_A * (np.cos(theta)[:, None] * e1 + np.sin(theta)[:, None] * e2)  # (a, 3)
+    along = np.linspace(-half_length_A, half_length_A, 7)[:, None] * d  # (l, 3)
+    centres = axis.points
+    line = centres[:, None, :] + along[None]  # (k, l, 3)
+    rim = line[:, :, None, :] + ring[None, None]  # (k, l, a, 3)
+    core = np.nan_to_num(field.get_densities(line.reshape(-1, 3)).reshape(line.shape[:2]))
+    shell = np.nan_to_num(field.get_densities(rim.reshape(-1, 3)).reshape(rim.shape[:3]))
+    low = np.percentile(shell.mean(axis=1), quantile, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = low / core.mean(axis=1)
+    ratio = ratio[np.isfinite(ratio)]
+    return float(np.median(ratio)) if len(ratio) else 0.0
 
 
 def axis_distance(
@@ -261,72 +301,92 @@ def axis_distance(
     return dist, which
 
 
-def axis_ridge_runs(
-    points: np.ndarray,
-    adj: list[set[int]],
-    alive: np.ndarray,
+def axis_samples(
+    field: DensityField, axis: HelixAxis, *, rise_A: float = 1.5, disc_A: float = 3.0
+) -> np.ndarray:
+    """Points ``(k, 3)`` Å every ``rise_A`` along ``axis`` (a residue's rise in an
+    alpha-helix) from end to end: the axis points smoothed by a quadratic in the distance
+    along it, then each sample moved to the density's centroid in the disc of ``disc_A``
+    normal to the axis (twice), which centres it on the rod better than the 1.5 Å grid."""
+    p, d = axis.points, axis.direction
+    t = (p - p[0]) @ d
+    degree = 2 if len(p) > 4 else 1
+    coef = [np.polyfit(t, p[:, k], degree) for k in range(3)]
+    count = max(int(round((t[-1] - t[0]) / rise_A)), 1)
+    ts = np.linspace(t[0], t[-1], count + 1)
+    samples = np.stack([np.polyval(c, ts) for c in coef], axis=1)
+    helper = np.array([1.0, 0.0, 0.0]) if abs(d[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    e1 = np.cross(d, helper)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(d, e1)
+    grid = np.arange(-disc_A, disc_A + 1e-9, 0.5)
+    u, v = np.meshgrid(grid, grid, indexing="ij")
+    inside = u**2 + v**2 <= disc_A**2
+    offsets = u[inside][:, None] * e1 + v[inside][:, None] * e2  # (m, 3)
+    for _ in range(2):
+        disc = samples[:, None, :] + offsets[None]
+        w = np.nan_to_num(field.get_densities(disc.reshape(-1, 3)).reshape(disc.shape[:2]))
+        w = np.maximum(w, 0.0)
+        total = w.sum(axis=1, keepdims=True)
+        shift = np.where(total > 0, (w @ offsets) / np.maximum(total, 1e-12), 0.0)
+        samples = samples + shift
+    return samples
+
+
+def axis_coverage(positions: np.ndarray, axis: HelixAxis, *, radius_A: float = 3.5) -> float:
+    """Nodes within ``radius_A`` of ``axis`` (between its ends) per residue the axis holds
+    (its length / 1.5 Å + 1): about 1 where the nodes follow a resolved helix's backbone,
+    about half where they sit every 3-3.6 Å on a ridge along its axis."""
+    dist, _ = axis_distance(positions, [axis], end_margin_A=0.0)
+    return float(np.count_nonzero(dist <= radius_A)) / (axis.length_A / 1.5 + 1.0)
+
+
+def replace_helix_nodes(
+    positions: np.ndarray,
+    edges: np.ndarray,
+    replacements: list[np.ndarray],
     axes: list[HelixAxis],
     *,
-    capture_A: float = 1.5,
-    min_cos: float = 0.8,
-    min_run_A: float = 4.5,
-    tangent_A: float = 1.5,
-) -> list[np.ndarray]:
-    """Stretches of the ridge forest that run along a helix axis: connected sets of forest
-    points (``adj``/``alive``, indices into ``points`` ``(n, 3)`` Å) within ``capture_A`` of
-    an axis whose tangent (the direction to their forest neighbours up to ``tangent_A`` away)
-    is parallel to it (``|cos| >= min_cos``), spanning at least ``min_run_A`` along it; each
-    sorted along its axis. There the ridge is the helix's axis, not its backbone."""
-    if not axes or not len(points):
-        return []
-    live = np.flatnonzero(alive)
-    dist, which = axis_distance(points[live], axes, end_margin_A=0.0)
-    close = live[dist <= capture_A]
-    which = which[dist <= capture_A]
-    if len(close) < 2:
-        return []
-    tree = cKDTree(points)
-    on_axis = np.zeros(len(points), dtype=bool)
-    axis_of = np.full(len(points), -1, dtype=np.int64)
-    for k, w in zip(close.tolist(), which.tolist(), strict=True):
-        near = [j for j in tree.query_ball_point(points[k], tangent_A) if alive[j] and j != k]
-        if len(near) < 2:
-            continue
-        centred = points[near] - points[near].mean(axis=0)
-        tangent = np.linalg.svd(centred, full_matrices=False)[2][0]
-        if abs(tangent @ axes[w].direction) >= min_cos:
-            on_axis[k], axis_of[k] = True, w
-    rows = [v for v in np.flatnonzero(on_axis) for u in adj[v] if on_axis[u] and u > v]
-    cols = [u for v in np.flatnonzero(on_axis) for u in adj[v] if on_axis[u] and u > v]
-    n = len(points)
-    graph = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    _, piece = connected_components(graph, directed=False)
-    runs = []
-    for label in np.unique(piece[on_axis]):
-        members = np.flatnonzero(on_axis & (piece == label))
-        t = points[members] @ axes[int(np.bincount(axis_of[members]).argmax())].direction
-        if t.max() - t.min() >= min_run_A:
-            runs.append(members[np.argsort(t, kind="stable")])
-    return runs
-
-
-def nodes_along_runs(
-    points: np.ndarray, runs: list[np.ndarray], *, rise_A: float = 1.5
-) -> np.ndarray:
-    """Ridge point indices about every ``rise_A`` along each run (ordered along its axis; both
-    ends included): one node per residue of a helix whose ridge is its axis (a residue rises
-    1.5 Å)."""
-    chosen: list[int] = []
-    for run in runs:
-        p = points[run]
-        direction = p[-1] - p[0]
-        direction /= max(float(np.linalg.norm(direction)), 1e-9)
-        t = (p - p[0]) @ direction
-        count = max(int(round(t[-1] / rise_A)), 1)
-        targets = np.linspace(0.0, t[-1], count + 1)
-        picked = np.unique(np.abs(t[None, :] - targets[:, None]).argmin(axis=1))
-        chosen.extend(run[picked].tolist())
-    return np.array(sorted(set(chosen)), dtype=np.int64)
+    radius_A: float = 3.5,
+    join_A: float = 7.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nodes and edges with the nodes within ``radius_A`` of each of ``axes`` (between its
+    ends) replaced by that axis's ``replacements`` ``(k_i, 3)`` joined in order; each node
+    that was joined to a removed one is joined to the nearer end of the helix within
+    ``join_A``. Returns ``(positions (n', 3), edges (m', 2), kept (k,))``: the nodes kept
+    (indices into ``positions``) come first, in order, the helices' after them."""
+    n = len(positions)
+    removed = np.zeros(n, dtype=bool)
+    for axis in axes:
+        dist, _ = axis_distance(positions, [axis], end_margin_A=0.75)
+        removed |= dist <= radius_A
+    attached = set()
+    for a, b in edges:
+        if removed[a] != removed[b]:
+            attached.add(int(b) if removed[a] else int(a))
+    kept = np.flatnonzero(~removed)
+    index = np.full(n, -1, dtype=np.int64)
+    index[kept] = np.arange(len(kept))
+    out_edges = [tuple(e) for e in index[edges] if e[0] >= 0 and e[1] >= 0] if len(edges) else []
+    out_pos = [positions[kept]]
+    start = len(kept)
+    ends = []
+    for samples in replacements:
+        k = len(samples)
+        out_pos.append(samples)
+        out_edges += [(start + i, start + i + 1) for i in range(k - 1)]
+        ends += [start, start + k - 1]
+        start += k
+    all_pos = np.concatenate(out_pos) if out_pos else np.zeros((0, 3))
+    if ends and attached:
+        end_arr = np.array(ends)
+        for a in sorted(attached):
+            gap = np.linalg.norm(all_pos[end_arr] - positions[a], axis=1)
+            k = int(np.argmin(gap))
+            if gap[k] <= join_A:
+                out_edges.append((int(index[a]), int(end_arr[k])))
+    pairs = np.array(sorted({(min(a, b), max(a, b)) for a, b in out_edges}), dtype=np.int64)
+    return all_pos, pairs.reshape(-1, 2), kept
 
 
 def strand_mask(
