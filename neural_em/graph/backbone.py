@@ -130,6 +130,8 @@ class BackboneParameters:
     bridge_fraction: float = 0.5
     sse: bool = True
     helix_min_score: float = 0.55
+    helix_low_score: float = 0.45
+    helix_strong_score: float = 0.6
     helix_min_length_A: float = 10.0
     helix_min_fullness: float = 0.4
     helix_blur_A: float = 1.0
@@ -177,6 +179,8 @@ _FRACTIONS = (
     "score_floor",
     "prune_weak_ratio",
     "helix_min_score",
+    "helix_low_score",
+    "helix_strong_score",
 )
 
 
@@ -382,6 +386,7 @@ def _find_helices(
     return helix_axes(
         field,
         min_score=params.helix_min_score,
+        low_score=params.helix_low_score,
         min_length_A=params.helix_min_length_A,
         min_fullness=params.helix_min_fullness,
         blur_A=params.helix_blur_A,
@@ -401,7 +406,12 @@ def _helix_axis_nodes(
     ``helix_rise_A`` along the axis, joined in order and to the chain at its ends; also how
     many axes were so replaced. A resolved helix, whose nodes follow its backbone, keeps
     them. ``node_score`` ``(n,)`` follows the nodes (the new ones scored like ridge points)."""
-    thin = [a for a in axes if axis_coverage(positions, a) < params.helix_min_coverage]
+    thin = [
+        a
+        for a in axes
+        if a.score >= params.helix_strong_score
+        and axis_coverage(positions, a) < params.helix_min_coverage
+    ]
     if not thin:
         return positions, edges, node_score, 0
     samples = [axis_samples(field, a, rise_A=params.helix_rise_A) for a in thin]
@@ -531,7 +541,13 @@ def backbone_graph(
     new_index = np.cumsum(keep) - 1
     edges = new_index[edges[keep[edges[:, 0]] & keep[edges[:, 1]]]] if len(edges) else edges
     positions, node_score = positions[keep], node_score[keep]
-    labels = node_labels(positions, edges, axes, helix_radius_A=params.helix_radius_A)
+    labels = node_labels(
+        positions,
+        edges,
+        axes,
+        helix_radius_A=params.helix_radius_A,
+        strong_score=params.helix_strong_score,
+    )
     if not params.sse:
         labels[:] = "coil"
     timings["nodes_edges"] = time.perf_counter() - t0

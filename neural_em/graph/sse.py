@@ -178,6 +178,7 @@ def helix_axes(
     field: DensityField,
     *,
     min_score: float = 0.55,
+    low_score: float = 0.45,
     min_length_A: float = 10.0,
     min_fullness: float = 0.4,
     max_bend_deg: float = 25.0,
@@ -190,7 +191,7 @@ def helix_axes(
     score, best_dir, dirs, origin = cylinder_scores(
         field, spacing_A=spacing_A, blur_A=blur_A, directions=directions
     )
-    cand = np.argwhere(score >= min_score)  # (k, 3) z, y, x
+    cand = np.argwhere(score >= low_score)  # (k, 3) z, y, x
     if len(cand) < 3:
         return []
     d = dirs[best_dir[tuple(cand.T)]]
@@ -224,7 +225,7 @@ def helix_axes(
     axes = []
     for c in range(n_pieces):
         members = np.flatnonzero(piece == c)
-        if len(members) < 3:
+        if len(members) < 3 or np.count_nonzero(value[members] >= min_score) < 3:
             continue
         p = pts[members]
         centre = p.mean(axis=0)
@@ -454,22 +455,87 @@ def node_labels(
     axes: list[HelixAxis],
     *,
     helix_radius_A: float = 3.0,
+    strong_score: float = 0.6,
+    end_trim_A: float = 1.0,
     strands: bool = True,
 ) -> np.ndarray:
-    """Labels ``(n,)`` of ``SSE_LABELS``: ``helix`` within ``helix_radius_A`` of a helix
-    axis (its ends extended by 1.5 Å), ``strand`` by :func:`strand_mask` among the others,
-    ``coil`` elsewhere."""
+    """Labels ``(n,)`` of ``SSE_LABELS`` for nodes ``(n, 3)`` Å joined by ``edges``
+    ``(m, 2)``. ``helix``: within ``helix_radius_A`` of a strong axis (score ``>=
+    strong_score``; its ends trimmed by ``end_trim_A``); or near a weaker axis where the path
+    winds around it (:func:`winding_mask`: a resolved helix, hollow, correlates less with a
+    full cylinder); or a helix by P-SEA on the graph's own paths
+    (:func:`trace_geometry`). ``strand``: among the others, strands by P-SEA on the paths or
+    by :func:`strand_mask`. ``coil`` elsewhere."""
     n = len(positions)
     labels = np.full(n, "coil", dtype="<U6")
     if n == 0:
         return labels
     traced = trace_geometry(positions, edges)
-    dist, _ = axis_distance(positions, axes)
-    helix = (dist <= helix_radius_A) | (traced == "helix")
+    strong_axes = [a for a in axes if a.score >= strong_score]
+    weak_axes = [a for a in axes if a.score < strong_score]
+    near_strong = (
+        axis_distance(positions, strong_axes, end_margin_A=-end_trim_A)[0] <= helix_radius_A
+    )
+    near_weak = axis_distance(positions, weak_axes, end_margin_A=-end_trim_A)[0] <= helix_radius_A
+    helix = (
+        near_strong
+        | (near_weak & winding_mask(positions, edges, axes=weak_axes))
+        | (traced == "helix")
+    )
     labels[helix] = "helix"
     if strands:
         labels[~helix & ((traced == "strand") | strand_mask(positions, edges, ~helix))] = "strand"
     return labels
+
+
+def winding_mask(
+    positions: np.ndarray,
+    edges: np.ndarray,
+    *,
+    window: int = 7,
+    radius_A: tuple[float, float] = (1.4, 3.2),
+    min_winding: float = 1.8,
+    extent_A: tuple[float, float] = (4.0, 14.0),
+    axes: list[HelixAxis] | None = None,
+    axis_offset_A: float = 1.5,
+    min_cos: float = 0.8,
+) -> np.ndarray:
+    """Nodes ``(n,) bool`` on a stretch of path that winds around a straight axis as a
+    resolved helix's backbone does: in some window of ``window`` consecutive nodes of a path,
+    their median distance from their best line lies in ``radius_A`` (a helix's C-alphas are
+    2.3 Å from its axis), the path is at least ``min_winding`` times longer than their extent
+    along the line (3.8 Å per residue against a rise of 1.5 Å) and that extent lies in
+    ``extent_A``. Tolerates a node more or less per turn, unlike P-SEA. With ``axes``, the
+    window's line must also be one of them: its centre within ``axis_offset_A`` of the axis,
+    its direction parallel (``|cos| >= min_cos``)."""
+    out = np.zeros(len(positions), dtype=bool)
+    for path in paths_of_edges(len(positions), edges):
+        if len(path) < window:
+            continue
+        p = positions[path]
+        for s in range(len(path) - window + 1):
+            q = p[s : s + window]
+            centred = q - q.mean(axis=0)
+            line = np.linalg.svd(centred, full_matrices=False)[2][0]
+            t = centred @ line
+            r = np.linalg.norm(centred - t[:, None] * line, axis=1)
+            extent = float(t.max() - t.min())
+            arc = float(np.linalg.norm(np.diff(q, axis=0), axis=1).sum())
+            if (
+                radius_A[0] <= np.median(r) <= radius_A[1]
+                and extent_A[0] <= extent <= extent_A[1]
+                and arc >= min_winding * extent
+                and (axes is None or _on_axis(q.mean(axis=0), line, axes, axis_offset_A, min_cos))
+            ):
+                out[np.asarray(path[s : s + window])] = True
+    return out
+
+
+def _on_axis(
+    centre: np.ndarray, line: np.ndarray, axes: list[HelixAxis], offset_A: float, min_cos: float
+) -> bool:
+    dist, which = axis_distance(centre[None], axes, end_margin_A=0.0)
+    return bool(dist[0] <= offset_A and abs(line @ axes[int(which[0])].direction) >= min_cos)
 
 
 def trace_geometry(positions: np.ndarray, edges: np.ndarray, *, min_nodes: int = 5) -> np.ndarray:
