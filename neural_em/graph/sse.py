@@ -227,43 +227,42 @@ def helix_axes(
         members = np.flatnonzero(piece == c)
         if len(members) < 3 or np.count_nonzero(value[members] >= min_score) < 3:
             continue
-        p = pts[members]
-        centre = p.mean(axis=0)
-        direction = np.linalg.svd(p - centre, full_matrices=False)[2][0]
-        t = (p - centre) @ direction
-        length = float(t.max() - t.min())
-        if length < min_length_A:
+        axis = _axis_of(pts[members], value[members])
+        if axis.length_A < min_length_A:
             continue
-        order = np.argsort(t, kind="stable")
-        axes.append(
-            HelixAxis(
-                points=p[order],
-                direction=direction,
-                length_A=length,
-                score=float(value[members].mean()),
-            )
-        )
-    axes = [a for a in axes if axis_fullness(field, a) >= min_fullness]
+        # The rod stops where it thins to a single chain: split the piece there.
+        order = members[np.argsort((pts[members] - axis.points[0]) @ axis.direction)]
+        full = rod_fullness(field, pts[order], axis.direction) >= min_fullness
+        full = scipy.ndimage.binary_closing(full, iterations=1) | full
+        runs, count = scipy.ndimage.label(full)
+        for r in range(1, count + 1):
+            run = order[runs == r]
+            if len(run) < 3 or np.count_nonzero(value[run] >= min_score) < 3:
+                continue
+            part = _axis_of(pts[run], value[run])
+            if part.length_A >= min_length_A:
+                axes.append(part)
     axes.sort(key=lambda a: -a.length_A)
     return axes
 
 
-def axis_fullness(
+def rod_fullness(
     field: DensityField,
-    axis: HelixAxis,
+    points: np.ndarray,
+    direction: np.ndarray,
     *,
     radius_A: float = 2.5,
     half_length_A: float = 2.7,
     angles: int = 12,
     quantile: float = 25.0,
-) -> float:
-    """How full the rod around ``axis`` is: over the axis points, the median of (a low
+) -> np.ndarray:
+    """How full the rod along ``direction`` is at each of ``points`` ``(k, 3)`` Å: a low
     ``quantile`` over ``angles`` directions of the field's mean density at ``radius_A`` from
-    the axis, within ``half_length_A`` along it) / (the mean density on the axis there).
-    A helix is a tube whose backbone passes every direction at 2.3 Å within one 5.4 Å turn
-    (about 1, or above where the map resolves it hollow); a single chain is a thin line
-    (about 0.2-0.4 at 3-4.5 Å), with side chains in only a few directions."""
-    d = axis.direction
+    the line, within ``half_length_A`` along it, over the mean density on the line there
+    ``(k,)``. A helix is a tube whose backbone passes every direction at 2.3 Å within one
+    5.4 Å turn (about 1, or above where the map resolves it hollow); a single chain is a thin
+    line (about 0.2-0.4 at 3-4.5 Å), with side chains in only a few directions."""
+    d = np.asarray(direction, dtype=np.float64)
     helper = np.array([1.0, 0.0, 0.0]) if abs(d[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     e1 = np.cross(d, helper)
     e1 /= np.linalg.norm(e1)
@@ -271,16 +270,32 @@ def axis_fullness(
     theta = np.linspace(0.0, 2.0 * np.pi, angles, endpoint=False)
     ring = radius_A * (np.cos(theta)[:, None] * e1 + np.sin(theta)[:, None] * e2)  # (a, 3)
     along = np.linspace(-half_length_A, half_length_A, 7)[:, None] * d  # (l, 3)
-    centres = axis.points
-    line = centres[:, None, :] + along[None]  # (k, l, 3)
+    line = points[:, None, :] + along[None]  # (k, l, 3)
     rim = line[:, :, None, :] + ring[None, None]  # (k, l, a, 3)
     core = np.nan_to_num(field.get_densities(line.reshape(-1, 3)).reshape(line.shape[:2]))
     shell = np.nan_to_num(field.get_densities(rim.reshape(-1, 3)).reshape(rim.shape[:3]))
     low = np.percentile(shell.mean(axis=1), quantile, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = low / core.mean(axis=1)
-    ratio = ratio[np.isfinite(ratio)]
-    return float(np.median(ratio)) if len(ratio) else 0.0
+    return np.where(np.isfinite(ratio), ratio, 0.0)
+
+
+def axis_fullness(field: DensityField, axis: HelixAxis) -> float:
+    """The median :func:`rod_fullness` along ``axis``."""
+    return float(np.median(rod_fullness(field, axis.points, axis.direction)))
+
+
+def _axis_of(points: np.ndarray, value: np.ndarray) -> HelixAxis:
+    centre = points.mean(axis=0)
+    direction = np.linalg.svd(points - centre, full_matrices=False)[2][0]
+    t = (points - centre) @ direction
+    order = np.argsort(t, kind="stable")
+    return HelixAxis(
+        points=points[order],
+        direction=direction,
+        length_A=float(t.max() - t.min()),
+        score=float(value.mean()),
+    )
 
 
 def axis_distance(
