@@ -10,6 +10,8 @@ EMD-3488 (where ``neural_em.fields.neural`` exists) and times its graph.
     python benchmarks/bench_graph.py --methods backbone --refine none   # the backbone graph only
     python benchmarks/bench_graph.py --maps emd_3488 --neural
     python benchmarks/bench_graph.py --maps none --memory   # EMD-11007 peak memory only
+    python benchmarks/bench_graph.py --methods backbone --refine none --no-sse  # no helices
+    python benchmarks/bench_graph.py --methods backbone --refine none --blur 1.2  # as at ~5.6 Å
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import scipy.ndimage
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -60,7 +65,12 @@ def run_map(
     data: Path,
     with_baseline: bool,
     method: str = "study",
+    backbone: dict[str, Any] | None = None,
+    blur_A: float = 0.0,
 ) -> dict[str, Any] | None:
+    """One map's graph by ``method`` and its metrics; ``blur_A``: the map low-passed first
+    by a Gaussian of that sigma (Å), its resolution taken as ``resolution + 2 blur_A``: the
+    shared maps as 3.8-5 Å maps would show them."""
     from neural_em.fields.spline import SplineDensityMap
     from neural_em.graph import DensityGraph
     from neural_em.graph.evaluate import evaluate_graph
@@ -77,7 +87,14 @@ def run_map(
         )
         return None
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    field = SplineDensityMap.from_voxel_map(map_path)
+    if blur_A > 0:
+        vmap = load_normalised(map_path)
+        sigma = blur_A / np.asarray(vmap.voxel_size, dtype=float)[::-1]
+        vmap.data = scipy.ndimage.gaussian_filter(vmap.data, sigma).astype(np.float32)
+        field = SplineDensityMap(vmap)
+        res = res + 2.0 * blur_A
+    else:
+        field = SplineDensityMap.from_voxel_map(map_path)
     field_s = time.perf_counter() - wall0
     if method == "study":
         graph = DensityGraph.from_neural_density_map(
@@ -89,7 +106,9 @@ def run_map(
             source=str(map_path),
         )
     else:
-        graph = build_graph(field, method=method, resolution_A=res, source=str(map_path))
+        graph = build_graph(
+            field, method=method, resolution_A=res, source=str(map_path), backbone=backbone
+        )
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     model = read_model(model_path)
     baseline = load_normalised(map_path) if with_baseline else None
@@ -108,9 +127,35 @@ def run_map(
         "reference": {"recall": ref_recall, "precision": ref_precision},
         "diff_recall": r["recall"] - ref_recall,
         "diff_precision": r["precision"] - ref_precision,
+        "blur_A": blur_A,
+        "ca_helix": r.get("ca_helix"),
+        "label_counts": label_counts(graph, model),
     }
     if "baseline" in r:
         out["baseline"] = _metrics(r["baseline"])
+    return out
+
+
+def label_counts(graph: Any, model: Any) -> dict[str, dict[str, int]]:
+    """For each class: matched pairs whose node says it (``said``), whose C-alpha is of it
+    (``true``) and both (``both``): the pooled label precision and recall over maps."""
+    from neural_em.graph.evaluate import greedy_matching
+    from neural_em.models import SSE_CLASSES, ca_secondary_structure
+
+    if not all("sse" in graph.graph.nodes[n] for n in graph.node_ids):
+        return {}
+    ref, node, _ = greedy_matching(model.ca, graph.positions, 3.0)
+    truth = ca_secondary_structure(model)[ref]
+    labels = [graph.graph.nodes[n].get("sse", "") for n in graph.node_ids]
+    said_all = np.array(labels, dtype=object)[node] if len(node) else np.array([], dtype=object)
+    out = {}
+    for c in SSE_CLASSES:
+        said, true = said_all == c, truth == c
+        out[c] = {
+            "said": int(said.sum()),
+            "true": int(true.sum()),
+            "both": int((said & true).sum()),
+        }
     return out
 
 
@@ -259,6 +304,64 @@ def print_methods(rows: list[dict[str, Any]]) -> None:
             )
 
 
+SSE_KEYS = (
+    "recall_helix",
+    "recall_strand",
+    "recall_coil",
+    "label_precision_helix",
+    "label_recall_helix",
+    "label_precision_strand",
+    "label_recall_strand",
+)
+
+
+def _mean(values: list[Any]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return sum(defined) / len(defined) if defined else None
+
+
+def print_sse(rows: list[dict[str, Any]]) -> None:
+    """Recall by the model's secondary structure (P-SEA) and the node labels' precision and
+    recall, per map and method; means over the real maps and pooled label figures."""
+    plain = [r for r in rows if r["refine"] == "none"]
+    if not plain:
+        return
+    print("\n### By secondary structure (model classes by P-SEA; labels: backbone graph)\n")
+    print(
+        "| map | method | helix C-α | recall helix | recall strand | recall coil | "
+        "helix labels P / R | strand labels P / R | helix axes |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in plain:
+        axes = r["stats"].get("helices", "–")
+        print(
+            f"| {r['map']} | {r['method']} | {r.get('ca_helix', '–')} | "
+            f"{_f(r['recall_helix'])} | {_f(r['recall_strand'])} | {_f(r['recall_coil'])} | "
+            f"{_f(r['label_precision_helix'])} / {_f(r['label_recall_helix'])} | "
+            f"{_f(r['label_precision_strand'])} / {_f(r['label_recall_strand'])} | {axes} |"
+        )
+    for method in dict.fromkeys(r["method"] for r in plain):
+        real = [r for r in plain if r["method"] == method and r["map"] in REAL_MAPS]
+        if not real:
+            continue
+        m = {k: _mean([r[k] for r in real]) for k in SSE_KEYS}
+        pooled = {}
+        for c in ("helix", "strand"):
+            if not all(r["label_counts"] for r in real):
+                pooled[c] = (None, None)
+                continue
+            both = sum(r["label_counts"][c]["both"] for r in real)
+            said = sum(r["label_counts"][c]["said"] for r in real)
+            true = sum(r["label_counts"][c]["true"] for r in real)
+            pooled[c] = (both / said if said else None, both / true if true else None)
+        print(
+            f"| mean of {len(real)} real maps (labels pooled) | {method} | – | "
+            f"{_f(m['recall_helix'])} | {_f(m['recall_strand'])} | {_f(m['recall_coil'])} | "
+            f"{_f(pooled['helix'][0])} / {_f(pooled['helix'][1])} | "
+            f"{_f(pooled['strand'][0])} / {_f(pooled['strand'][1])} | – |"
+        )
+
+
 def print_tables(rows: list[dict[str, Any]], neural: dict[str, Any] | None) -> None:
     print("\n### Spline field, study defaults (adjacency 2 × resolution)\n")
     print(
@@ -281,6 +384,7 @@ def print_tables(rows: list[dict[str, Any]], neural: dict[str, Any] | None) -> N
             f"{_f(b.get('precision'))} |"
         )
     print_methods(rows)
+    print_sse(rows)
     refines = sorted({r["refine"] for r in rows} - {"none"})
     if refines:
         base = {r["map"]: r for r in rows if r["refine"] == "none" and r["method"] == "study"}
@@ -339,6 +443,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument(
+        "--no-sse", action="store_true", help="backbone graph without helices and strands"
+    )
+    parser.add_argument(
+        "--blur",
+        type=float,
+        default=0.0,
+        metavar="A",
+        help="low-pass each map by a Gaussian of this sigma (Å) first; resolution + 2 x A",
+    )
+    parser.add_argument(
         "--neural", action="store_true", help="also a graph from a neural field of EMD-3488"
     )
     parser.add_argument("--preset", default="fast", help="neural preset with --neural")
@@ -365,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
                 data=args.data,
                 method=method,
                 with_baseline=(refine == "none" and method == "study" and not args.no_baseline),
+                backbone={"sse": False} if (args.no_sse and method == "backbone") else None,
+                blur_A=args.blur,
             )
             if row is not None:
                 rows.append(row)

@@ -34,11 +34,21 @@ No training; works with any :class:`~neural_em.fields.base.DensityField`. The me
    branch points remain where the ridge branches. Path ends are then bridged to the nearest
    node of another piece within ``bridge_A`` (4.6 Å) when the density along the segment stays
    ``>= bridge_fraction`` of the seed threshold.
-6. Connected components smaller than ``min_num_nodes`` are dropped.
+6. **Helices** (:mod:`neural_em.graph.sse`, ``sse``). Helix axes are found in the field by a
+   normalised cylinder correlation traced into straight rods of at least two turns. Where a
+   strong axis's residues are covered below ``helix_min_coverage`` by the nodes (the ridge
+   ran along the axis, as at 3.5 Å and worse, or was lost), its nodes are replaced by one
+   every ``helix_rise_A`` (1.5 Å, a residue's rise) along the axis, joined in order and, at
+   the helix's ends, to the chain. A resolved helix, whose nodes follow its backbone, keeps
+   them.
+7. Connected components smaller than ``min_num_nodes`` are dropped; every node is labelled
+   ``sse`` = ``helix``, ``strand`` or ``coil`` (:func:`~neural_em.graph.sse.node_labels`;
+   all ``coil`` for maps coarser than 6 Å, with a warning).
 
 Node attributes as for every density graph (``x``, ``y``, ``z`` Å, ``density``,
-``gradient_norm``) plus ``score`` (the blurred backbone score); graph attribute
-``method = "backbone"`` and the parameters.
+``gradient_norm``) plus ``score`` (the blurred backbone score) and ``sse``; graph attributes
+``method = "backbone"``, ``helix_axes`` (start, end Å, length, score of each) and the
+parameters.
 """
 
 from __future__ import annotations
@@ -573,7 +583,7 @@ def backbone_graph(
         "voxel_size": [float(v) for v in field.voxel_size],
         "origin": [float(v) for v in field.origin],
         "shape_xyz": [int(v) for v in field.shape_xyz],
-        "helices": len(axes),
+        "helix_axes": [axis.to_json() for axis in axes],
         **{f"backbone_{k}": v for k, v in dataclasses.asdict(params).items()},
     }
     stats = {

@@ -63,11 +63,19 @@ class HelixAxis:
     length_A: float
     score: float
 
+    def ends(self) -> np.ndarray:
+        """The axis's two ends ``(2, 3)`` Å: its first and last points projected on its
+        line through their centroid."""
+        centre = self.points.mean(axis=0)
+        t = (self.points[[0, -1]] - centre) @ self.direction
+        return centre + t[:, None] * self.direction
+
     def to_json(self) -> dict[str, object]:
         """Start, end (Å), length and score, as plain lists and floats."""
+        start, end = self.ends()
         return {
-            "start": [round(float(v), 3) for v in self.points[0]],
-            "end": [round(float(v), 3) for v in self.points[-1]],
+            "start": [round(float(v), 3) for v in start],
+            "end": [round(float(v), 3) for v in end],
             "length_A": round(float(self.length_A), 3),
             "score": round(float(self.score), 4),
         }
@@ -507,7 +515,7 @@ def winding_mask(
     positions: np.ndarray,
     edges: np.ndarray,
     *,
-    window: int = 7,
+    window: int = 5,
     radius_A: tuple[float, float] = (1.4, 3.2),
     min_winding: float = 1.8,
     extent_A: tuple[float, float] = (4.0, 14.0),
