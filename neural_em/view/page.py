@@ -19,7 +19,7 @@ from typing import Any
 
 from neural_em.atomic import atomic_write_text
 from neural_em.view.assets import NGL_VERSION, ngl_js
-from neural_em.view.scene import MAP_COLOUR, MODEL_COLOUR, Scene
+from neural_em.view.scene import MAP_COLOUR, MODEL_COLOUR, Scene, default_visible
 
 #: Default page budget (bytes); a page over it is still written, with a warning in its log.
 PAGE_BUDGET_BYTES = 20_000_000
@@ -183,13 +183,6 @@ def scene_data(scene: Scene, *, visible_graphs: set[int] | None = None) -> dict[
     }
 
 
-def _default_visible(scene: Scene) -> set[int]:
-    """The graphs shown when the page opens: the backbone graphs, or else the first graph."""
-    drawn = [k for k, g in enumerate(scene.graphs) if not g.empty]
-    backbone = {k for k in drawn if scene.graphs[k].method == "backbone"}
-    return backbone or set(drawn[:1])
-
-
 def _controls(scene: Scene, visible: set[int]) -> str:
     esc = html.escape
     pm = scene.page_map
@@ -222,9 +215,7 @@ def _controls(scene: Scene, visible: set[int]) -> str:
     for k, g in enumerate(scene.graphs):
         counts = f"{len(g.positions)} nodes, {len(g.edges)} edges"
         if g.empty:
-            parts.append(
-                f"<p class='graph-empty'>{esc(g.label)}: empty (no nodes), not drawn</p>"
-            )
+            parts.append(f"<p class='graph-empty'>{esc(g.label)}: empty (no nodes), not drawn</p>")
             continue
         checked = " checked" if k in visible else ""
         parts.append(
@@ -252,7 +243,7 @@ def render_page(scene: Scene, *, js: str | None = None) -> str:
         js = ngl_js().read_text(encoding="utf-8")
     if "</script" in js.lower():
         raise ValueError("the viewer's JavaScript contains '</script': cannot be inlined")
-    visible = _default_visible(scene)
+    visible = default_visible(scene)
     data = json.dumps(scene_data(scene), separators=(",", ":")).replace("</", "<\\/")
     title = f"{scene.title}: map, model and graphs (neural-em view)"
     return (

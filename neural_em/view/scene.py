@@ -146,9 +146,7 @@ def _stepped(vmap: VoxelMap, step: int) -> VoxelMap:
     )
 
 
-def crop_map(
-    vmap: VoxelMap, contour: float, *, max_voxels: int
-) -> tuple[VoxelMap, int, bool]:
+def crop_map(vmap: VoxelMap, contour: float, *, max_voxels: int) -> tuple[VoxelMap, int, bool]:
     """The box of the voxels ``>= contour`` plus :data:`CROP_MARGIN_A`, every ``step``-th voxel
     where it holds more than ``max_voxels``: (map, step, whether it was cropped)."""
     box = vmap.crop_to_contour(contour, margin_A=CROP_MARGIN_A, raw_contour=False)
@@ -358,6 +356,13 @@ def build_scene(
         model_note=model_note,
         graphs=layers,
     )
+
+
+def default_visible(scene: Scene) -> set[int]:
+    """The graphs shown when a view opens: the backbone graphs, or else the first graph."""
+    drawn = [k for k, g in enumerate(scene.graphs) if not g.empty]
+    backbone = {k for k in drawn if scene.graphs[k].method == "backbone"}
+    return backbone or set(drawn[:1])
 
 
 def scene_summary(scene: Scene) -> dict[str, Any]:
