@@ -160,6 +160,7 @@ DEMO_JOBS = {
     "figures": 1,
     "table_html": 6,
     "summary": 1,
+    "view": 1,
     "all": 1,
 }
 
