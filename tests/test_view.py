@@ -267,6 +267,47 @@ def test_bad_input_exits_2_with_one_line(
         assert not out.exists()
 
 
+# ---------------------------------------------------------------------------- the demo run
+def _load(browser, page: Path) -> str:
+    browser.open(page.as_uri())
+    return browser.wait_for(
+        "(() => { const s = document.getElementById('status'); "
+        "return s && s.dataset.state !== 'loading' && s.dataset.state + ': ' + s.textContent; })()"
+    )
+
+
+@pytest.mark.slow
+def test_demo_run_view_draws_offline_and_cxc_names_existing_files(viewer_js: Path) -> None:
+    """The smoke run of the demo (shared with test_workflow.py): its view page draws the map
+    and the graphs in Chromium without any request outside results/, its .cxc opens only
+    files that exist, and summary.html links both."""
+    from cdp import Browser
+    from test_workflow import smoke_workdir
+
+    chromium = chromium_path()
+    results = smoke_workdir() / "results"
+    page, cxc = results / "view" / "emd_3488.html", results / "view" / "emd_3488.cxc"
+    opened = opened_files(cxc)
+    assert [p.name for p in opened[:2]] == ["map.mrc", "model.cif"]
+    assert len(opened) == 6 and all(p.is_file() for p in opened)  # + 2 fields x 2 methods
+    with Browser(chromium) as browser:
+        state = _load(browser, page)
+        assert state.startswith("ready"), state
+        left = int(browser.evaluate("document.getElementById('viewport').offsetLeft")) + 1
+        shown = browser.screenshot()
+        assert _ink(shown, left)[0] > 0.05
+        for box in ("show-map", "show-graph-3"):  # the map; the spline backbone graph
+            browser.evaluate(f"document.getElementById('{box}').click()")
+            browser.evaluate("new Promise((r) => setTimeout(r, 500))")
+            change = np.abs(_pixels(shown, left) - _pixels(browser.screenshot(), left))
+            assert (change.max(axis=2) > 30).mean() > 0.005, box
+            browser.evaluate(f"document.getElementById('{box}').click()")
+        urls = browser.requested_urls()
+    assert urls and all(u.startswith((results.as_uri() + "/", "data:", "blob:")) for u in urls), (
+        urls
+    )
+
+
 # ---------------------------------------------------------------------------- real map
 def test_real_map_view(tmp_path: Path, viewer_js: Path) -> None:
     """EMD-3488 at its contour with model 5NI1: cropped from 100³, backbone atoms embedded."""
