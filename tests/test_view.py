@@ -138,7 +138,7 @@ def test_cxc_opens_only_existing_files_by_relative_paths(
     assert not any(os.path.isabs(p) for p in opens), opens
     assert "volume #1 level 0.3 " in text
     assert "# graph neural study: empty (no nodes), not opened" in text
-    assert f"color #3/A:1-5 {SSE_COLOURS['helix']} target a" in text  # backbone graph is #4
+    assert f"color #3/A:1-5 {SSE_COLOURS['helix']} target a" in text  # the backbone graph is #3
     # the results folder moved elsewhere: every file the .cxc opens is still found
     moved = tmp_path / "moved"
     shutil.copytree(tmp_path, moved / "copy", ignore=shutil.ignore_patterns("moved"))
@@ -288,7 +288,7 @@ def test_demo_run_view_draws_offline_and_cxc_names_existing_files(viewer_js: Pat
     results = smoke_workdir() / "results"
     page, cxc = results / "view" / "emd_3488.html", results / "view" / "emd_3488.cxc"
     opened = opened_files(cxc)
-    assert [p.name for p in opened[:2]] == ["map.mrc", "model.cif"]
+    assert [p.name for p in opened[:3]] == ["map.mrc", "model.cif", "spline.backbone.cif"]
     assert len(opened) == 6 and all(p.is_file() for p in opened)  # + 2 fields x 2 methods
     with Browser(chromium) as browser:
         state = _load(browser, page)
@@ -296,7 +296,7 @@ def test_demo_run_view_draws_offline_and_cxc_names_existing_files(viewer_js: Pat
         left = int(browser.evaluate("document.getElementById('viewport').offsetLeft")) + 1
         shown = browser.screenshot()
         assert _ink(shown, left)[0] > 0.05
-        for box in ("show-map", "show-graph-3"):  # the map; the spline backbone graph
+        for box in ("show-map", "show-graph-0"):  # the map; the spline backbone graph
             browser.evaluate(f"document.getElementById('{box}').click()")
             browser.evaluate("new Promise((r) => setTimeout(r, 500))")
             change = np.abs(_pixels(shown, left) - _pixels(browser.screenshot(), left))

@@ -117,7 +117,7 @@ def write_chimerax(
         "close",
         f"# map: {nx} x {ny} x {nz} voxels cropped at the contour from {scene.map_source.name}",
         f"open {_rel(map_file, here)} format mrc",
-        f"volume #1 level {pm.contour:.6g} style surface color {MAP_COLOUR} transparency 0.5",
+        f"volume #1 level {pm.contour:.6g} style mesh color {MAP_COLOUR}",
     ]
     model_id = 2
     if scene.model_source is not None:

@@ -81,7 +81,7 @@ SCRIPT = r"""
     jobs.push(stage.loadFile(mapFile, {name: "map"}).then((comp) => {
       const rep = comp.addRepresentation("surface", {
         isolevelType: "value", isolevel: data.map.contour, color: data.map.colour,
-        opacity: 0.5, depthWrite: false, smooth: 0,
+        opacity: 0.5, depthWrite: false, smooth: 0, wireframe: true,
       });
       const slider = document.getElementById("level");
       const number = document.getElementById("level-value");
@@ -91,6 +91,8 @@ SCRIPT = r"""
         number.value = v;
         rep.setParameters({isolevel: v});
       };
+      const mesh = document.getElementById("map-mesh");
+      mesh.addEventListener("change", () => rep.setParameters({wireframe: mesh.checked}));
       slider.addEventListener("input", () => set(parseFloat(slider.value)));
       number.addEventListener("change", () => set(parseFloat(number.value)));
       toggle("show-map", comp);
@@ -198,6 +200,7 @@ def _controls(scene: Scene, visible: set[int]) -> str:
         f"step='{step:.3g}' style='width:90px'> (contour {pm.contour:.4g})</label>",
         f"<input type='range' id='level' min='{lo:.6g}' max='{hi:.6g}' step='{step:.3g}' "
         f"value='{pm.contour:.6g}'>",
+        "<label><input type='checkbox' id='map-mesh' checked>mesh (off: surface)</label>",
         f"<p class='note' id='map-note'>Shown: {esc(pm.note)}</p>",
         "<h2>Model</h2>",
     ]

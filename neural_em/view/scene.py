@@ -359,10 +359,11 @@ def build_scene(
 
 
 def default_visible(scene: Scene) -> set[int]:
-    """The graphs shown when a view opens: the backbone graphs, or else the first graph."""
+    """The graph shown when a view opens (the others are a click away): the first backbone
+    graph, or else the first graph that has nodes."""
     drawn = [k for k, g in enumerate(scene.graphs) if not g.empty]
-    backbone = {k for k in drawn if scene.graphs[k].method == "backbone"}
-    return backbone or set(drawn[:1])
+    backbone = [k for k in drawn if scene.graphs[k].method == "backbone"]
+    return set((backbone or drawn)[:1])
 
 
 def scene_summary(scene: Scene) -> dict[str, Any]:

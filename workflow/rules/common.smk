@@ -339,9 +339,12 @@ def graph_options(wildcards):
 # ---------------------------------------------------------------------- views
 def view_inputs(wildcards):
     """The map, its info (contour), the model where there is one, and every graph of the
-    entry with its mmCIF (the ChimeraX file opens those)."""
+    entry with its mmCIF (the ChimeraX file opens those); the page opens on the first."""
     key = wildcards.entry
-    names = [dict(entry=key, field=f, method=m) for f in GRAPH_FIELDS for m in GRAPH_METHODS]
+    # backbone graphs first, the spline field first: the page opens showing the first graph
+    methods = sorted(GRAPH_METHODS, key=lambda m: m != "backbone")
+    fields = sorted(GRAPH_FIELDS, key=lambda f: f != "spline")
+    names = [dict(entry=key, field=f, method=m) for m in methods for f in fields]
     files = {
         "map": map_input(wildcards),
         "info": ENTRY_INFO.format(entry=key),
