@@ -321,3 +321,17 @@ def test_real_map_view(tmp_path: Path, viewer_js: Path) -> None:
     assert "5ni1.cif: 2296 backbone atoms" in text
     assert 1.5e6 < out.stat().st_size < 20e6
     assert all(p.is_file() for p in opened_files(tmp_path / "emd_3488.cxc"))
+
+
+def test_help_shows_defaults_and_an_example() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "neural_em.cli.main", "view", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "example:\n  neural-em view emd_3488.mrc" in result.stdout
+    assert "(default: 2000000)" in result.stdout
