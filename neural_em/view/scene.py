@@ -77,7 +77,7 @@ class PageMap:
         else:
             parts.append("the whole map")
         if self.step > 1:
-            parts.append(f"every {self.step}th voxel along each axis (step {self.step})")
+            parts.append(f"one voxel in {self.step} kept along each axis (step {self.step})")
         size = len(self.mrc_gz) / 1e6
         return "; ".join(parts) + f"; {size:.2f} MB compressed in this page."
 
