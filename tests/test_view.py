@@ -335,3 +335,16 @@ def test_help_shows_defaults_and_an_example() -> None:
     )
     assert "example:\n  neural-em view emd_3488.mrc" in result.stdout
     assert "(default: 2000000)" in result.stdout
+
+
+def test_only_the_pinned_viewer_build_is_used(tmp_path: Path, monkeypatch, viewer_js) -> None:
+    from neural_em.view import assets
+
+    fake = tmp_path / "ngl.js"
+    fake.write_text("window.NGL = {};  // not the pinned build")
+    monkeypatch.setenv(assets.ENV_VAR, str(fake))
+    assert assets.find_ngl_js() not in (None, fake)  # the fake is skipped, the real one found
+    monkeypatch.setattr(assets, "candidates", lambda: [fake])
+    assert assets.find_ngl_js() is None
+    with pytest.raises(assets.ViewerAssetError, match="tools/fetch_viewer_js.py"):
+        assets.ngl_js(fetch=False)

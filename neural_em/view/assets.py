@@ -92,21 +92,22 @@ def fetch_ngl_js(dest: str | os.PathLike | None = None, *, timeout_s: float = 30
         if proc.returncode != 0 or not tarballs:
             tail = " ".join((proc.stderr or proc.stdout).split())[-300:]
             raise ViewerAssetError(f"npm pack ngl@{NGL_VERSION} failed: {tail}")
-        out = Path(tmp) / "out"
-        with tarfile.open(tarballs[0], "r:gz") as tar:
+        files = {}
+        with tarfile.open(tarballs[0], "r:gz") as tar:  # read two members; nothing extracted
             for name in ("package/dist/ngl.js", "package/LICENSE"):
                 member = tar.getmember(name)
-                if not member.isfile():
+                handle = tar.extractfile(member) if member.isfile() else None
+                if handle is None:
                     raise ViewerAssetError(f"{name} in the ngl package is not a file")
-                tar.extract(member, out, filter="data")
-        js = out / "package" / "dist" / "ngl.js"
-        if _sha256(js) != NGL_SHA256:
+                files[name] = handle.read()
+        js = files["package/dist/ngl.js"]
+        if hashlib.sha256(js).hexdigest() != NGL_SHA256:
             raise ViewerAssetError(f"ngl.js of ngl@{NGL_VERSION} does not have the pinned SHA-256")
         dest.mkdir(parents=True, exist_ok=True)
-        for src, name in ((out / "package" / "LICENSE", "LICENSE.ngl"), (js, "ngl.js")):
+        for data, name in ((files["package/LICENSE"], "LICENSE.ngl"), (js, "ngl.js")):
             fd, part = tempfile.mkstemp(prefix=f".{name}.", dir=dest)
-            os.close(fd)
-            shutil.copyfile(src, part)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
             os.chmod(part, 0o644)
             os.replace(part, dest / name)
     logger.info("ngl %s -> %s", NGL_VERSION, dest / "ngl.js")
