@@ -108,7 +108,8 @@ def _view(inputs: dict[str, Path], out: Path, *extra: str) -> int:
     args = ["-q", "view", str(inputs["map"]), "--model", str(inputs["model"]), "--contour", "0.3"]
     for key in ("backbone", "study", "empty"):
         args += ["--graph", str(inputs[key])]
-    return main([*args, "-o", str(out / "blobs.html"), "--cxc", str(out / "blobs.cxc"), *extra])
+    outputs = ["-o", str(out / "blobs.html"), "--cxc", str(out / "blobs.cxc")]
+    return main([*args, *outputs, "--pml", str(out / "blobs.pml"), *extra])
 
 
 # ---------------------------------------------------------------------------- colours
@@ -139,6 +140,13 @@ def test_cxc_opens_only_existing_files_by_relative_paths(
     assert "volume #1 level 0.3 " in text
     assert "# graph neural study: empty (no nodes), not opened" in text
     assert f"color #3/A:1-5 {SSE_COLOURS['helix']} target a" in text  # the backbone graph is #3
+    # the PyMOL script loads the same files, relative to its own folder
+    pml = out / "blobs.pml"
+    loads = [
+        ln.split()[1].rstrip(",") for ln in pml.read_text().splitlines() if ln.startswith("load ")
+    ]
+    assert [(out / p).resolve() for p in loads] == [p.resolve() for p in opened]
+    assert "color 0xd62728, spline_backbone and ((chain A and resi 1-5))" in pml.read_text()
     # the results folder moved elsewhere: every file the .cxc opens is still found
     moved = tmp_path / "moved"
     shutil.copytree(tmp_path, moved / "copy", ignore=shutil.ignore_patterns("moved"))

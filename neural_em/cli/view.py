@@ -54,6 +54,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="the page (.html)")
     p.add_argument("--cxc", type=Path, default=None, help="also write a ChimeraX command file")
+    p.add_argument("--pml", type=Path, default=None, help="also write a PyMOL script (needs --cxc)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     add_max_voxels(p)
     p.set_defaults(func=run)
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"the page must be an .html file, got {args.output}")
     if args.cxc is not None and args.cxc.suffix.lower() != ".cxc":
         raise InputError(f"the ChimeraX file must end in .cxc, got {args.cxc}")
+    if args.pml is not None and args.pml.suffix.lower() != ".pml":
+        raise InputError(f"the PyMOL file must end in .pml, got {args.pml}")
     try:
         written = write_view(
             args.map,
@@ -75,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             model=args.model,
             graphs=args.graph or (),
             cxc=args.cxc,
+            pml=args.pml,
             contour=args.contour,
             title=args.title,
             max_page_voxels=args.max_page_voxels,

@@ -11,6 +11,7 @@ from neural_em.atomic import check_output_path
 from neural_em.errors import InputError
 from neural_em.view.chimerax import data_files, write_chimerax
 from neural_em.view.page import PAGE_BUDGET_BYTES, write_page
+from neural_em.view.pymol import write_pymol
 from neural_em.view.scene import MAX_PAGE_VOXELS, build_scene
 
 logger = logging.getLogger(__name__)
@@ -23,17 +24,20 @@ def write_view(
     model: str | os.PathLike | None = None,
     graphs: Sequence[str | os.PathLike] = (),
     cxc: str | os.PathLike | None = None,
+    pml: str | os.PathLike | None = None,
     contour: float | None = None,
     title: str | None = None,
     max_page_voxels: int = MAX_PAGE_VOXELS,
     max_voxels: int | None = None,
     overwrite: bool = False,
 ) -> list[Path]:
-    """Write the view page ``html`` (and ``cxc`` with its data folder) of a map with its model
-    and graphs; returns the paths written. Nothing is written when an output exists and
+    """Write the view page ``html`` (and ``cxc`` with its data folder, and ``pml`` opening the
+    same files) of a map with its model and graphs; returns the paths written. Nothing is written when an output exists and
     ``overwrite`` is False, or when an input is bad (:class:`InputError`)."""
     html = Path(html)
-    outputs = [html] + ([Path(cxc)] if cxc is not None else [])
+    if pml is not None and cxc is None:
+        raise InputError("the PyMOL file opens the ChimeraX file's data: give --cxc too")
+    outputs = [html] + [Path(p) for p in (cxc, pml) if p is not None]
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise InputError("the page and the ChimeraX file must be different files")
     for out in outputs:
@@ -59,4 +63,6 @@ def write_view(
     logger.info("%s: %.2f MB; map %s", html, size / 1e6, scene.page_map.note)
     if cxc is not None:
         written += write_chimerax(scene, cxc, page=html.name, overwrite=overwrite)
+    if pml is not None:
+        written.append(write_pymol(scene, pml, cxc=cxc, overwrite=overwrite))
     return written

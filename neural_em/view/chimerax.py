@@ -41,12 +41,12 @@ def data_files(scene: Scene, cxc: str | os.PathLike) -> list[Path]:
     folder = data_folder(cxc)
     files = [folder / "map.mrc"]
     if scene.model_source is not None:
-        files.append(folder / f"model{_model_suffix(scene.model_source)}")
-    files += [folder / _graph_copy_name(g) for g in scene.graphs if _needs_copy(g)]
+        files.append(folder / f"model{model_suffix(scene.model_source)}")
+    files += [folder / graph_copy_name(g) for g in scene.graphs if _needs_copy(g)]
     return files
 
 
-def _model_suffix(path: Path) -> str:
+def model_suffix(path: Path) -> str:
     name = path.name.lower()
     name = name[:-3] if name.endswith(".gz") else name
     return ".pdb" if name.endswith((".pdb", ".ent")) else ".cif"
@@ -56,7 +56,7 @@ def _needs_copy(layer: GraphLayer) -> bool:
     return not layer.empty and layer.mmcif is None
 
 
-def _graph_copy_name(layer: GraphLayer) -> str:
+def graph_copy_name(layer: GraphLayer) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", layer.label).strip("_") + ".cif"
 
 
@@ -121,7 +121,7 @@ def write_chimerax(
     ]
     model_id = 2
     if scene.model_source is not None:
-        model_file = folder / f"model{_model_suffix(scene.model_source)}"
+        model_file = folder / f"model{model_suffix(scene.model_source)}"
         raw = scene.model_source.read_bytes()
         if scene.model_source.name.lower().endswith(".gz"):
             raw = gzip.decompress(raw)
@@ -144,7 +144,7 @@ def write_chimerax(
             continue
         cif = layer.mmcif
         if cif is None:
-            cif = folder / _graph_copy_name(layer)
+            cif = folder / graph_copy_name(layer)
             DensityGraph.load(layer.source).save_as_mmcif(cif, overwrite=overwrite)
             written.append(cif)
         lines += [

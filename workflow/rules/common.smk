@@ -177,6 +177,7 @@ CHIMERA_TRILINEAR = "results/interpolation/{entry}/chimera/trilinear.mrc"
 CHIMERA_COMMANDS = "results/interpolation/{entry}/chimera/molmap.cmd"
 VIEW_HTML = "results/view/{entry}.html"
 VIEW_CXC = "results/view/{entry}.cxc"
+VIEW_PML = "results/view/{entry}.pml"
 DEEPTRACER_MODEL = "results/deeptracer/{entry}/model.cif"
 DEEPTRACER_METRICS = "results/deeptracer/{entry}/metrics.json"
 # Snakemake's benchmark files (time and memory of each job)
