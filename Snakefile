@@ -34,16 +34,19 @@ include: "workflow/rules/download.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/interpolation.smk"
 include: "workflow/rules/graph.smk"
+include: "workflow/rules/view.smk"
 include: "workflow/rules/deeptracer.smk"
 include: "workflow/rules/collect.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
-    """The whole study for the configured entries: metrics, tables, figures, HTML summary."""
+    """The whole study for the configured entries: metrics, tables, figures, HTML summary,
+    and each entry's interactive view."""
     input:
         rules.collect.output,
         rules.figures.output,
         rules.summary.output,
+        all_views(),
         expand("results/tables/{table}.html", table=list(TABLES)),
     default_target: True

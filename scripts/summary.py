@@ -10,7 +10,10 @@ def run(smk: Any) -> None:
 
     metrics = json.loads(Path(smk.input.metrics).read_text(encoding="utf-8"))
     tables = {Path(t).stem.replace("_", " "): t for t in smk.input.tables}
-    write_summary_html(metrics, list(smk.input.figures), tables, smk.output[0])
+    views: dict[str, list[str]] = {}
+    for path in smk.input.views:  # results/view/{entry}.html and .cxc
+        views.setdefault(Path(path).stem, []).append(path)
+    write_summary_html(metrics, list(smk.input.figures), tables, smk.output[0], views=views)
 
 
 smk = globals().get("snakemake")

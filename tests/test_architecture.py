@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("fields", ("neural_em.fields",)),
     ("graphs and evaluation", ("neural_em.graph",)),
-    ("pipeline", ("neural_em.pipeline",)),
+    ("pipeline", ("neural_em.pipeline", "neural_em.view")),
     # the package root re-exports the public API of every layer: nothing inside may import it
     ("cli", ("neural_em.cli", "neural_em")),
 ]

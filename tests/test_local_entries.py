@@ -475,6 +475,10 @@ def test_local_entries_run_end_to_end():
     row_b = graph_csv[2].split(",")
     assert row_b[3] == row_b[5] == row_b[6] == row_b[7] == "" and int(row_b[4]) > 0  # not 0
     assert (results / "summary.html").is_file()
+    # each entry's view; chain_b's without a model, at the default level (no contour)
+    view_b = (results / "view" / "chain_b.html").read_text()
+    assert "id='model-note'>no model<" in view_b and "id='show-model'" not in view_b
+    assert "id='show-model'" in (results / "view" / "chain-a.html").read_text()
     for name in ("training_time", "file_size", "graph_metrics", "interpolation_error"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 10_000
     # nothing downloaded or copied: the entries' folders hold only their info records

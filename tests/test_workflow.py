@@ -160,6 +160,7 @@ DEMO_JOBS = {
     "figures": 1,
     "table_html": 6,
     "summary": 1,
+    "view": 1,
     "all": 1,
 }
 
@@ -473,7 +474,11 @@ def test_smoke_run_outputs(smoke):
     graph_csv = (results / "graph_evaluation.csv").read_text().splitlines()
     assert graph_csv[0].startswith("EMDB ID,PDB ID,Resolution,Num. C-a,Num. nodes")
     assert ",not run,not run," in graph_csv[1]
-    assert (results / "summary.html").read_text().count("data:image/png;base64,") == 5
+    summary = (results / "summary.html").read_text()
+    assert summary.count("data:image/png;base64,") == 5
+    assert "href='view/emd_3488.html'" in summary and "href='view/emd_3488.cxc'" in summary
+    assert "graph_backbone_spline_f1_median" not in summary  # tables, not raw keys
+    assert (results / "view" / "emd_3488.html").stat().st_size < 20e6
     # no temporary or partial file left beside the outputs
     leftovers = [p for p in results.rglob("*") if p.name.startswith(".") and p.is_file()]
     assert not leftovers, leftovers

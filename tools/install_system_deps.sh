@@ -3,7 +3,10 @@
 #   slurm-wlm slurmdbd mariadb-server munge   the single-node SLURM of tests/test_slurm.py
 #                                             (tools/slurm_local.sh)
 #   chromium                                  headless browser that opens the Snakemake report
+#                                             and the view pages (tests/test_view.py)
 #   fonts-dejavu-core                         a font for chromium's rendering
+#   npm (nodejs)                              fetches the view pages' viewer, NGL, pinned in
+#                                             neural_em/view/assets.py (tools/fetch_viewer_js.py)
 #
 #   tools/install_system_deps.sh            # idempotent; does nothing when all are installed
 #
@@ -13,6 +16,26 @@
 set -euo pipefail
 
 PACKAGES=(slurm-wlm slurmdbd mariadb-server munge chromium fonts-dejavu-core)
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+# The view pages' JavaScript (not in git): fetched once with npm pack, checked by its SHA-256.
+fetch_viewer_js() {
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "install_system_deps: npm missing: installing nodejs and npm"
+        need_root
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+    fi
+    python3 "$HERE/fetch_viewer_js.py"
+}
+
+SUDO=()
+need_root() {
+    if [[ $(id -u) != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || { echo "install_system_deps: need root for apt-get" >&2; exit 1; }
+        SUDO=(sudo)
+    fi
+}
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -21,14 +44,10 @@ for pkg in "${PACKAGES[@]}"; do
 done
 if ((${#missing[@]} == 0)); then
     echo "install_system_deps: all installed (${PACKAGES[*]})"
+    fetch_viewer_js
     exit 0
 fi
-
-SUDO=()
-if [[ $(id -u) != 0 ]]; then
-    command -v sudo >/dev/null 2>&1 || { echo "install_system_deps: need root for apt-get" >&2; exit 1; }
-    SUDO=(sudo)
-fi
+need_root
 
 POLICY=/usr/sbin/policy-rc.d
 own_policy=0
@@ -46,4 +65,5 @@ export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
     "${missing[@]}"
+fetch_viewer_js
 echo "install_system_deps: done"

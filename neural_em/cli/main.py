@@ -19,7 +19,7 @@ from neural_em.errors import InputError
 
 #: Sub-command modules under ``neural_em.cli``, in help order; each defines
 #: ``register(subparsers)``, which sets ``func`` (args -> exit code) on its parser.
-COMMANDS = ("info", "fit", "resample", "query", "convert", "graph", "evaluate")
+COMMANDS = ("info", "fit", "resample", "query", "convert", "graph", "evaluate", "view")
 
 
 def build_parser() -> argparse.ArgumentParser:

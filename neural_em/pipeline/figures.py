@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from neural_em.pipeline.labels import place_labels
 from neural_em.pipeline.plotting import (
     COLOURS,
     METHOD_LABELS,
@@ -83,19 +84,21 @@ def fig_training_time(
     xs, ys = pairs(entries, ("neural", "crop_voxels"), ("neural", "total_training_s"))
     if xs:
         scatter_run(ax1, xs, ys, label, colour=COLOURS["neural"], marker="D", size=60)
-    for e in entries:
-        x, y = (
-            number(get_path(e, "neural", "crop_voxels")),
-            number(get_path(e, "neural", "total_training_s")),
-        )
-        if x and y:
-            ax1.annotate(e["key"], (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8)
     log_axes(ax1, x=True, y=True)
     ax1.set(
         xlabel="voxels fitted (count)",
         ylabel="total training time (s)",
         title="Training time per map",
     )
+    named = [
+        (
+            e["key"],
+            number(get_path(e, "neural", "crop_voxels")),
+            number(get_path(e, "neural", "total_training_s")),
+        )
+        for e in entries
+    ]
+    named = [(k, x, y) for k, x, y in named if x and y]
     if not xs and not study:
         note_empty(ax1)
     legend(ax1, below=True)
@@ -172,6 +175,8 @@ def fig_training_time(
     legend(ax2, below=True)
     fig.suptitle("Neural map training time against map size", fontsize=12)
     fig.tight_layout()
+    # labels last: their boxes are measured on the laid-out axes
+    place_labels(ax1, [(x, y) for _, x, y in named], [k for k, _, _ in named])
     return fig
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from neural_em.atomic import atomic_write_text
+from neural_em.pipeline.summary_tables import summary_tables_html
 
 
 def _table_html(path: Path, max_rows: int = 200) -> str:
@@ -53,6 +54,25 @@ def write_table_html(
     return atomic_write_text(path, page)
 
 
+def _views_html(views: Mapping[str, Sequence[str | os.PathLike]], here: Path) -> str:
+    """Links to each entry's view page and ChimeraX file, relative to the summary page."""
+    rows = []
+    for entry, files in views.items():
+        links = []
+        for f in files:
+            rel = Path(os.path.relpath(Path(f).resolve(), here.resolve())).as_posix()
+            kind = "3D view" if rel.endswith(".html") else "ChimeraX (.cxc)"
+            links.append(f"<a href='{html.escape(rel)}'>{kind}</a>")
+        rows.append(f"<li>{html.escape(entry)}: {' · '.join(links)}</li>")
+    return (
+        "<h2>Views</h2><p>Each entry's map, model and graphs in 3D: the page opens offline in "
+        "a browser; the <code>.cxc</code> opens the same scene in ChimeraX "
+        "(<code>chimerax results/view/ENTRY.cxc</code>).</p><ul class='views'>"
+        + "".join(rows)
+        + "</ul>"
+    )
+
+
 def write_summary_html(
     metrics: Mapping[str, Any],
     figures: Sequence[str | os.PathLike],
@@ -60,8 +80,11 @@ def write_summary_html(
     path: str | os.PathLike,
     *,
     title: str = "neural-em pipeline summary",
+    views: Mapping[str, Sequence[str | os.PathLike]] | None = None,
 ) -> Path:
-    """One self-contained HTML page (PNG figures inlined) with the tables and settings."""
+    """One self-contained HTML page (PNG figures inlined) with the tables and settings.
+
+    ``views``: entry -> its view files (``.html``, ``.cxc``), linked relative to the page."""
     summary = metrics.get("summary") or {}
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -77,12 +100,12 @@ def write_summary_html(
         f"{html.escape(str(metrics.get('neural_em_version', '?')))}. DeepTracer: "
         f"{html.escape(str(metrics.get('deeptracer')))}. The interactive Snakemake report with "
         "provenance: <code>snakemake --report results/report.html</code>.</p>",
-        "<h2>Summary (medians)</h2><div class='table'><table>",
+        "<h2>Summary (medians)</h2>",
+        summary_tables_html(summary),
     ]
-    for key, value in summary.items():
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        parts.append(f"<tr><th>{html.escape(key)}</th><td>{html.escape(text)}</td></tr>")
-    parts.append("</table></div><h2>Figures</h2>")
+    if views:
+        parts.append(_views_html(views, Path(path).parent))
+    parts.append("<h2>Figures</h2>")
     for fig in figures:
         fig = Path(fig)
         data = base64.b64encode(fig.read_bytes()).decode("ascii")

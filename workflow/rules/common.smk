@@ -175,6 +175,9 @@ CHIMERA_COARSE = "results/interpolation/{entry}/chimera/coarse.mrc"
 CHIMERA_FINE = "results/interpolation/{entry}/chimera/fine.mrc"
 CHIMERA_TRILINEAR = "results/interpolation/{entry}/chimera/trilinear.mrc"
 CHIMERA_COMMANDS = "results/interpolation/{entry}/chimera/molmap.cmd"
+VIEW_HTML = "results/view/{entry}.html"
+VIEW_CXC = "results/view/{entry}.cxc"
+VIEW_PML = "results/view/{entry}.pml"
 DEEPTRACER_MODEL = "results/deeptracer/{entry}/model.cif"
 DEEPTRACER_METRICS = "results/deeptracer/{entry}/metrics.json"
 # Snakemake's benchmark files (time and memory of each job)
@@ -334,6 +337,39 @@ def graph_options(wildcards):
     if GRAPH_CFG["seed_threshold"] is not None:
         opts.append(f"--seed-threshold {float(GRAPH_CFG['seed_threshold'])}")
     return " ".join(opts)
+
+
+# ---------------------------------------------------------------------- views
+def view_inputs(wildcards):
+    """The map, its info (contour), the model where there is one, and every graph of the
+    entry with its mmCIF (the ChimeraX file opens those); the page opens on the first."""
+    key = wildcards.entry
+    # backbone graphs first, the spline field first: the page opens showing the first graph
+    methods = sorted(GRAPH_METHODS, key=lambda m: m != "backbone")
+    fields = sorted(GRAPH_FIELDS, key=lambda f: f != "spline")
+    names = [dict(entry=key, field=f, method=m) for m in methods for f in fields]
+    files = {
+        "map": map_input(wildcards),
+        "info": ENTRY_INFO.format(entry=key),
+        "graphs": [GRAPH.format(**n) for n in names],
+        "mmcifs": [GRAPH_CIF.format(**n) for n in names],
+    }
+    if has_model(key):
+        files["model"] = model_input(wildcards)
+    return files
+
+
+def view_options(wildcards, input):
+    """--contour (from the entry's info), --model and one --graph per graph."""
+    opts = [contour_option(wildcards, input)]
+    if "model" in input.keys():
+        opts.append(f"--model {input.model}")
+    opts += [f"--graph {g}" for g in input.graphs]
+    return " ".join(o for o in opts if o)
+
+
+def all_views():
+    return [path.format(entry=key) for key in KEYS for path in (VIEW_HTML, VIEW_CXC)]
 
 
 # ---------------------------------------------------------------------- DeepTracer

@@ -38,6 +38,7 @@ rule summary:
         metrics="results/metrics.json",
         tables=list(TABLES.values()),
         figures=[f"results/figures/{name}.png" for name in FIGURES],
+        views=all_views(),
     output:
         "results/summary.html",
     conda:
