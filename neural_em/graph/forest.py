@@ -1,12 +1,15 @@
 """The ridge forest of the backbone method (step 3): ridge points merged, joined by their
-minimum spanning forest, side-chain stubs pruned."""
+minimum spanning forest, side-chain stubs pruned; and its edges (step 5): nodes joined where
+their cells on the forest touch, path ends bridged across short gaps of density."""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse
-from scipy.sparse.csgraph import minimum_spanning_tree
+from scipy.sparse.csgraph import connected_components, dijkstra, minimum_spanning_tree
 from scipy.spatial import cKDTree
+
+from neural_em.fields.base import DensityField
 
 
 def merge_points(
@@ -144,3 +147,89 @@ def prune_stubs(
         if len(adj[junction]) >= 3:
             _cut(path, adj, alive)
     return alive, adj
+
+
+# ---------------------------------------------------------------------------- edges
+def forest_edges(points: np.ndarray, adj: list[set[int]], nodes: np.ndarray) -> np.ndarray:
+    """Edges ``(m, 2)`` (positions in ``nodes``, ``i < j``, sorted) between nodes whose
+    geodesic Voronoi cells on the forest touch."""
+    n = len(points)
+    rows = [v for v in range(n) for u in adj[v] if u > v]
+    cols = [u for v in range(n) for u in adj[v] if u > v]
+    if not rows or len(nodes) < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    rows_a, cols_a = np.array(rows), np.array(cols)
+    lengths = np.linalg.norm(points[rows_a] - points[cols_a], axis=1) + 1e-9
+    graph = scipy.sparse.coo_matrix((lengths, (rows_a, cols_a)), shape=(n, n)).tocsr()
+    _, _, source = dijkstra(
+        graph, directed=False, indices=nodes, min_only=True, return_predecessors=True
+    )
+    position = np.full(n, -1, dtype=np.int64)
+    position[nodes] = np.arange(len(nodes))
+    a, b = source[rows_a], source[cols_a]
+    touch = (a >= 0) & (b >= 0) & (a != b)
+    pairs = np.sort(np.stack([position[a[touch]], position[b[touch]]], axis=1), axis=1)
+    pairs = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+    return pairs.astype(np.int64)
+
+
+def bridge_gaps(
+    positions: np.ndarray,
+    edges: np.ndarray,
+    field: DensityField,
+    *,
+    max_gap_A: float,
+    min_density: float,
+    min_gap_A: float = 2.4,
+    samples: int = 7,
+) -> np.ndarray:
+    """Join path ends (degree <= 1) to a node of degree <= 1 of another piece within
+    ``max_gap_A`` when the field stays ``>= min_density`` along the segment (``samples``
+    interior points); shortest gaps first, never closing a cycle. Returns all edges."""
+    n = len(positions)
+    if n < 2:
+        return edges
+    degree = np.bincount(edges.ravel(), minlength=n)
+    adjacency = scipy.sparse.coo_matrix(
+        (np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)
+    )
+    _, label = connected_components(adjacency, directed=False)
+    ends = np.flatnonzero(degree <= 1)
+    if len(ends) < 2:
+        return edges
+    tree = cKDTree(positions[ends])
+    pairs = tree.query_pairs(max_gap_A, output_type="ndarray")
+    if len(pairs) == 0:
+        return edges
+    a, b = ends[pairs[:, 0]], ends[pairs[:, 1]]
+    gap = np.linalg.norm(positions[a] - positions[b], axis=1)
+    keep = (label[a] != label[b]) & (gap >= min_gap_A)
+    a, b, gap = a[keep], b[keep], gap[keep]
+    t = np.linspace(0.0, 1.0, samples + 2)[1:-1]
+    segment = positions[a][:, None] + t[None, :, None] * (positions[b] - positions[a])[:, None]
+    dens = field.get_densities(segment.reshape(-1, 3)).reshape(len(a), samples)
+    ok = np.all(np.nan_to_num(dens, nan=-np.inf) >= min_density, axis=1)
+    parent = np.arange(label.max() + 1 if n else 0)
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    added = []
+    for k in np.flatnonzero(ok)[np.argsort(gap[ok], kind="stable")]:
+        i, j = int(a[k]), int(b[k])
+        if degree[i] > 1 or degree[j] > 1:
+            continue
+        ri, rj = find(label[i]), find(label[j])
+        if ri == rj:
+            continue
+        parent[ri] = rj
+        degree[i] += 1
+        degree[j] += 1
+        added.append((min(i, j), max(i, j)))
+    if not added:
+        return edges
+    out = np.concatenate([edges, np.array(added, dtype=np.int64)])
+    return np.unique(out, axis=0)
