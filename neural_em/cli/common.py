@@ -32,9 +32,14 @@ def add_max_voxels(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def json_text(obj: Any) -> str:
+    """The CLI's JSON: indented, keys sorted, one trailing newline."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
+    """Print :func:`json_text` of ``obj`` to stdout."""
+    sys.stdout.write(json_text(obj))
 
 
 def positive_float(text: str) -> float:

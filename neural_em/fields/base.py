@@ -76,6 +76,9 @@ class DensityField(abc.ABC):
 
     #: Name of the field kind in files and on the command line.
     kind: str = "field"
+    #: Whether fitting trains on devices with a preset (:func:`neural_em.fields.fit_field`
+    #: passes ``devices`` and ``preset`` only then).
+    trained: bool = False
     #: Largest sampling grid (points) accepted by the grid methods; None: ``NEURAL_EM_MAX_VOXELS``
     #: or the default (see :func:`neural_em.voxelmap.max_voxels_limit`).
     max_voxels: int | None = None

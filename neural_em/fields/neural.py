@@ -51,6 +51,7 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
     """
 
     kind = "neural"
+    trained = True
 
     def __init__(
         self,
