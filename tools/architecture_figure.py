@@ -82,7 +82,7 @@ STEPS = [
         2,
         1,
         "evaluate_graph",
-        "neural-em evaluate\n(in scripts/stdout_to_file.py)",
+        "neural-em evaluate -o",
         "graph.evaluate.evaluate_graph\nmodels.read_model",
         "graphs and evaluation",
     ),
