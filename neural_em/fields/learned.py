@@ -2,7 +2,7 @@
 
 Method. The normalised map (the coarse grid, voxel ``v``) is upsampled 2x per axis by Fourier
 (sinc, mirror boundary) interpolation onto a grid of spacing ``v / 2`` over the same box. A
-small residual 3D CNN, trained across many maps (:mod:`neural_em.fields.learned_train`),
+small residual 3D CNN, trained across many maps (``tools/learned_train.py``),
 corrects the new samples: the fine grid is packed into 2x2x2 blocks (space-to-depth: 8 channels
 on the coarse grid, channel 0 the kept coarse voxel, i.e. the kept-voxel marking is the channel
 position); the network sees those 8 channels and the same 8 of the cubic-spline 2x upsampling
