@@ -88,7 +88,8 @@ class GridSpec:
         return int(np.prod(self.shape_xyz))
 
 
-def read_atoms(
+# Complexity over 15: one filter per selection option, applied in order.
+def read_atoms(  # noqa: C901
     model: str | os.PathLike | gemmi.Structure,
     *,
     elements: Sequence[str] | None = STUDY_ELEMENTS,

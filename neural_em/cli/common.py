@@ -23,6 +23,7 @@ def add_command(sub: Any, name: str, help_text: str, example: str) -> argparse.A
 
 
 def add_max_voxels(parser: argparse.ArgumentParser) -> None:
+    """Add ``--max-voxels`` (the size limit of maps and grids) to ``parser``."""
     parser.add_argument(
         "--max-voxels",
         type=positive_int,
@@ -43,6 +44,7 @@ def print_json(obj: Any) -> None:
 
 
 def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
     try:
         value = float(text)
     except ValueError as exc:
@@ -53,6 +55,7 @@ def positive_float(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
+    """argparse type: an integer > 0 (``1e6`` accepted)."""
     try:
         value = int(text)
     except ValueError:
@@ -69,6 +72,7 @@ def positive_int(text: str) -> int:
 
 
 def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
     try:
         value = float(text)
     except ValueError as exc:

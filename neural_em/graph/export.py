@@ -152,63 +152,78 @@ def from_node_link(obj: Any, path: str | os.PathLike | None = None) -> nx.Graph:
         raise InputError("graph attribute 'map_id' must be a string", path)
     g = nx.Graph(**attrs)
     for k, node in enumerate(nodes):
-        if not isinstance(node, dict) or "id" not in node:
-            raise InputError(f"node {k} must be an object with an 'id'", path)
-        nid = node["id"]
-        if not _is_int(nid) or nid < 0:
-            raise InputError(f"node {k}: id must be a non-negative integer, got {nid!r}", path)
+        nid, record = _node_record(k, node, path)
         if nid in g:
             raise InputError(f"node id {nid} appears twice", path)
-        record = {}
-        for key, value in node.items():
-            if key == "id":
-                continue
-            if key in _NODE_NUMBERS:
-                if value is None and key == "gradient_norm":
-                    value = math.nan
-                elif not _is_number(value) or not math.isfinite(value):
-                    raise InputError(
-                        f"node {nid}: {key!r} must be a finite number, got {value!r}", path
-                    )
-                value = float(value)
-            elif not _is_scalar(value):
-                raise InputError(
-                    f"node {nid}: attribute {key!r} must be a number, string or boolean", path
-                )
-            record[key] = value
-        for key in ("x", "y", "z"):
-            if key not in record:
-                raise InputError(f"node {nid} lacks coordinate {key!r}", path)
         g.add_node(nid, **record)
     for k, edge in enumerate(edges):
-        if not isinstance(edge, dict):
-            raise InputError(f"edge {k} must be an object", path)
-        a, b = edge.get("source"), edge.get("target")
-        if not (_is_int(a) and _is_int(b)) or a not in g or b not in g:
-            raise InputError(
-                f"edge {k}: source and target must be ids of nodes, got {a!r}, {b!r}", path
-            )
-        if a == b:
-            raise InputError(f"edge {k}: self-loop on node {a}", path)
-        if g.has_edge(a, b):
-            raise InputError(f"edge {k}: duplicate edge {a}-{b}", path)
-        record = {}
-        for key, value in edge.items():
-            if key in ("source", "target"):
-                continue
-            if key == "length":
-                if not _is_number(value) or not math.isfinite(value) or value < 0:
-                    raise InputError(
-                        f"edge {k}: length must be a finite number >= 0, got {value!r}", path
-                    )
-                value = float(value)
-            elif not _is_scalar(value):
-                raise InputError(
-                    f"edge {k}: attribute {key!r} must be a number, string or boolean", path
-                )
-            record[key] = value
+        a, b, record = _edge_record(k, edge, g, path)
         g.add_edge(a, b, **record)
     return g
+
+
+def _node_record(k: int, node: Any, path: str | os.PathLike | None) -> tuple[int, dict]:
+    """The id and attributes of node ``k`` of a node-link list, validated."""
+    if not isinstance(node, dict) or "id" not in node:
+        raise InputError(f"node {k} must be an object with an 'id'", path)
+    nid = node["id"]
+    if not _is_int(nid) or nid < 0:
+        raise InputError(f"node {k}: id must be a non-negative integer, got {nid!r}", path)
+    record = {}
+    for key, value in node.items():
+        if key == "id":
+            continue
+        if key in _NODE_NUMBERS:
+            if value is None and key == "gradient_norm":
+                value = math.nan
+            elif not _is_number(value) or not math.isfinite(value):
+                raise InputError(
+                    f"node {nid}: {key!r} must be a finite number, got {value!r}", path
+                )
+            value = float(value)
+        elif not _is_scalar(value):
+            raise InputError(
+                f"node {nid}: attribute {key!r} must be a number, string or boolean", path
+            )
+        record[key] = value
+    for key in ("x", "y", "z"):
+        if key not in record:
+            raise InputError(f"node {nid} lacks coordinate {key!r}", path)
+    return nid, record
+
+
+def _edge_record(
+    k: int, edge: Any, g: nx.Graph, path: str | os.PathLike | None
+) -> tuple[int, int, dict]:
+    """The end nodes and attributes of edge ``k`` of a node-link list, validated against the
+    nodes and edges of ``g`` so far."""
+    if not isinstance(edge, dict):
+        raise InputError(f"edge {k} must be an object", path)
+    a, b = edge.get("source"), edge.get("target")
+    if not (_is_int(a) and _is_int(b)) or a not in g or b not in g:
+        raise InputError(
+            f"edge {k}: source and target must be ids of nodes, got {a!r}, {b!r}", path
+        )
+    if a == b:
+        raise InputError(f"edge {k}: self-loop on node {a}", path)
+    if g.has_edge(a, b):
+        raise InputError(f"edge {k}: duplicate edge {a}-{b}", path)
+    record = {}
+    for key, value in edge.items():
+        if key in ("source", "target"):
+            continue
+        if key == "length":
+            if not _is_number(value) or not math.isfinite(value) or value < 0:
+                raise InputError(
+                    f"edge {k}: length must be a finite number >= 0, got {value!r}", path
+                )
+            value = float(value)
+        elif not _is_scalar(value):
+            raise InputError(
+                f"edge {k}: attribute {key!r} must be a number, string or boolean", path
+            )
+        record[key] = value
+    return a, b, record
 
 
 def _is_int(v: Any) -> bool:
@@ -389,25 +404,34 @@ def load_npz(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError("density holds NaN or infinite values", path)
     if len(np.unique(arrays["node_ids"])) != n:
         raise InputError("node_ids are not unique", path)
-    ei = arrays["edge_index"]
+    _check_npz_edges(arrays["edge_index"], arrays["edge_length"], n, path)
+    arrays["graph_attrs"] = _npz_graph_attrs(arrays["graph_attrs"], path)
+    arrays["node_attrs"] = _read_node_attrs(arrays, n, path)
+    return arrays
+
+
+def _npz_graph_attrs(text: np.ndarray, path: Path) -> dict[str, Any]:
+    """The graph attributes of an npz graph, decoded from their JSON text."""
+    try:
+        attrs = json.loads(str(text), parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise InputError(f"graph_attrs is not valid JSON ({_short(exc)})", path) from exc
+    if not isinstance(attrs, dict):
+        raise InputError("graph_attrs must be a JSON object", path)
+    return attrs
+
+
+def _check_npz_edges(ei: np.ndarray, length: np.ndarray, n: int, path: Path) -> None:
+    """Refuse an npz graph's edges unless ``(2, m)`` indices of ``n`` nodes, no self-loops,
+    with ``(m,)`` finite lengths >= 0."""
     if ei.ndim != 2 or ei.shape[0] != 2:
         raise InputError(f"edge_index must be shaped (2, m), got {ei.shape}", path)
     if ei.size and (ei.min() < 0 or ei.max() >= n):
         raise InputError("edge_index refers to nodes that do not exist", path)
     if np.any(ei[0] == ei[1]):
         raise InputError("edge_index holds self-loops", path)
-    length = arrays["edge_length"]
     if length.shape != (ei.shape[1],) or not np.all(np.isfinite(length)) or np.any(length < 0):
         raise InputError("edge_length must be (m,) finite and >= 0", path)
-    try:
-        attrs = json.loads(str(arrays["graph_attrs"]), parse_constant=_refuse_constant)
-    except ValueError as exc:
-        raise InputError(f"graph_attrs is not valid JSON ({_short(exc)})", path) from exc
-    if not isinstance(attrs, dict):
-        raise InputError("graph_attrs must be a JSON object", path)
-    arrays["graph_attrs"] = attrs
-    arrays["node_attrs"] = _read_node_attrs(arrays, n, path)
-    return arrays
 
 
 def _read_node_attrs(arrays: dict[str, Any], n: int, path: Path) -> dict[str, list[Any]]:

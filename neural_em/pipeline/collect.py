@@ -292,6 +292,52 @@ def _interpolation(path: str | os.PathLike, methods: Sequence[str]) -> dict[str,
     return out
 
 
+def _neural_record(has: Mapping[str, str]) -> dict[str, Any]:
+    """The neural field's record: its header's training record, sizes, device and times."""
+    header = read_field_header(has["neural"])
+    regions = training_regions(header, has["neural"])
+    trained = [r for r in regions if not r["skipped"]]
+    seconds = [r["seconds"] for r in trained if r["seconds"] is not None]
+    losses = [r["loss"] for r in trained if r["loss"] is not None]
+    crop = header.get("shape_xyz")
+    record = _read_json(has["neural_record"]) if "neural_record" in has else {}
+    bench = read_benchmark(has["neural_bench"]) if "neural_bench" in has else {}
+    total = finite_or_none(header["training"].get("seconds"))
+    neural = {
+        "preset": header.get("preset"),
+        "crop_shape_xyz": crop,
+        "crop_voxels": math.prod(crop) if crop else None,
+        "regions": len(header.get("regions") or regions),
+        "regions_trained": len(trained),
+        "total_training_s": total if total is not None else (sum(seconds) if seconds else None),
+        # the study's "Average region training time": total / regions (sequential fits);
+        # for the batched trainer the same ratio is the cost per region
+        "mean_region_training_s": None,
+        "mean_loss": statistics.fmean(losses) if losses else None,
+        "bytes": Path(has["neural"]).stat().st_size,
+        "crop_mrc_bytes": (
+            Path(has["neural_mrc"]).stat().st_size
+            if "neural_mrc" in has
+            else (mrc_bytes(crop) if crop else None)
+        ),
+        "device": record.get("device")
+        or (
+            ",".join(map(str, header["devices"]))
+            if isinstance(header.get("devices"), list)
+            else None
+        ),
+        "fit_wall_s": finite_or_none(record.get("seconds")) or finite_or_none(bench.get("s")),
+        "max_rss_mb": finite_or_none(bench.get("max_rss")),
+        "per_region": regions,
+    }
+    if neural["total_training_s"] is not None and trained:
+        neural["mean_region_training_s"] = neural["total_training_s"] / len(trained)
+    neural["stop_counts"] = dict(Counter(str(r["stopped"]) for r in regions))
+    if neural["crop_mrc_bytes"]:
+        neural["size_ratio_crop_mrc"] = neural["bytes"] / neural["crop_mrc_bytes"]
+    return neural
+
+
 def _fitted_field(has: Mapping[str, str], kind: str) -> dict[str, Any]:
     """The size and fitting time of a field fitted without training (or not run)."""
     if kind not in has:
@@ -356,52 +402,8 @@ def collect_entry(
     }
     if "fasta" in has:
         rec["sequences"] = read_fasta_summary(has["fasta"])
-    # ---- the neural field
-    if "neural" in has:
-        header = read_field_header(has["neural"])
-        regions = training_regions(header, has["neural"])
-        trained = [r for r in regions if not r["skipped"]]
-        seconds = [r["seconds"] for r in trained if r["seconds"] is not None]
-        losses = [r["loss"] for r in trained if r["loss"] is not None]
-        crop = header.get("shape_xyz")
-        record = _read_json(has["neural_record"]) if "neural_record" in has else {}
-        bench = read_benchmark(has["neural_bench"]) if "neural_bench" in has else {}
-        total = finite_or_none(header["training"].get("seconds"))
-        neural = {
-            "preset": header.get("preset"),
-            "crop_shape_xyz": crop,
-            "crop_voxels": math.prod(crop) if crop else None,
-            "regions": len(header.get("regions") or regions),
-            "regions_trained": len(trained),
-            "total_training_s": total if total is not None else (sum(seconds) if seconds else None),
-            # the study's "Average region training time": total / regions (sequential fits);
-            # for the batched trainer the same ratio is the cost per region
-            "mean_region_training_s": None,
-            "mean_loss": statistics.fmean(losses) if losses else None,
-            "bytes": Path(has["neural"]).stat().st_size,
-            "crop_mrc_bytes": (
-                Path(has["neural_mrc"]).stat().st_size
-                if "neural_mrc" in has
-                else (mrc_bytes(crop) if crop else None)
-            ),
-            "device": record.get("device")
-            or (
-                ",".join(map(str, header["devices"]))
-                if isinstance(header.get("devices"), list)
-                else None
-            ),
-            "fit_wall_s": finite_or_none(record.get("seconds")) or finite_or_none(bench.get("s")),
-            "max_rss_mb": finite_or_none(bench.get("max_rss")),
-            "per_region": regions,
-        }
-        if neural["total_training_s"] is not None and trained:
-            neural["mean_region_training_s"] = neural["total_training_s"] / len(trained)
-        neural["stop_counts"] = dict(Counter(str(r["stopped"]) for r in regions))
-        if neural["crop_mrc_bytes"]:
-            neural["size_ratio_crop_mrc"] = neural["bytes"] / neural["crop_mrc_bytes"]
-        rec["neural"] = neural
-    else:
-        rec["neural"] = {"status": NOT_RUN}
+    # ---- the fields
+    rec["neural"] = _neural_record(has) if "neural" in has else {"status": NOT_RUN}
     for kind in FITTED_FIELDS:  # the spline always (the baseline), others when drawn
         if kind == "spline" or kind in graph_fields:
             rec[kind] = _fitted_field(has, kind)

@@ -93,6 +93,7 @@ class ErrorStats:
         self.max = -np.inf
 
     def update(self, err: np.ndarray) -> None:
+        """Add the errors ``err`` (any shape) to the statistics."""
         err = np.asarray(err, dtype=np.float64)
         if err.size == 0:
             return
@@ -104,6 +105,7 @@ class ErrorStats:
         self.max = max(self.max, float(err.max()))
 
     def result(self) -> dict[str, float | int | None]:
+        """The statistics (:data:`ERROR_STATS`; None where there are no errors)."""
         if self.n == 0:
             return {
                 "n": 0,
