@@ -15,7 +15,7 @@ log = logging.getLogger("entry_info")  # the rule's name
 
 
 def entry_info(entry: dict[str, Any], metadata_path: str, *, max_voxels: int) -> dict[str, Any]:
-    from neural_em.pipeline.download import parse_emdb_metadata
+    from neural_em.pipeline.archive import parse_emdb_metadata
 
     meta = parse_emdb_metadata(metadata_path)
     info = dict(entry)
