@@ -39,7 +39,8 @@ import numpy as np
 
 from neural_em.errors import InputError
 from neural_em.models import read_structure
-from neural_em.voxelmap import VoxelMap, check_voxel_count
+from neural_em.mrcread import check_voxel_count
+from neural_em.voxelmap import VoxelMap
 
 logger = logging.getLogger(__name__)
 

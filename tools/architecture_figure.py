@@ -43,7 +43,7 @@ STEPS = [
         1,
         "entry_info",
         "scripts/entry_info.py",
-        "pipeline.download.parse_emdb_metadata\nvoxelmap.read_map_header",
+        "pipeline.archive.parse_emdb_metadata\nmrcread.read_map_header",
         "pipeline",
     ),
     (

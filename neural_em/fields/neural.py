@@ -176,7 +176,7 @@ class NeuralDensityMap(NeuralEvaluation, DensityField):
                 data=np.asarray(data), voxel_size=voxel_size, origin=origin, map_id=map_id
             )
         if max_voxels is not None:
-            from neural_em.voxelmap import check_voxel_count
+            from neural_em.mrcread import check_voxel_count
 
             check_voxel_count(data.data.size, "map", max_voxels)
         if data.normalisation is None:

@@ -128,8 +128,8 @@ def mrc_bytes(shape_xyz: Sequence[int]) -> int:
 
 def map_shape_from_gz(path: str | os.PathLike) -> list[int] | None:
     """Voxels along x, y, z of a (compressed) MRC map, from its header alone
-    (:func:`neural_em.voxelmap.read_map_header`); None if the file is not a readable map."""
-    from neural_em.voxelmap import read_map_header
+    (:func:`neural_em.mrcread.read_map_header`); None if the file is not a readable map."""
+    from neural_em.mrcread import read_map_header
 
     try:
         return list(read_map_header(path, max_voxels=sys.maxsize).shape_xyz)

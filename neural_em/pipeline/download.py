@@ -103,7 +103,7 @@ def check_mrc_header(path: str | os.PathLike, *, max_voxels: int | None = None) 
     """Check an MRC/CCP4 map (plain or gzipped) without reading its data into memory.
 
     The header is read by the package's one MRC header reader
-    (:func:`neural_em.voxelmap.read_map_header`: positive dimensions, a supported mode, an axis
+    (:func:`neural_em.mrcread.read_map_header`: positive dimensions, a supported mode, an axis
     order that is a permutation of 1, 2, 3, a positive cell), which never reads the extended
     header a hostile download may claim, and checked against a voxel count of ``max_voxels``
     (default: no limit here). Size: the file (or the whole decompressed stream, which also
@@ -111,7 +111,7 @@ def check_mrc_header(path: str | os.PathLike, *, max_voxels: int | None = None) 
     ``{"shape_xyz", "voxel_size", "mode", "voxels"}``; raises :class:`InputError` naming the
     file and the problem.
     """
-    from neural_em.voxelmap import read_map_header
+    from neural_em.mrcread import read_map_header
 
     path = Path(path)
     gz = is_gzip(path)
