@@ -35,7 +35,7 @@ STEPS = [
         0,
         "download_metadata / _map\n/ _model / _fasta",
         "scripts/download.py",
-        "pipeline.download.fetch\n+ check_mrc_header (voxelmap)",
+        "pipeline.download.fetch\n+ check_mrc_header (mrcread)",
         "pipeline",
     ),
     (
@@ -58,8 +58,8 @@ STEPS = [
         1,
         1,
         "fit_spline",
-        "neural-em fit --field spline",
-        "SplineDensityMap.from_voxel_map",
+        "neural-em fit --field spline\n(fit_field: learned, ...)",
+        "fields.fit_field",
         "fields",
     ),
     (
@@ -75,7 +75,7 @@ STEPS = [
         0,
         "graph",
         "neural-em graph  (study, backbone)",
-        "graph.methods.build_graph\ngraph.export (JSON, mmCIF)",
+        "graph.build_graph\ngraph.export, graph.mmcif",
         "graphs and evaluation",
     ),
     (
