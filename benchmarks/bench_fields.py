@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 SIMULATED = ("3i2n", "3qc7", "6g61")
 #: The fold network trained without each simulated map and its model (bench_learned.py's
-#: folds, written by ``python -m neural_em.fields.learned_train ... --exclude``): the packaged
+#: folds, written by ``python tools/learned_train.py ... --exclude``): the packaged
 #: network saw every shared map, these three included.
 FOLD_OF = {"3i2n": "fold_a", "3qc7": "fold_b", "6g61": "fold_c"}
 GRAPH_MAPS = [

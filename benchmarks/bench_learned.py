@@ -18,7 +18,7 @@ rather than one per map, to fit the CPU budget):
 
 Train them (``--train-minutes M`` trains missing ones here, one thread each, in sequence)::
 
-    python -m neural_em.fields.learned_train --data-dir ../shared/data \\
+    python tools/learned_train.py --data-dir ../shared/data \\
         --out benchmarks/out/learned/fold_a.safetensors --minutes 14 \\
         --exclude emd_3488 --exclude emd_21457 --exclude sim_3i2n
 
@@ -142,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from neural_em.fields.classical import FourierDensityMap, TrilinearDensityMap
     from neural_em.fields.learned import LearnedDensityMap, load_weights
-    from neural_em.fields.learned_train import SHARED_MAPS
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from learned_train import SHARED_MAPS
+
     from neural_em.fields.spline import SplineDensityMap
     from neural_em.voxelmap import read_map
 
@@ -153,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if not w.is_file() and args.train_minutes and any(n in names for n in members):
             cmd = [
                 sys.executable,
-                "-m",
-                "neural_em.fields.learned_train",
+                str(Path(__file__).resolve().parents[1] / "tools" / "learned_train.py"),
                 "--data-dir",
                 str(DATA),
                 "--out",

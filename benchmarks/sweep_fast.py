@@ -28,10 +28,10 @@ DATA = REPO.parent / "shared" / "data"
 
 
 def _preset(overrides: list[str]):
-    from neural_em.fields import training
+    from neural_em.fields import presets
 
     changes = {}
-    fields = {f.name for f in dataclasses.fields(training.Preset)}
+    fields = {f.name for f in dataclasses.fields(presets.Preset)}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or key not in fields:
@@ -39,7 +39,7 @@ def _preset(overrides: list[str]):
                 f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}"
             )
         changes[key] = json.loads(value)
-    return dataclasses.replace(training.PRESETS["fast"], **changes), changes
+    return dataclasses.replace(presets.PRESETS["fast"], **changes), changes
 
 
 def reconstruction(preset, seed: int) -> dict:

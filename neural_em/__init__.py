@@ -1,5 +1,5 @@
-"""neural-em: continuous (neural and spline) representations of cryo-EM maps and the density
-graphs drawn from them.
+"""neural-em: continuous representations of cryo-EM maps (spline, trilinear, Fourier, learned
+and neural fields: :data:`FIELD_KINDS`) and the density graphs drawn from them.
 
 Layers, each importing only those below it:
 
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from neural_em._version import __version__
 from neural_em.errors import FieldFormatError, InputError, MapFormatError, SizeLimitError
-from neural_em.fields import DensityField, SplineDensityMap, load_field
+from neural_em.fields import FIELD_KINDS, DensityField, SplineDensityMap, fit_field, load_field
 from neural_em.voxelmap import Normalisation, VoxelMap, load_normalised, read_map, write_map
 
 __all__ = [
     "__version__",
+    "FIELD_KINDS",
     "DensityField",
     "FieldFormatError",
     "InputError",
@@ -32,6 +33,7 @@ __all__ = [
     "SizeLimitError",
     "SplineDensityMap",
     "VoxelMap",
+    "fit_field",
     "load_field",
     "load_normalised",
     "read_map",

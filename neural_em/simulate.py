@@ -39,7 +39,8 @@ import numpy as np
 
 from neural_em.errors import InputError
 from neural_em.models import read_structure
-from neural_em.voxelmap import VoxelMap, check_voxel_count
+from neural_em.mrcread import check_voxel_count
+from neural_em.voxelmap import VoxelMap
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class GridSpec:
         return int(np.prod(self.shape_xyz))
 
 
-def read_atoms(
+# Complexity over 15: one filter per selection option, applied in order.
+def read_atoms(  # noqa: C901
     model: str | os.PathLike | gemmi.Structure,
     *,
     elements: Sequence[str] | None = STUDY_ELEMENTS,

@@ -26,15 +26,7 @@ import numpy as np
 
 from neural_em.atomic import atomic_path
 from neural_em.errors import InputError, MapFormatError
-from neural_em.mrcread import (  # noqa: F401 (re-exported: the map readers' public names)
-    DEFAULT_MAX_VOXELS,
-    MapHeader,
-    check_voxel_count,
-    max_voxels_limit,
-    read_map_data,
-    read_map_header,
-    short_error,
-)
+from neural_em.mrcread import read_map_data, read_map_header
 
 logger = logging.getLogger(__name__)
 

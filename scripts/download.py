@@ -18,20 +18,21 @@ log = logging.getLogger("download")
 def fetch_entry_file(
     kind: str, entry: dict[str, Any], dest: str, download: dict[str, Any], repo: str
 ) -> Path:
+    from neural_em.pipeline import archive
     from neural_em.pipeline import download as dl
 
     emdb_number = entry["emdb_id"].split("-", 1)[1]
     pdb = entry["pdb_id"]
     if kind == "map":
-        url = dl.emdb_map_url(emdb_number, base=download["emdb_base"])
+        url = archive.emdb_map_url(emdb_number, base=download["emdb_base"])
         check = dl.check_mrc_header
     elif kind == "metadata":
-        url = dl.emdb_metadata_url(emdb_number, base=download["emdb_api"])
-        check = dl.check_json
+        url = archive.emdb_metadata_url(emdb_number, base=download["emdb_api"])
+        check = archive.check_json
     elif kind == "model":
-        url, check = dl.pdb_mmcif_url(pdb, base=download["pdb_base"]), dl.check_mmcif
+        url, check = archive.pdb_mmcif_url(pdb, base=download["pdb_base"]), dl.check_mmcif
     elif kind == "fasta":
-        url, check = dl.pdb_fasta_url(pdb, base=download["fasta_base"]), dl.check_fasta
+        url, check = archive.pdb_fasta_url(pdb, base=download["fasta_base"]), dl.check_fasta
     else:
         raise ValueError(f"unknown download kind {kind!r}")
     mirror = download["mirror"]

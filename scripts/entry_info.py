@@ -15,7 +15,7 @@ log = logging.getLogger("entry_info")  # the rule's name
 
 
 def entry_info(entry: dict[str, Any], metadata_path: str, *, max_voxels: int) -> dict[str, Any]:
-    from neural_em.pipeline.download import parse_emdb_metadata
+    from neural_em.pipeline.archive import parse_emdb_metadata
 
     meta = parse_emdb_metadata(metadata_path)
     info = dict(entry)
@@ -51,7 +51,7 @@ def entry_info(entry: dict[str, Any], metadata_path: str, *, max_voxels: int) ->
 
 def local_entry_info(entry: dict[str, Any], map_path: str, *, max_voxels: int) -> dict[str, Any]:
     """A local map's facts: the config's resolution and contour, the grid from its header."""
-    from neural_em.voxelmap import read_map_header
+    from neural_em.mrcread import read_map_header
 
     header = read_map_header(map_path)
     info = dict(entry)

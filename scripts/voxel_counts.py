@@ -16,7 +16,7 @@ def run(smk: Any) -> None:
     import csv
 
     from neural_em.atomic import atomic_write_text
-    from neural_em.pipeline.download import parse_emdb_metadata
+    from neural_em.pipeline.archive import parse_emdb_metadata
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

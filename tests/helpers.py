@@ -4,7 +4,10 @@ fields, finite differences, and the counts the reliability tests leave for the t
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -15,6 +18,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 #: The study's published tables, kept in the repository (data/reference/README.md).
 SHARED_REFERENCE = REPO / "data" / "reference"
+
+
+def tool(name: str) -> ModuleType:
+    """The developer tool ``tools/NAME.py`` as a module (tools sit outside the package)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def shared_file(relative: str) -> Path:

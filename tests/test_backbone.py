@@ -26,9 +26,10 @@ from neural_em.graph.backbone import (
     ridge_points,
 )
 from neural_em.graph.evaluate import consecutive_pairs, edge_metrics, evaluate_graph
-from neural_em.graph.export import load_npz, trace_paths
+from neural_em.graph.export import load_npz
 from neural_em.graph.forest import bridge_gaps
 from neural_em.graph.methods import build_graph, graph_from_map
+from neural_em.graph.mmcif import trace_paths
 from neural_em.models import AtomicModel
 from neural_em.voxelmap import VoxelMap, write_map
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import SHARED_REFERENCE, gaussian_blobs, reference_file
 
-from neural_em.errors import FieldFormatError
+from neural_em.errors import FieldFormatError, InputError
 from neural_em.fields.fileformat import write_field_file
 from neural_em.fields.records import RECORD_VERSION, RegionRecord, training_summary
 from neural_em.fields.spline import SplineDensityMap
@@ -21,15 +21,37 @@ from neural_em.voxelmap import VoxelMap, write_map
 
 
 def _metrics_json(recall, precision, rmsd, nodes, ca, atoms=False):
+    """A metrics record as ``neural-em evaluate -o`` writes it (every name of GRAPH_METRICS)."""
     out = {
         "recall": recall,
         "coverage": min(1.0, recall + 0.02),
         "precision": precision,
+        "one_to_one_precision": None,
+        "f1": None,
         "rmsd": rmsd,
         "nodes": nodes,
         "ca": ca,
         "nodes_per_ca": nodes / ca,
-        "baseline": {"recall": 0.5, "precision": 0.3, "nodes": 2 * nodes},
+        "edges": nodes,
+        "chain_recall": None,
+        "edge_precision": None,
+        "mean_degree": 2.0,
+        "recall_helix": recall,
+        "recall_strand": None,
+        "recall_coil": recall,
+        **{
+            f"label_{kind}_{label}": None
+            for label in ("helix", "strand", "coil")
+            for kind in ("precision", "recall")
+        },
+        "baseline": {
+            "recall": 0.5,
+            "coverage": 0.6,
+            "precision": 0.3,
+            "rmsd": 1.0,
+            "nodes": 2 * nodes,
+            "nodes_per_ca": 2 * nodes / ca,
+        },
     }
     if atoms:
         out["atoms"] = {
@@ -258,6 +280,33 @@ def test_collect_refuses_a_record_it_does_not_know(tmp_path, change):
         collect.collect_metrics({"emd_0001": files}, graph_fields=["neural"])
     assert str(info.value).startswith(files["neural"] + ": ")
     assert "\n" not in str(info.value)
+
+
+def test_graph_metrics_and_interpolation_are_read_strictly(tmp_path):
+    """A record without one of the evaluation's names stops the collection with an error
+    naming the file and the key (no synonyms, no silent None)."""
+    from neural_em.graph.evaluate import GRAPH_METRICS
+
+    assert collect.GRAPH_KEYS == GRAPH_METRICS
+    files = make_entry(tmp_path)
+    path = Path(files["graph_spline_metrics"])
+    record = json.loads(path.read_text())
+    record["atomic"] = record.pop("baseline")  # a synonym is not read
+    path.write_text(json.dumps(record))
+    e = collect.collect_entry("emd_0001", files, graph_fields=["spline"])
+    assert "baseline" not in e["graph"]["spline"] and "atomic" not in e["graph"]["spline"]
+    del record["chain_recall"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(InputError, match="lacks the key 'chain_recall'") as err:
+        collect.collect_entry("emd_0001", files, graph_fields=["spline"])
+    assert err.value.path == str(path)
+    interp = Path(files["interpolation"])
+    record = json.loads(interp.read_text())
+    record["methods"]["spline"]["normalised"] = record["methods"]["spline"].pop("common")
+    interp.write_text(json.dumps(record))
+    with pytest.raises(InputError, match="lacks the key 'common'") as err:
+        collect.collect_entry("emd_0001", files, interpolation_methods=["spline"])
+    assert err.value.path == str(interp)
 
 
 def test_method_not_run_is_a_string_not_a_number(metrics):

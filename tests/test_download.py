@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from neural_em.errors import InputError
+from neural_em.pipeline import archive as ar
 from neural_em.pipeline import download as dl
 from neural_em.voxelmap import read_map, write_map
 
@@ -179,26 +180,26 @@ def _no_leftovers(folder: Path) -> list[str]:
 
 def test_urls_follow_the_archive_layout():
     assert (
-        dl.emdb_map_url("EMD-3488", base="https://x/emdb/")
+        ar.emdb_map_url("EMD-3488", base="https://x/emdb/")
         == "https://x/emdb/structures/EMD-3488/map/emd_3488.map.gz"
     )
-    assert dl.emdb_map_url(11007, base="b") == "b/structures/EMD-11007/map/emd_11007.map.gz"
-    assert dl.emdb_map_url("emd_3488", base="b") == dl.emdb_map_url("3488", base="b")
-    assert dl.emdb_metadata_url("EMD-3488", base="https://x/api") == "https://x/api/entry/EMD-3488"
-    assert dl.pdb_mmcif_url("5NI1", base="p") == "p/5ni1.cif.gz"
-    assert dl.pdb_mmcif_url("5ni1", base="p", gzipped=False) == "p/5ni1.cif"
-    assert dl.pdb_fasta_url("5ni1", base="f") == "f/entry/5NI1"
+    assert ar.emdb_map_url(11007, base="b") == "b/structures/EMD-11007/map/emd_11007.map.gz"
+    assert ar.emdb_map_url("emd_3488", base="b") == ar.emdb_map_url("3488", base="b")
+    assert ar.emdb_metadata_url("EMD-3488", base="https://x/api") == "https://x/api/entry/EMD-3488"
+    assert ar.pdb_mmcif_url("5NI1", base="p") == "p/5ni1.cif.gz"
+    assert ar.pdb_mmcif_url("5ni1", base="p", gzipped=False) == "p/5ni1.cif"
+    assert ar.pdb_fasta_url("5ni1", base="f") == "f/entry/5NI1"
     for bad in ("EMD-", "abc", "EMD-12"):
         with pytest.raises(InputError, match="not an EMDB id"):
-            dl.emdb_map_url(bad, base="b")
+            ar.emdb_map_url(bad, base="b")
     with pytest.raises(InputError, match="not a PDB id"):
-        dl.pdb_mmcif_url("5ni", base="p")
+        ar.pdb_mmcif_url("5ni", base="p")
 
 
 def test_every_kind_downloads_and_passes_its_check(archive, tmp_path):
     base = archive.base
     out = dl.fetch(
-        dl.emdb_map_url("EMD-3488", base=base + EMDB),
+        ar.emdb_map_url("EMD-3488", base=base + EMDB),
         tmp_path / "m.map.gz",
         validate=dl.check_mrc_header,
         retries=0,
@@ -208,14 +209,14 @@ def test_every_kind_downloads_and_passes_its_check(archive, tmp_path):
     np.testing.assert_allclose(vmap.index_to_world(np.array([[1, 2, 3]]))[0], [2.05, 4.1, 6.15])
     assert dl.check_mrc_header(out)["shape_xyz"] == [12, 10, 8]
     cif = dl.fetch(
-        dl.pdb_mmcif_url("5ni1", base=base + PDB),
+        ar.pdb_mmcif_url("5ni1", base=base + PDB),
         tmp_path / "m.cif.gz",
         validate=dl.check_mmcif,
         retries=0,
     )
     assert dl.check_mmcif(cif) == 4
     fasta = dl.fetch(
-        dl.pdb_fasta_url("5ni1", base=base + FASTA),
+        ar.pdb_fasta_url("5ni1", base=base + FASTA),
         tmp_path / "s.fasta",
         validate=dl.check_fasta,
         retries=0,
@@ -231,7 +232,7 @@ def test_every_kind_downloads_and_passes_its_check(archive, tmp_path):
 
 
 def test_404_fails_at_once_naming_url_and_status(archive, tmp_path):
-    url = dl.emdb_map_url("EMD-9999", base=archive.base + EMDB)
+    url = ar.emdb_map_url("EMD-9999", base=archive.base + EMDB)
     t0 = time.monotonic()
     with pytest.raises(dl.NotFoundError) as info:
         dl.fetch(url, tmp_path / "x.map.gz", retries=3, backoff_s=5)
@@ -319,7 +320,7 @@ def test_mirror_is_used_before_the_network(fixtures, tmp_path):
     # an unroutable base: any network use would fail (offline=True forbids it anyway)
     base = "http://127.0.0.1:9/pub/databases/emdb"
     out = dl.fetch(
-        dl.emdb_map_url("EMD-3488", base=base),
+        ar.emdb_map_url("EMD-3488", base=base),
         out_dir / "m.map.gz",
         mirror_root=mirror,
         offline=True,
@@ -327,7 +328,7 @@ def test_mirror_is_used_before_the_network(fixtures, tmp_path):
     )
     assert out.read_bytes() == fixtures["map"]
     dl.fetch(
-        dl.pdb_fasta_url("5ni1", base="http://127.0.0.1:9/fasta"),
+        ar.pdb_fasta_url("5ni1", base="http://127.0.0.1:9/fasta"),
         out_dir / "s.fasta",
         mirror_root=mirror,
         offline=True,
@@ -337,7 +338,7 @@ def test_mirror_is_used_before_the_network(fixtures, tmp_path):
     (mirror / "127.0.0.1/pdb/files").mkdir(parents=True)
     (mirror / "127.0.0.1/pdb/files/5ni1.cif.gz").write_bytes(fixtures["cif"])
     model = dl.fetch(
-        dl.pdb_mmcif_url("5ni1", base="http://127.0.0.1:9/pdb/files"),
+        ar.pdb_mmcif_url("5ni1", base="http://127.0.0.1:9/pdb/files"),
         out_dir / "model",
         mirror_root=mirror,
         offline=True,
@@ -347,7 +348,7 @@ def test_mirror_is_used_before_the_network(fixtures, tmp_path):
     # missing from the mirror, offline: a clear error naming the URL and the mirror
     with pytest.raises(dl.DownloadError, match="not in the local mirror.*offline"):
         dl.fetch(
-            dl.pdb_mmcif_url("5ni1", base="http://127.0.0.1:9/download"),
+            ar.pdb_mmcif_url("5ni1", base="http://127.0.0.1:9/download"),
             out_dir / "m.cif.gz",
             mirror_root=mirror,
             offline=True,
@@ -358,11 +359,11 @@ def test_mirror_is_used_before_the_network(fixtures, tmp_path):
         dl.DownloadError, match="mirror copy .*EMD-3488 failed its check: not valid"
     ):
         dl.fetch(
-            dl.emdb_metadata_url("EMD-3488", base="http://127.0.0.1:9/api"),
+            ar.emdb_metadata_url("EMD-3488", base="http://127.0.0.1:9/api"),
             out_dir / "meta.json",
             mirror_root=mirror,
             offline=True,
-            validate=dl.check_json,
+            validate=ar.check_json,
         )
     assert _no_leftovers(out_dir) == ["m.map.gz", "model", "s.fasta"]
 
@@ -388,7 +389,7 @@ def test_checks_refuse_broken_files(fixtures, tmp_path):
         dl.check_mrc_header,
         dl.check_mmcif,
         dl.check_fasta,
-        dl.check_json,
+        ar.check_json,
     ):
         with pytest.raises(InputError, match=str(bad)):
             check(bad)
@@ -420,11 +421,11 @@ def test_checks_refuse_broken_files(fixtures, tmp_path):
         dl.check_fasta(no_seq)
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="expected an object"):
-        dl.check_json(tmp_path / "list.json")
+        ar.check_json(tmp_path / "list.json")
 
 
 def test_metadata_parser_tolerates_missing_and_odd_fields():
-    empty = dl.parse_emdb_metadata({})
+    empty = ar.parse_emdb_metadata({})
     assert empty == {
         "emdb_id": None,
         "resolution": None,
@@ -453,15 +454,15 @@ def test_metadata_parser_tolerates_missing_and_odd_fields():
             ]
         },
     }
-    parsed = dl.parse_emdb_metadata(odd)
+    parsed = ar.parse_emdb_metadata(odd)
     assert parsed["contour"] == 0.5  # the primary contour wins
     assert parsed["resolution"] == 2.5
     assert parsed["shape_xyz"] == [50, 200, 100]  # sections run along x here
     assert parsed["voxels"] == 1_000_000
     assert parsed["voxel_size"] is None  # NaN and a missing z are no voxel size
     old = {"map": {"contour_level": {"value": 0.02}}, "resolution": "3.9"}
-    assert dl.parse_emdb_metadata(old)["contour"] == 0.02
-    assert dl.parse_emdb_metadata(old)["resolution"] == 3.9
+    assert ar.parse_emdb_metadata(old)["contour"] == 0.02
+    assert ar.parse_emdb_metadata(old)["resolution"] == 3.9
 
 
 def test_existing_destination_kept_unless_overwrite(archive, tmp_path):

@@ -12,7 +12,7 @@ from test_models import pdb_line, write_pdb
 
 from neural_em.cli.main import main
 from neural_em.errors import InputError
-from neural_em.graph import DensityGraph
+from neural_em.graph import DensityGraph, graph_from_map
 from neural_em.graph.evaluate import (
     evaluate_graph,
     evaluate_points,
@@ -143,6 +143,27 @@ def test_cli_evaluate_json(chain_case, capsys):
     assert out["baseline"]["recall"] == 1.0  # from the graph's recorded source map
 
 
+def test_cli_evaluate_writes_the_record(chain_case, tmp_path, capsys):
+    """``-o FILE``: the same JSON as ``--json`` prints, with every name of GRAPH_METRICS;
+    an existing file is kept unless --force; an npz graph is read by its suffix."""
+    from neural_em.graph.evaluate import GRAPH_METRICS
+
+    _, model, graph = chain_case
+    capsys.readouterr()
+    assert main(["evaluate", str(graph), "--model", str(model), "--json"]) == 0
+    printed = capsys.readouterr().out
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(graph), "--model", str(model), "-o", str(out)]) == 0
+    assert capsys.readouterr().out == "" and out.read_text() == printed
+    assert set(GRAPH_METRICS) <= set(json.loads(printed))
+    assert main(["evaluate", str(graph), "--model", str(model), "-o", str(out)]) != 0
+    npz = tmp_path / "g.npz"
+    DensityGraph.load(graph).save_as_npz(npz)
+    args = ["evaluate", str(npz), "--model", str(model), "--no-baseline", "-o", str(out)]
+    assert main([*args, "--force"]) == 0
+    assert json.loads(out.read_text())["recall"] == 1.0
+
+
 def test_cli_evaluate_table_and_atoms(chain_case, capsys):
     map_path, model, graph = chain_case
     assert (
@@ -203,7 +224,7 @@ def test_real_map_emd_21457_metrics():
     reference values are recall 0.626 and precision 0.672 (see docs/graph.md)."""
     path = shared_file("emd_21457/emd_21457_seg.mrc")
     model = shared_file("emd_21457/6vyb_Ndom.pdb")
-    g = DensityGraph.from_voxel_density_map(path, adjacency_threshold=6.4, resolution_A=3.2)
+    g = graph_from_map(path, adjacency_A=6.4, resolution_A=3.2)
     r = evaluate_graph(g, model, baseline_map=load_normalised(path))
     assert r["recall"] == pytest.approx(0.626, abs=0.03)
     assert r["precision"] == pytest.approx(0.672, abs=0.03)
@@ -215,7 +236,7 @@ def test_real_map_emd_21457_metrics():
 def test_real_map_emd_3488_metrics():
     path = shared_file("emd_3488/emd_3488.mrc")
     model = shared_file("emd_3488/5ni1.cif")
-    g = DensityGraph.from_voxel_density_map(path, adjacency_threshold=6.4, resolution_A=3.2)
+    g = graph_from_map(path, adjacency_A=6.4, resolution_A=3.2)
     r = evaluate_graph(g, model)
     assert r["recall"] == pytest.approx(0.946, abs=0.03)
     assert r["precision"] == pytest.approx(0.719, abs=0.03)

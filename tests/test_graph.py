@@ -20,15 +20,16 @@ from scipy.spatial.distance import cdist
 from neural_em.cli.main import main
 from neural_em.errors import InputError
 from neural_em.fields.spline import SplineDensityMap
-from neural_em.graph import DensityGraph, cluster_points, radius_edges, walk_uphill
-from neural_em.graph.density_graph import default_seed_threshold, small_component_mask
-from neural_em.graph.export import (
-    RESIDUES_PER_CHAIN,
-    chain_name,
-    load_graphml,
-    load_npz,
-    npz_to_networkx,
+from neural_em.graph import (
+    DensityGraph,
+    cluster_points,
+    graph_from_map,
+    radius_edges,
+    walk_uphill,
 )
+from neural_em.graph.export import load_graphml, load_npz, npz_to_networkx
+from neural_em.graph.mmcif import RESIDUES_PER_CHAIN, chain_name
+from neural_em.graph.seeds import default_seed_threshold, small_component_mask
 from neural_em.voxelmap import write_map
 
 CENTRES = np.array(
@@ -43,9 +44,7 @@ def blob_field() -> SplineDensityMap:
 
 @pytest.fixture(scope="module")
 def blob_graph(blob_field) -> DensityGraph:
-    return DensityGraph.from_neural_density_map(
-        blob_field, adjacency_threshold=12.0, min_num_nodes=1
-    )
+    return DensityGraph.from_field(blob_field, adjacency_threshold=12.0, min_num_nodes=1)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +91,7 @@ def test_hot_voxel_lands_at_its_world_position(tmp_path):
     vmap = hot_voxel_map()
     path = write_map(tmp_path / "hot.mrc", vmap)
     field = SplineDensityMap.from_voxel_map(path)
-    graph = DensityGraph.from_neural_density_map(field, seed_threshold=0.5, min_num_nodes=1)
+    graph = DensityGraph.from_field(field, seed_threshold=0.5, min_num_nodes=1)
     expected = np.array([10.0, -4.0, 2.5]) + np.array([1, 2, 3]) * np.array([1.1, 0.9, 1.3])
     assert len(graph) == 1
     # the walk stops within one 0.05 Å step of the maximum (measured 0.049 Å in x)
@@ -109,17 +108,11 @@ def test_default_seed_threshold(blob_field):
 
 
 def test_small_components_dropped(chain_field):
-    full = DensityGraph.from_neural_density_map(
-        chain_field, adjacency_threshold=4.5, min_num_nodes=10
-    )
+    full = DensityGraph.from_field(chain_field, adjacency_threshold=4.5, min_num_nodes=10)
     assert len(full) == 12 and nx.is_connected(full.graph)
-    none = DensityGraph.from_neural_density_map(
-        chain_field, adjacency_threshold=4.5, min_num_nodes=13
-    )
+    none = DensityGraph.from_field(chain_field, adjacency_threshold=4.5, min_num_nodes=13)
     assert len(none) == 0 and none.graph.number_of_edges() == 0
-    split = DensityGraph.from_neural_density_map(
-        chain_field, adjacency_threshold=2.0, min_num_nodes=1
-    )
+    split = DensityGraph.from_field(chain_field, adjacency_threshold=2.0, min_num_nodes=1)
     assert len(split) == 12 and split.graph.number_of_edges() == 0
 
 
@@ -201,10 +194,8 @@ def test_radius_edges_match_brute_force():
 
 # ---------------------------------------------------------------------------- determinism
 def test_graphs_of_the_same_field_are_identical(chain_field, tmp_path):
-    a = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5)
-    b = DensityGraph.from_neural_density_map(
-        chain_field, adjacency_threshold=4.5, threads=2, batch_size=1000
-    )
+    a = DensityGraph.from_field(chain_field, adjacency_threshold=4.5)
+    b = DensityGraph.from_field(chain_field, adjacency_threshold=4.5, threads=2, batch_size=1000)
     assert nx.utils.graphs_equal(a.graph, b.graph)
     a.save(tmp_path / "a.json")
     b.save(tmp_path / "b.json")
@@ -213,7 +204,7 @@ def test_graphs_of_the_same_field_are_identical(chain_field, tmp_path):
 
 # ---------------------------------------------------------------------------- files
 def test_json_round_trip(chain_field, tmp_path):
-    g = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5)
+    g = DensityGraph.from_field(chain_field, adjacency_threshold=4.5)
     path = g.save(tmp_path / "g.graph.json")
     back = DensityGraph.load(path)
     assert nx.utils.graphs_equal(g.graph, back.graph)
@@ -225,7 +216,7 @@ def test_json_round_trip(chain_field, tmp_path):
 
 
 def test_mmcif_opens_in_gemmi(chain_field, tmp_path):
-    g = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5)
+    g = DensityGraph.from_field(chain_field, adjacency_threshold=4.5)
     path = g.save_as_mmcif(tmp_path / "g.cif")
     st = gemmi.read_structure(str(path))
     atoms = [a for ch in st[0] for r in ch for a in r]
@@ -269,7 +260,7 @@ def test_chain_names():
 
 
 def test_graphml_round_trip(chain_field, tmp_path):
-    g = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5)
+    g = DensityGraph.from_field(chain_field, adjacency_threshold=4.5)
     back = load_graphml(g.save_as_graphml(tmp_path / "g.graphml"))
     assert sorted(back.nodes) == sorted(g.graph.nodes)
     assert {tuple(sorted(e)) for e in back.edges} == {tuple(sorted(e)) for e in g.graph.edges}
@@ -278,7 +269,7 @@ def test_graphml_round_trip(chain_field, tmp_path):
 
 
 def test_npz_round_trip(chain_field, tmp_path):
-    g = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5)
+    g = DensityGraph.from_field(chain_field, adjacency_threshold=4.5)
     path = g.save_as_npz(tmp_path / "g.npz")
     arrays = load_npz(path)
     assert arrays["positions"].shape == (12, 3) and arrays["features"].shape == (12, 2)
@@ -397,7 +388,7 @@ def test_non_json_files_refused(tmp_path):
 
 
 def test_malformed_npz_refused(chain_field, tmp_path):
-    g = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5)
+    g = DensityGraph.from_field(chain_field, adjacency_threshold=4.5)
     good = load_npz(g.save_as_npz(tmp_path / "good.npz"))
     good["graph_attrs"] = np.array(json.dumps(good["graph_attrs"]))
     marker = tmp_path / "marker"
@@ -455,13 +446,13 @@ def test_bad_parameters_refused(blob_field):
         {"max_steps": 0},
     ):
         with pytest.raises(InputError):
-            DensityGraph.from_neural_density_map(blob_field, **kwargs)
+            DensityGraph.from_field(blob_field, **kwargs)
     with pytest.raises(InputError):
-        DensityGraph.from_neural_density_map(np.zeros((4, 4, 4)))
+        DensityGraph.from_field(np.zeros((4, 4, 4)))
 
 
 def test_empty_graph_files(blob_field, tmp_path):
-    g = DensityGraph.from_neural_density_map(blob_field, seed_threshold=2.0)  # no seeds
+    g = DensityGraph.from_field(blob_field, seed_threshold=2.0)  # no seeds
     assert len(g) == 0 and g.stats["seeds"] == 0
     assert len(DensityGraph.load(g.save(tmp_path / "e.json"))) == 0
     assert nx.utils.graphs_equal(npz_to_networkx(g.save_as_npz(tmp_path / "e.npz")), g.graph)
@@ -508,7 +499,7 @@ def test_cli_graph_from_field_file(chain_field, tmp_path):
     field_path = chain_field.save(tmp_path / "c.neural")
     out = tmp_path / "f.graph.json"
     assert main(["graph", str(field_path), "--adjacency", "4.5", "-o", str(out)]) == 0
-    direct = DensityGraph.from_neural_density_map(chain_field, adjacency_threshold=4.5)
+    direct = DensityGraph.from_field(chain_field, adjacency_threshold=4.5)
     np.testing.assert_allclose(DensityGraph.load(out).positions, direct.positions, atol=1e-6)
 
 
@@ -546,7 +537,7 @@ def test_graph_from_neural_field():
 
     vmap = gaussian_blobs(CENTRES[:2], shape_xyz=(16, 16, 15), sigma_A=1.5)
     field = NeuralDensityMap.from_voxel_data(vmap, preset="fast", max_epochs=20)
-    g = DensityGraph.from_neural_density_map(
+    g = DensityGraph.from_field(
         field, seed_threshold=0.2, min_num_nodes=1, adjacency_threshold=12.0, devices=("cpu",)
     )
     assert g.graph.graph["field_kind"] == "neural" and len(g) >= 1
@@ -561,7 +552,7 @@ def test_graph_from_neural_field():
 # ---------------------------------------------------------------------------- real maps
 def test_real_map_graph_emd_21457():
     path = shared_file("emd_21457/emd_21457_seg.mrc")
-    g = DensityGraph.from_voxel_density_map(path, adjacency_threshold=6.4)
+    g = graph_from_map(path, adjacency_A=6.4)
     field = SplineDensityMap.from_voxel_map(path)
     assert 100 < len(g) < 1000
     assert np.all(field.contains(g.positions))
@@ -573,8 +564,8 @@ def test_real_map_graph_emd_21457():
 
 def test_real_map_origin_conventions_agree():
     """The same density with its position in ORIGIN and in NSTART gives the same graph."""
-    a = DensityGraph.from_voxel_density_map(shared_file("emd_21457/emd_21457_seg.mrc"))
-    b = DensityGraph.from_voxel_density_map(shared_file("emd_21457/emd_21457_seg_nstart.mrc"))
+    a = graph_from_map(shared_file("emd_21457/emd_21457_seg.mrc"))
+    b = graph_from_map(shared_file("emd_21457/emd_21457_seg_nstart.mrc"))
     assert len(a) == len(b)
     np.testing.assert_allclose(a.positions, b.positions, atol=1e-3)
 
@@ -597,8 +588,8 @@ def test_ridge_refinement_drops_detached_satellites_only():
         )
     )
     kwargs = dict(seed_threshold=0.45, min_num_nodes=1, adjacency_threshold=4.0)
-    plain = DensityGraph.from_neural_density_map(field, **kwargs)
-    ridge = DensityGraph.from_neural_density_map(field, refine="ridge", **kwargs)
+    plain = DensityGraph.from_field(field, **kwargs)
+    ridge = DensityGraph.from_field(field, refine="ridge", **kwargs)
     assert cdist(plain.positions, centres).min(axis=0).max() < 0.06
     d = cdist(ridge.positions, centres).min(axis=0)
     assert np.all(d[:10] < 0.06) and d[11] < 0.06  # chain and the lonely blob kept
@@ -616,7 +607,7 @@ def test_ridge_links_shallow_saddle_links_nodes_near_the_threshold():
     for gap, linked in ((2.5, True), (4.5, False)):
         centres = np.array([[10.0, 10.0, 8.0], [10.0 + gap, 10.0, 8.0]])
         field = SplineDensityMap(gaussian_blobs(centres, shape_xyz=(24, 20, 16), sigma_A=1.1))
-        g = DensityGraph.from_neural_density_map(
+        g = DensityGraph.from_field(
             field, seed_threshold=0.3, min_num_nodes=1, adjacency_threshold=5.0
         )
         assert len(g) == 2
@@ -632,7 +623,7 @@ def test_ridge_links_shallow_saddle_links_nodes_near_the_threshold():
 
 def test_seed_cap_refuses_instead_of_exhausting_memory(blob_field):
     with pytest.raises(InputError, match="max_seeds"):
-        DensityGraph.from_neural_density_map(blob_field, seed_threshold=0.0, max_seeds=1000)
+        DensityGraph.from_field(blob_field, seed_threshold=0.0, max_seeds=1000)
 
 
 def test_field_grid_sampler_is_used(blob_graph):
@@ -646,6 +637,6 @@ def test_field_grid_sampler_is_used(blob_graph):
             return super()._grid_slab_densities(ax, ay, az)
 
     field = Sampled(gaussian_blobs(CENTRES, shape_xyz=(24, 22, 20), sigma_A=1.5))
-    g = DensityGraph.from_neural_density_map(field, adjacency_threshold=12.0, min_num_nodes=1)
+    g = DensityGraph.from_field(field, adjacency_threshold=12.0, min_num_nodes=1)
     assert Sampled.calls >= 1
     np.testing.assert_array_equal(g.positions, blob_graph.positions)

@@ -9,7 +9,7 @@ from importlib import resources
 
 import numpy as np
 import pytest
-from helpers import central_difference_gradients, gaussian_blobs, shared_file
+from helpers import central_difference_gradients, gaussian_blobs, shared_file, tool
 
 torch = pytest.importorskip("torch")
 
@@ -25,7 +25,6 @@ from neural_em.fields.learned import (  # noqa: E402
     refine,
     unpack_blocks,
 )
-from neural_em.fields.learned_train import random_chain_atoms  # noqa: E402
 from neural_em.pipeline.interpolation import build_field  # noqa: E402
 from neural_em.voxelmap import VoxelMap, read_map, write_map  # noqa: E402
 
@@ -140,7 +139,7 @@ def _decimation_mae(cls_or_field, truth: VoxelMap) -> float:
 def test_refines_simulated_chain_no_worse_than_trilinear():
     from neural_em.simulate import Atoms, simulate_map
 
-    xyz, z = random_chain_atoms(np.random.default_rng(11), 60)
+    xyz, z = tool("learned_train").random_chain_atoms(np.random.default_rng(11), 60)
     atoms = Atoms(xyz=xyz, atomic_number=z, element=("C",) * len(z), name=("CA",) * len(z))
     truth = simulate_map(atoms, resolution_A=3.0, voxel_size_A=1.0).normalised()
     learned = _decimation_mae(LearnedDensityMap, truth)
@@ -177,7 +176,7 @@ def test_build_field_and_cli_fit(blobs, tmp_path, capsys):
 
 def test_training_smoke(tmp_path):
     """A few steps of the training command on a tiny synthetic map and random chains."""
-    from neural_em.fields.learned_train import main as train_main
+    train_main = tool("learned_train").main
 
     rng = np.random.default_rng(2)
     tiny = gaussian_blobs(rng.uniform(4, 20, size=(20, 3)), shape_xyz=(24, 24, 24), sigma_A=1.0)

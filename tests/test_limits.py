@@ -221,7 +221,7 @@ def test_two_spline_graphs_are_identical(field, tmp_path):
 
     files = []
     for name, threads in (("a", 1), ("b", 2), ("c", None)):
-        graph = DensityGraph.from_neural_density_map(field, min_num_nodes=1, threads=threads)
+        graph = DensityGraph.from_field(field, min_num_nodes=1, threads=threads)
         assert len(graph) > 0
         graph.save(tmp_path / f"{name}.graph.json")
         files.append(json.loads((tmp_path / f"{name}.graph.json").read_text()))
@@ -338,7 +338,7 @@ def test_graph_of_a_field_with_no_seeds_is_empty_not_nan(field):
     """A seed threshold above every density: an empty graph, not an error or NaNs."""
     from neural_em.graph.density_graph import DensityGraph
 
-    graph = DensityGraph.from_neural_density_map(field, seed_threshold=2.0, min_num_nodes=1)
+    graph = DensityGraph.from_field(field, seed_threshold=2.0, min_num_nodes=1)
     assert len(graph) == 0 and graph.graph.number_of_edges() == 0
 
 

@@ -25,8 +25,9 @@ import pytest
 import yaml
 from test_workflow import REPO, SNAKEFILE, job_blocks, job_counts, merged, snakemake, write_config
 
+from neural_em.mrcread import read_map_header
 from neural_em.pipeline.entries import EntryError, config_entries
-from neural_em.voxelmap import read_map, read_map_header
+from neural_em.voxelmap import read_map
 
 MIRROR = REPO / "data" / "demo" / "mirror"
 DEMO_MAP = MIRROR / "ftp.ebi.ac.uk/pub/databases/emdb/structures/EMD-3488/map/emd_3488.map.gz"

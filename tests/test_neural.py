@@ -22,10 +22,12 @@ import torch
 from helpers import random_neural_field
 
 from neural_em.errors import FieldFormatError, InputError
-from neural_em.fields import SplineDensityMap, load_field, siren, training
+from neural_em.fields import SplineDensityMap, load_field, presets, siren, training
 from neural_em.fields.fileformat import read_field_file, write_field_file
 from neural_em.fields.neural import NeuralDensityMap, fit_report
 from neural_em.fields.regions import Tiling, plan_axis, region_scaling
+from neural_em.fields.samples import region_samples
+from neural_em.fields.trainer import GroupTrainer
 from neural_em.voxelmap import write_map
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -207,10 +209,10 @@ def test_softplus_output_fits_masked_edges_and_never_goes_negative():
     vol[:, :, 14:] = 0.0
     vol[vol < 0.05] = 0.0
     target = vol / vol.max()
-    assert training.PRESETS["fast"].softplus_beta is not None
+    assert presets.PRESETS["fast"].softplus_beta is not None
     errors = {}
-    for beta in (None, training.PRESETS["fast"].softplus_beta):
-        preset = dataclasses.replace(training.PRESETS["fast"], softplus_beta=beta)
+    for beta in (None, presets.PRESETS["fast"].softplus_beta):
+        preset = dataclasses.replace(presets.PRESETS["fast"], softplus_beta=beta)
         field = NeuralDensityMap.from_voxel_data(vol, preset=preset, max_epochs=100, seed=0)
         assert field.softplus_beta == beta
         rec = field.to_voxel_density_map().data
@@ -219,7 +221,7 @@ def test_softplus_output_fits_masked_edges_and_never_goes_negative():
             assert rec.min() >= 0.0
             fine = field.sample_densities(0.37)
             assert np.nanmin(fine) >= 0.0
-    linear, soft = errors[None], errors[training.PRESETS["fast"].softplus_beta]
+    linear, soft = errors[None], errors[presets.PRESETS["fast"].softplus_beta]
     assert soft.max() < 0.6 * linear.max()
     assert soft.mean() < 0.4 * linear.mean()
 
@@ -286,10 +288,10 @@ def test_paper_keeps_a_copy_of_the_best_weights_not_the_last():
     the trainer must return a copy of the weights that gave the best loss, not the live (last)
     weights, as the original code did."""
     vol = blobs((8, 8, 8), centres=((4, 3, 4),), sigma2=(4.0,), heights=(1.0,))
-    samples = training.region_samples(vol / vol.max(), [((0, 0, 0), (8, 8, 8))])
-    preset = training.get_preset(training.PRESETS["paper"], max_epochs=30)
-    preset = training.dataclasses.replace(preset, lr=1e-2, hidden_width=32, hidden_layers=2)
-    trainer = training.GroupTrainer(preset, samples, seed=0)
+    samples = region_samples(vol / vol.max(), [((0, 0, 0), (8, 8, 8))])
+    preset = presets.get_preset(presets.PRESETS["paper"], max_epochs=30)
+    preset = dataclasses.replace(preset, lr=1e-2, hidden_width=32, hidden_layers=2)
+    trainer = GroupTrainer(preset, samples, seed=0)
     result = trainer.run()
     record = result.records[0]
     assert record["best_epoch"] < record["epochs"]
@@ -311,19 +313,19 @@ def test_paper_keeps_a_copy_of_the_best_weights_not_the_last():
 
 def test_paper_stop_rules():
     vol = blobs((8, 8, 8), centres=((4, 3, 4),), sigma2=(4.0,), heights=(1.0,))
-    samples = training.region_samples(vol / vol.max(), [((0, 0, 0), (8, 8, 8))])
-    base = training.dataclasses.replace(
-        training.PRESETS["paper"], hidden_width=32, hidden_layers=2, max_epochs=60, lr=1e-2
+    samples = region_samples(vol / vol.max(), [((0, 0, 0), (8, 8, 8))])
+    base = dataclasses.replace(
+        presets.PRESETS["paper"], hidden_width=32, hidden_layers=2, max_epochs=60, lr=1e-2
     )
     # converged: best loss below stop_loss
-    easy = training.dataclasses.replace(base, stop_loss=1e-2)
-    rec = training.GroupTrainer(easy, samples, seed=0).run().records[0]
+    easy = dataclasses.replace(base, stop_loss=1e-2)
+    rec = GroupTrainer(easy, samples, seed=0).run().records[0]
     assert rec["stop"] == "converged" and rec["loss"] < 1e-2
     # patience: no improvement for patience_epochs once below patience_below
-    patient = training.dataclasses.replace(
+    patient = dataclasses.replace(
         base, stop_loss=1e-12, patience_epochs=3, patience_below=1.0, lr=0.3
     )
-    rec = training.GroupTrainer(patient, samples, seed=0).run().records[0]
+    rec = GroupTrainer(patient, samples, seed=0).run().records[0]
     assert rec["stop"] == "patience" and rec["epochs"] - rec["best_epoch"] >= 3
 
 
@@ -341,16 +343,16 @@ def test_empty_regions_are_skipped_and_zero():
 
 # ---------------------------------------------------------------------- devices
 def test_parse_devices():
-    assert training.parse_devices("cpu") == ["cpu"]
-    assert training.parse_devices(["cpu", "CPU"]) == ["cpu"]
+    assert presets.parse_devices("cpu") == ["cpu"]
+    assert presets.parse_devices(["cpu", "CPU"]) == ["cpu"]
     for bad in ("gpu", "cuda:x", "cuda:-1", "tpu:0"):
         with pytest.raises(InputError):
-            training.parse_devices(bad)
+            presets.parse_devices(bad)
     with pytest.raises(InputError):
-        training.parse_devices([])
+        presets.parse_devices([])
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA is not available"):
-            training.parse_devices(["cuda:0", "cuda:1"])
+            presets.parse_devices(["cuda:0", "cuda:1"])
     with pytest.raises(InputError):
         NeuralDensityMap.from_voxel_data(blobs(), devices="gpu")
 
@@ -359,7 +361,7 @@ def test_several_workers_split_groups_like_one(monkeypatch):
     """The per-device worker threads give the same result as one device (on CPU, by
     pretending two devices are distinct)."""
     vol = blobs()
-    preset = training.dataclasses.replace(training.PRESETS["fast"], max_epochs=4, group_regions=1)
+    preset = dataclasses.replace(presets.PRESETS["fast"], max_epochs=4, group_regions=1)
     boxes = Tiling.plan((30, 26, 20), size=24, overlap=4).boxes()
     one = training.fit_regions(vol / vol.max(), boxes, preset, devices="cpu")
     monkeypatch.setattr(training, "parse_devices", lambda d: ["cpu", "cpu"])
@@ -535,13 +537,13 @@ def test_checkpoint_resume_after_time_budget_interruption(tmp_path, monkeypatch)
     checkpoint; the rerun with the same arguments continues from it."""
     vol = blobs()
     boxes = Tiling.plan((30, 26, 20), size=24, overlap=4).boxes()
-    preset = training.dataclasses.replace(training.PRESETS["fast"], max_epochs=8, group_regions=2)
+    preset = dataclasses.replace(presets.PRESETS["fast"], max_epochs=8, group_regions=2)
     data = vol / vol.max()
     full = training.fit_regions(data, boxes, preset)
     ckpt = tmp_path / "fit.ckpt"
     monkeypatch.setenv("NEURAL_EM_CHECKPOINT_EVERY_S", "0")
     calls = {"n": 0}
-    original = training.GroupTrainer._train_epoch
+    original = GroupTrainer._train_epoch
 
     def interrupted(self):
         calls["n"] += 1
@@ -549,10 +551,10 @@ def test_checkpoint_resume_after_time_budget_interruption(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         original(self)
 
-    monkeypatch.setattr(training.GroupTrainer, "_train_epoch", interrupted)
+    monkeypatch.setattr(GroupTrainer, "_train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         training.fit_regions(data, boxes, preset, checkpoint=ckpt)
-    monkeypatch.setattr(training.GroupTrainer, "_train_epoch", original)
+    monkeypatch.setattr(GroupTrainer, "_train_epoch", original)
     header, _ = read_field_file(ckpt)
     assert list(header["done"]) == ["0"] and list(header["in_progress"]) == ["1"]
     resumed = training.fit_regions(data, boxes, preset, checkpoint=ckpt)
@@ -567,7 +569,7 @@ def test_checkpoint_with_other_arguments_is_ignored(tmp_path, caplog):
     vol = blobs()
     data = vol / vol.max()
     boxes = Tiling.plan((30, 26, 20), size=24, overlap=4).boxes()
-    preset = training.dataclasses.replace(training.PRESETS["fast"], max_epochs=2)
+    preset = dataclasses.replace(presets.PRESETS["fast"], max_epochs=2)
     ckpt = tmp_path / "c.ckpt"
     training.fit_regions(data, boxes, preset, checkpoint=ckpt, seed=0)
     assert ckpt.exists()

@@ -295,7 +295,7 @@ def test_labels_in_json_graphml_npz_and_mmcif(rod_graph, tmp_path):
     gml = nx.read_graphml(tmp_path / "g.graphml")
     assert [d["sse"] for _, d in gml.nodes(data=True)] == labels
     rod_graph.save_as_npz(tmp_path / "g.npz")
-    assert [str(s) for s in load_npz(tmp_path / "g.npz")["sse"]] == labels
+    assert [str(s) for s in load_npz(tmp_path / "g.npz")["node_attrs"]["sse"]] == labels
     rod_graph.save_as_mmcif(tmp_path / "g.cif")
     st = gemmi.read_structure(str(tmp_path / "g.cif"))
     assert len(st.helices) == 1

@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from neural_em.fields import siren, training
+from neural_em.fields import presets, siren
+from neural_em.fields import trainer as trainer_module
+from neural_em.fields.samples import RegionData, region_samples
+from neural_em.fields.trainer import GroupTrainer
 
 
-def _one_region() -> training.RegionData:
+def _one_region() -> RegionData:
     rng = np.random.default_rng(3)
     data = rng.random((6, 5, 4)).astype(np.float32)
-    return training.region_samples(data, [((0, 0, 0), (4, 5, 6))])
+    return region_samples(data, [((0, 0, 0), (4, 5, 6))])
 
 
 @pytest.mark.parametrize("softplus_beta", [None, 30.0])
@@ -23,14 +26,14 @@ def test_trainer_adam_equals_torch_adam_on_one_region(softplus_beta):
     with lr x ω0 and eps / ω0: exactly Adam on the standard (unfolded) weights. Written by hand
     because regions leave the batch one by one and their moments are compacted with them."""
     preset = dataclasses.replace(
-        training.PRESETS["paper"],
+        presets.PRESETS["paper"],
         hidden_width=16,
         hidden_layers=2,
         lr=1e-3,
         batch_points=None,
         softplus_beta=softplus_beta,
     )
-    trainer = training.GroupTrainer(preset, _one_region(), seed=5)
+    trainer = GroupTrainer(preset, _one_region(), seed=5)
     # float64 throughout, so that the comparison sees the algorithm, not float32 rounding
     trainer.x, trainer.y = trainer.x.double(), trainer.y.double()
     trainer.params = [p.double() for p in trainer.params]
@@ -40,7 +43,7 @@ def test_trainer_adam_equals_torch_adam_on_one_region(softplus_beta):
     w0, b0 = siren.unfold_omega(trainer.params[:n], trainer.params[n:])
     standard = [t.clone().requires_grad_(True) for t in w0 + b0]
     optimiser = torch.optim.Adam(
-        standard, lr=preset.lr, betas=training._ADAM_BETAS, eps=training._ADAM_EPS
+        standard, lr=preset.lr, betas=trainer_module._ADAM_BETAS, eps=trainer_module._ADAM_EPS
     )
     mask = trainer.mask_full
 

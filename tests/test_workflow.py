@@ -485,6 +485,38 @@ def test_smoke_run_outputs(smoke):
 
 
 @pytest.mark.slow
+def test_learned_field_in_the_pipeline(smoke, tmp_path):
+    """graph.fields with learned: its fit, graph and metrics reach metrics.json (on a copy of
+    the smoke run, so only the learned field's jobs and the collection run)."""
+    work = tmp_path / "learned"
+    shutil.copytree(smoke, work, symlinks=True)
+    extra = write_config(
+        tmp_path / "learned.yaml",
+        {"graph": {"fields": ["spline", "learned"], "methods": ["study"]}},
+    )
+    proc = snakemake(
+        work,
+        "--configfile",
+        str(REPO / "config" / "smoke.yaml"),
+        str(extra),
+        "--cores",
+        "2",
+        "results/metrics.json",
+        timeout=600,
+    )
+    ran = job_counts(proc.stdout)
+    assert ran["fit_field"] == 1 and ran["fit_neural"] == 0 and ran["fit_spline"] == 0
+    metrics = json.loads((work / "results" / "metrics.json").read_text())
+    assert metrics["graph_fields"] == ["spline", "learned"]
+    entry = metrics["entries"]["emd_3488"]
+    assert entry["learned"]["bytes"] > 100_000 and entry["learned"]["fit_s"] > 0
+    assert entry["spline"]["bytes"] > 0 and entry["spline"]["fit_s"] > 0
+    learned = entry["graph"]["learned"]
+    assert learned["ca"] == 574 and learned["nodes"] > 0 and learned["recall"] > 0.5
+    assert entry["graph"]["neural"] == {"status": "not run"}
+
+
+@pytest.mark.slow
 def test_second_run_does_nothing(smoke):
     proc = snakemake(smoke, *smoke_args(), "-n", timeout=120)
     assert "Nothing to be done" in proc.stdout, proc.stdout[-3000:]

@@ -23,6 +23,7 @@ def add_command(sub: Any, name: str, help_text: str, example: str) -> argparse.A
 
 
 def add_max_voxels(parser: argparse.ArgumentParser) -> None:
+    """Add ``--max-voxels`` (the size limit of maps and grids) to ``parser``."""
     parser.add_argument(
         "--max-voxels",
         type=positive_int,
@@ -32,12 +33,18 @@ def add_max_voxels(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def json_text(obj: Any) -> str:
+    """The CLI's JSON: indented, keys sorted, one trailing newline."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
+    """Print :func:`json_text` of ``obj`` to stdout."""
+    sys.stdout.write(json_text(obj))
 
 
 def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
     try:
         value = float(text)
     except ValueError as exc:
@@ -48,6 +55,7 @@ def positive_float(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
+    """argparse type: an integer > 0 (``1e6`` accepted)."""
     try:
         value = int(text)
     except ValueError:
@@ -64,6 +72,7 @@ def positive_int(text: str) -> int:
 
 
 def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
     try:
         value = float(text)
     except ValueError as exc:

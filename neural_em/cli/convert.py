@@ -50,6 +50,7 @@ _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net")
 
 
 def register(sub: Any) -> None:
+    """Add ``neural-em convert`` to the sub-command parsers ``sub``."""
     p = add_command(
         sub,
         "convert",
@@ -79,6 +80,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Convert the original study's ``.neural`` archive into this format."""
     if args.output.exists() and not args.force:
         raise FileExistsError(f"{args.output}: exists (pass --force to replace it)")
     vs = args.voxel_size
@@ -231,7 +233,8 @@ def _as_list(v: Any) -> list[Any]:
     return list(v)
 
 
-def convert_study_file(
+# Complexity over 15: strict reader of a foreign archive: one check per member, in file order.
+def convert_study_file(  # noqa: C901
     path: str | os.PathLike, *, voxel_size: Any = None, origin: Any = None
 ) -> Any:
     """Convert an original-study archive (see the module docstring) to a NeuralDensityMap."""

@@ -7,20 +7,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from neural_em.cli.common import add_command, positive_float, print_json
+from neural_em.cli.common import add_command, json_text, positive_float, print_json
 from neural_em.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
+    """Add ``neural-em evaluate`` to the sub-command parsers ``sub``."""
     p = add_command(
         sub,
         "evaluate",
         "C-alpha recall, one-to-one precision, F1, coverage, precision, RMSD, chain recall, "
         "edge precision and mean degree of a density graph against an atomic model (and the "
         "node metrics of the local-maximum baseline of its map).",
-        "neural-em evaluate emd_3488.graph.json --model 5ni1.cif --json",
+        "neural-em evaluate emd_3488.graph.json --model 5ni1.cif -o emd_3488.metrics.json",
     )
     p.add_argument("graph", type=Path, help="graph JSON (or .npz) written by 'neural-em graph'")
     p.add_argument("--model", type=Path, required=True, help="PDB or mmCIF model")
@@ -42,6 +43,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="write the JSON object to this file (atomically) instead of printing a table",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite the output")
     p.set_defaults(func=run)
 
 
@@ -62,14 +71,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate the graph; print a table, print JSON (``--json``) or write it (``-o``)."""
+    from neural_em.atomic import atomic_write_text, check_output_path
     from neural_em.graph.density_graph import DensityGraph
     from neural_em.graph.evaluate import evaluate_graph
     from neural_em.models import SSE_CLASSES, read_model
 
-    if args.graph.suffix == ".npz":
-        graph = DensityGraph.load_npz(args.graph)
-    else:
-        graph = DensityGraph.load(args.graph)
+    if args.output is not None:
+        check_output_path(args.output, overwrite=args.force)
+    graph = DensityGraph.load(args.graph)
     model = read_model(args.model)
     baseline_map = None
     if not args.no_baseline:
@@ -92,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         ca_cutoff_A=args.cutoff,
     )
     result["graph"] = str(args.graph)
+    if args.output is not None:
+        atomic_write_text(args.output, json_text(result), overwrite=args.force)
+        return 0
     if args.json:
         print_json(result)
         return 0

@@ -1,4 +1,5 @@
-"""``neural-em fit``: fit a continuous field (neural, spline or learned) to a voxel map."""
+"""``neural-em fit``: fit a continuous field of any kind (:data:`neural_em.fields.FIELD_KINDS`)
+to a voxel map."""
 
 from __future__ import annotations
 
@@ -14,25 +15,25 @@ from neural_em.cli.common import (
     positive_float,
     positive_int,
 )
-from neural_em.fields import SplineDensityMap
+from neural_em.fields.kinds import FIELD_HELP, FIELD_KINDS
 
 
 def register(sub: Any) -> None:
+    """Add ``neural-em fit`` to the sub-command parsers ``sub``."""
     p = add_command(
         sub,
         "fit",
-        "Fit a neural (SIREN per region), cubic-spline or learned (a network "
-        "trained across maps refines the map 2x) field to a map.",
+        "Fit a field of any kind to a map: the neural field (a SIREN per region, trained) "
+        "or a field without training (spline, trilinear, fourier, learned).",
         "neural-em fit emd_3488.mrc --contour 0.7 -o emd_3488.neural --preset fast",
     )
     p.add_argument("map", type=Path, help="MRC/MAP/CCP4 map (optionally .gz/.bz2)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .neural file")
     p.add_argument(
         "--field",
-        choices=("neural", "spline", "learned"),
+        choices=tuple(FIELD_KINDS),
         default="neural",
-        help="field kind: neural (trained), spline (cubic B-spline, instant) or "
-        "learned (packaged network refines the map 2x, seconds)",
+        help=f"field kind: {FIELD_HELP}",
     )
     p.add_argument(
         "--weights",
@@ -86,33 +87,28 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fit the field and write its ``.neural`` file."""
     if args.output.exists() and not args.force:
         raise FileExistsError(f"{args.output}: exists (pass --force to replace it)")
     start = time.perf_counter()
-    if args.field == "spline":
-        field = SplineDensityMap.from_voxel_map(
-            args.map, contour=args.contour, margin_A=args.margin, max_voxels=args.max_voxels
-        )
-        field.save(args.output, overwrite=args.force, float16=args.float16)
-        print(
-            f"wrote {args.output} (spline field, {field.shape_xyz} voxels, "
-            f"{time.perf_counter() - start:.1f} s)"
-        )
-        return 0
-    if args.field == "learned":
-        from neural_em.fields.learned import LearnedDensityMap
+    if args.field != "neural":
+        from neural_em.fields.kinds import fit_field
 
-        field = LearnedDensityMap.from_voxel_map(
+        options = {"weights": args.weights} if args.field == "learned" else {}
+        field = fit_field(
             args.map,
+            args.field,
             contour=args.contour,
-            margin_A=args.margin,
             max_voxels=args.max_voxels,
-            weights=args.weights,
+            margin_A=args.margin,
+            **options,
         )
         field.save(args.output, overwrite=args.force, float16=args.float16)
+        refined = getattr(field, "refined", None)
+        grid = f" refined to {refined.shape_xyz}" if refined is not None else ""
         print(
-            f"wrote {args.output} (learned field, {field.shape_xyz} voxels refined to "
-            f"{field.refined.shape_xyz}, {time.perf_counter() - start:.1f} s)"
+            f"wrote {args.output} ({args.field} field, {field.shape_xyz} voxels{grid}, "
+            f"{time.perf_counter() - start:.1f} s)"
         )
         return 0
     from neural_em.fields.neural import NeuralDensityMap, fit_report

@@ -10,11 +10,13 @@ from typing import Any
 from neural_em.atomic import check_output_path
 from neural_em.cli.common import add_command, add_max_voxels, positive_float
 from neural_em.errors import InputError
+from neural_em.fields.kinds import FIELD_HELP, FIELD_KINDS
 
 logger = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:
+    """Add ``neural-em graph`` to the sub-command parsers ``sub``."""
     p = add_command(
         sub,
         "graph",
@@ -34,9 +36,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--field",
-        choices=("spline", "neural", "learned"),
+        choices=tuple(FIELD_KINDS),
         default="spline",
-        help="field fitted to a map input (ignored for a .neural input)",
+        help=f"field kind fitted to a map input, one of {FIELD_HELP} (ignored for a .neural input)",
     )
     p.add_argument(
         "--resolution",
@@ -129,6 +131,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Build the graph of a map or field file and write its files."""
     from neural_em.fields.fileformat import is_field_file
     from neural_em.graph.methods import build_graph, graph_from_map
 

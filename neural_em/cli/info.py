@@ -15,6 +15,7 @@ from neural_em.voxelmap import mean_std, read_map
 
 
 def register(sub: Any) -> None:
+    """Add ``neural-em info`` to the sub-command parsers ``sub``."""
     p = add_command(
         sub,
         "info",
@@ -77,6 +78,7 @@ def describe(path: Path, max_voxels: int | None = None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print what a map or ``.neural`` file holds (a table, or JSON with ``--json``)."""
     info = describe(args.file, args.max_voxels)
     if args.json:
         print_json(info)

@@ -23,6 +23,7 @@ COMMANDS = ("info", "fit", "resample", "query", "convert", "graph", "evaluate", 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``neural-em`` parser with every sub-command."""
     parser = argparse.ArgumentParser(
         prog="neural-em",
         description="Continuous (neural and spline) representations of cryo-EM maps and "
@@ -88,6 +89,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def run() -> None:
+    """Entry point of the ``neural-em`` program: exit with :func:`main`'s code."""
     sys.exit(main())
 
 

@@ -16,6 +16,7 @@ from neural_em.fields import load_field
 
 
 def register(sub: Any) -> None:
+    """Add ``neural-em query`` to the sub-command parsers ``sub``."""
     p = add_command(
         sub,
         "query",
@@ -58,6 +59,7 @@ def read_points_csv(path: Path) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the density and gradient of a field at the points of a CSV file."""
     if args.output.exists() and not args.force:
         raise FileExistsError(f"{args.output}: exists (pass --force to replace it)")
     field = load_field(args.field)

@@ -12,6 +12,7 @@ from neural_em.fields import load_field
 
 
 def register(sub: Any) -> None:
+    """Add ``neural-em resample`` to the sub-command parsers ``sub``."""
     p = add_command(
         sub,
         "resample",
@@ -33,6 +34,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write a field as an MRC map on a grid of the asked voxel size."""
     vs = args.voxel_size
     if vs is not None and len(vs) not in (1, 3):
         raise InputError(f"--voxel-size takes one or three values, got {len(vs)}")

@@ -21,14 +21,8 @@ import numpy as np
 
 from neural_em.errors import InputError
 from neural_em.fields.fileformat import read_field_file, volume_from_file, write_field_file
-from neural_em.voxelmap import (
-    Normalisation,
-    VoxelMap,
-    as_voxel_map,
-    check_voxel_count,
-    load_normalised,
-    write_map,
-)
+from neural_em.mrcread import check_voxel_count
+from neural_em.voxelmap import Normalisation, VoxelMap, as_voxel_map, load_normalised, write_map
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +70,11 @@ class DensityField(abc.ABC):
 
     #: Name of the field kind in files and on the command line.
     kind: str = "field"
+    #: Whether fitting trains on devices with a preset (:func:`neural_em.fields.fit_field`
+    #: passes ``devices`` and ``preset`` only then).
+    trained: bool = False
     #: Largest sampling grid (points) accepted by the grid methods; None: ``NEURAL_EM_MAX_VOXELS``
-    #: or the default (see :func:`neural_em.voxelmap.max_voxels_limit`).
+    #: or the default (see :func:`neural_em.mrcread.max_voxels_limit`).
     max_voxels: int | None = None
 
     def __init__(

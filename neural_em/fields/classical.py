@@ -33,7 +33,7 @@ import scipy.ndimage
 from neural_em.errors import FieldFormatError, InputError
 from neural_em.fields.base import VolumeField
 from neural_em.fields.fileformat import require, volume_from_file
-from neural_em.fields.spline import SplineDensityMap
+from neural_em.fields.spline import SplineGridField
 from neural_em.voxelmap import VoxelMap
 
 logger = logging.getLogger(__name__)
@@ -188,9 +188,10 @@ def choose_upsampling(
     return tuple(int(v) for v in k)
 
 
-class FourierDensityMap(VolumeField):
+class FourierDensityMap(SplineGridField):
     """Fourier (sinc) interpolation over a normalised voxel map: zero-padded DCT/FFT
-    upsampling by integer factors, then a cubic B-spline on the upsampled grid.
+    upsampling by integer factors, then a cubic B-spline on the upsampled grid (gradients and
+    Hessians analytic).
 
     ``upsample``: factors (int or x, y, z) or None to choose them (see
     :func:`choose_upsampling`); ``boundary``: ``"mirror"`` (default) or ``"periodic"``.
@@ -251,13 +252,7 @@ class FourierDensityMap(VolumeField):
             k,
             fine.shape_xyz,
         )
-        self._spline = SplineDensityMap(fine)
-
-    def _evaluate(self, points: np.ndarray) -> np.ndarray:
-        return self._spline._evaluate(points)
-
-    def _densities_fast(self, points: np.ndarray) -> np.ndarray:
-        return self._spline._densities_fast(points)
+        self._set_grid(fine)
 
     @classmethod
     def from_file_contents(

@@ -101,7 +101,8 @@ def is_field_file(path: str | os.PathLike) -> bool:
     return len(head) > 8 and head[8:9] == b"{" and sniff_format(head) is None
 
 
-def read_field_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+# Complexity over 15: strict reader: one check per header field, in file order.
+def read_field_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # noqa: C901
     """Read a ``.neural`` file: ``(header, tensors)``; tensors are float32/int arrays.
 
     Raises :class:`FieldFormatError` with one clear line for anything that is not a complete,

@@ -2,7 +2,7 @@
 
 Method. The normalised map (the coarse grid, voxel ``v``) is upsampled 2x per axis by Fourier
 (sinc, mirror boundary) interpolation onto a grid of spacing ``v / 2`` over the same box. A
-small residual 3D CNN, trained across many maps (:mod:`neural_em.fields.learned_train`),
+small residual 3D CNN, trained across many maps (``tools/learned_train.py``),
 corrects the new samples: the fine grid is packed into 2x2x2 blocks (space-to-depth: 8 channels
 on the coarse grid, channel 0 the kept coarse voxel, i.e. the kept-voxel marking is the channel
 position); the network sees those 8 channels and the same 8 of the cubic-spline 2x upsampling
@@ -35,10 +35,9 @@ from typing import Any
 import numpy as np
 
 from neural_em.errors import FieldFormatError, InputError
-from neural_em.fields.base import VolumeField
 from neural_em.fields.classical import fourier_upsample
 from neural_em.fields.fileformat import require, volume_from_file
-from neural_em.fields.spline import SplineDensityMap
+from neural_em.fields.spline import SplineGridField
 from neural_em.voxelmap import VoxelMap
 
 logger = logging.getLogger(__name__)
@@ -273,8 +272,9 @@ def refine(
 
 
 # ====================================================================== field
-class LearnedDensityMap(VolumeField):
-    """A map refined 2x by a network trained across maps, queried by a cubic B-spline.
+class LearnedDensityMap(SplineGridField):
+    """A map refined 2x by a network trained across maps, queried by a cubic B-spline on the
+    refined grid (``refined``; gradients and Hessians analytic).
 
     ``weights``: ``None`` (the packaged network), a path to a ``.safetensors`` file (with its
     ``.json`` record beside it), or a ``(state, record)`` pair from :func:`load_weights`.
@@ -315,19 +315,7 @@ class LearnedDensityMap(VolumeField):
             normalisation=self.normalisation,
         )
         self.refined = fine
-        self._spline = SplineDensityMap(fine)
-
-    def _evaluate(self, points: np.ndarray) -> np.ndarray:
-        return self._spline._evaluate(points)
-
-    def _densities_fast(self, points: np.ndarray) -> np.ndarray:
-        return self._spline._densities_fast(points)
-
-    def _evaluate_hessians(self, points: np.ndarray) -> np.ndarray:
-        return self._spline._evaluate_hessians(points)  # analytic, on the refined grid
-
-    def _grid_slab_densities(self, ax: np.ndarray, ay: np.ndarray, az: np.ndarray) -> np.ndarray:
-        return self._spline._grid_slab_densities(ax, ay, az)
+        self._set_grid(fine)
 
     def tensors(self) -> dict[str, np.ndarray]:
         """The normalised volume and the network's weights (the refinement is recomputed)."""

@@ -65,8 +65,7 @@ from scipy.sparse.csgraph import connected_components
 
 from neural_em.errors import InputError
 from neural_em.fields.base import DensityField
-from neural_em.graph.density_graph import DensityGraph
-from neural_em.graph.export import GRAPH_FORMAT, GRAPH_FORMAT_VERSION
+from neural_em.graph.density_graph import DensityGraph, assemble_graph
 from neural_em.graph.forest import (
     bridge_gaps,
     forest_edges,
@@ -478,51 +477,27 @@ def backbone_graph(
     timings["nodes_edges"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_total
 
-    if len(positions) == 0:
-        logger.warning(
-            "%s: no backbone ridge at density >= %.4g: the graph is empty",
-            field.map_id or source or "the map",
-            threshold,
-        )
-    values = field.get_values(positions) if len(positions) else np.zeros((0, 4))
-    attrs = {
-        "format": GRAPH_FORMAT,
-        "format_version": GRAPH_FORMAT_VERSION,
-        "method": "backbone",
-        "map_id": field.map_id,
-        "field_kind": field.kind,
-        "source": source,
-        "seed_threshold": threshold,
-        "min_num_nodes": int(min_num_nodes),
-        "resolution_A": None if resolution_A is None else float(resolution_A),
-        "voxel_size": [float(v) for v in field.voxel_size],
-        "origin": [float(v) for v in field.origin],
-        "shape_xyz": [int(v) for v in field.shape_xyz],
-        "helix_axes": [axis.to_json() for axis in axes],
-        **{f"backbone_{k}": v for k, v in dataclasses.asdict(params).items()},
-    }
-    stats = {
-        "ridge_points": int(n_ridge),
-        "scored_points": int(n_scored),
-        "forest_points": int(alive.sum()),
-        "nodes": int(len(positions)),
-        "edges": int(len(edges)),
-        "helices": len(axes),
-        "helices_on_axis": int(replaced),
-        **{f"{label}_nodes": int(np.count_nonzero(labels == label)) for label in SSE_LABELS},
-    }
-    gnorm = np.linalg.norm(values[:, 1:].astype(np.float64), axis=1)
-    graph = DensityGraph.from_arrays(
-        positions, values[:, 0], gnorm, edges, attrs=attrs, timings=timings, stats=stats
+    return assemble_graph(
+        field,
+        positions,
+        edges,
+        method="backbone",
+        min_num_nodes=int(min_num_nodes),
+        parameters={"seed_threshold": threshold, "min_num_nodes": int(min_num_nodes)},
+        resolution_A=resolution_A,
+        source=source,
+        method_parameters={
+            "helix_axes": [axis.to_json() for axis in axes],
+            **{f"backbone_{k}": v for k, v in dataclasses.asdict(params).items()},
+        },
+        node_attrs={"score": node_score, "sse": labels},
+        timings=timings,
+        stats={
+            "ridge_points": int(n_ridge),
+            "scored_points": int(n_scored),
+            "forest_points": int(alive.sum()),
+            "helices": len(axes),
+            "helices_on_axis": int(replaced),
+            **{f"{label}_nodes": int(np.count_nonzero(labels == label)) for label in SSE_LABELS},
+        },
     )
-    for k, node in enumerate(graph.node_ids):
-        graph.graph.nodes[node]["score"] = float(node_score[k])
-        graph.graph.nodes[node]["sse"] = str(labels[k])
-    logger.info(
-        "backbone graph: %d nodes, %d edges from %d ridge points in %.2f s",
-        len(positions),
-        len(edges),
-        n_ridge,
-        timings["total"],
-    )
-    return graph

@@ -19,6 +19,10 @@ The method (the study's, with its parameters as defaults):
 Node attributes: ``x``, ``y``, ``z`` (Å), ``density`` (normalised), ``gradient_norm``
 (density per Å at the node); edge attribute ``length`` (Å). Works with any
 :class:`~neural_em.fields.base.DensityField`.
+
+:meth:`DensityGraph.from_field` is the method; :func:`assemble_graph` the tail every method
+shares (component filter, graph attributes, assembly). :func:`neural_em.graph.build_graph`
+picks a method.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +43,21 @@ from neural_em.fields.base import DensityField
 from neural_em.graph.export import (
     GRAPH_FORMAT,
     GRAPH_FORMAT_VERSION,
+    load_graphml,
     load_json,
     npz_to_networkx,
     save_graphml,
     save_json,
-    save_mmcif,
     save_npz,
 )
-from neural_em.graph.seeds import (  # noqa: F401 (re-exported: the public names of the method)
+from neural_em.graph.mmcif import save_mmcif
+from neural_em.graph.seeds import (
     DEFAULT_MAX_SEEDS,
     default_seed_threshold,
     seed_points,
     small_component_mask,
 )
-from neural_em.graph.walk import (  # noqa: F401
+from neural_em.graph.walk import (
     WALK_CHUNK_POINTS,
     cluster_centroids,
     cluster_points,
@@ -66,85 +72,80 @@ logger = logging.getLogger(__name__)
 REFINE_CHOICES = ("none", "ridge")
 
 
-# ---------------------------------------------------------------------------- the graph
-def field_from_map(
-    path: str | os.PathLike,
-    kind: str = "spline",
+def assemble_graph(
+    field: DensityField,
+    positions: np.ndarray,
+    edges: np.ndarray,
     *,
-    contour: float | None = None,
-    devices: Sequence[str] = ("cpu",),
-    preset: str = "fast",
-    max_voxels: int | None = None,
-    field_options: dict[str, Any] | None = None,
-) -> DensityField:
-    """Read a map and fit the field a graph is drawn from: ``"spline"``, ``"neural"`` or
-    ``"learned"`` (the packaged network's 2x refinement, :mod:`neural_em.fields.learned`).
-
-    ``contour``: raw density level to crop the map to (with a margin) before fitting;
-    ``devices``/``preset``/``field_options``: passed to the neural fit. The field's
-    ``max_voxels`` is set, so the same limit bounds the graph's seed grid.
-    """
-    kind = str(kind)
-    if kind == "spline":
-        from neural_em.fields.spline import SplineDensityMap
-
-        fld: DensityField = SplineDensityMap.from_voxel_map(path, contour, max_voxels=max_voxels)
-    elif kind == "neural":
-        try:
-            from neural_em.fields.neural import NeuralDensityMap
-        except ImportError as exc:
-            raise InputError("the neural field is not available in this build") from exc
-        fld = NeuralDensityMap.from_voxel_map(
-            path,
-            contour,
-            devices=tuple(devices),
-            preset=preset,
-            max_voxels=max_voxels,
-            **(field_options or {}),
-        )
-    elif kind == "learned":
-        from neural_em.fields.learned import LearnedDensityMap
-
-        fld = LearnedDensityMap.from_voxel_map(
-            path, contour, max_voxels=max_voxels, **(field_options or {})
-        )
-    else:
-        raise InputError(f"field must be 'spline', 'neural' or 'learned', got {kind!r}")
-    fld.max_voxels = max_voxels
-    return fld
-
-
-def graph_of_map(
-    build: Callable[..., DensityGraph],
-    path: str | os.PathLike,
-    kind: str = "spline",
-    *,
-    contour: float | None = None,
-    devices: Sequence[str] = ("cpu",),
-    preset: str = "fast",
-    max_voxels: int | None = None,
-    field_options: dict[str, Any] | None = None,
-    **graph_options: Any,
+    method: str,
+    min_num_nodes: int,
+    parameters: Mapping[str, Any],
+    resolution_A: float | None,
+    source: str = "",
+    method_parameters: Mapping[str, Any] | None = None,
+    values: np.ndarray | None = None,
+    node_attrs: Mapping[str, np.ndarray] | None = None,
+    timings: dict[str, float] | None = None,
+    stats: Mapping[str, Any] | None = None,
 ) -> DensityGraph:
-    """Fit the field of a map (:func:`field_from_map`) and draw its graph with
-    ``build(field, devices=..., source=..., **graph_options)`` (any graph method); the fit's
-    seconds go to ``graph.timings["field"]`` and the contour to the graph's attributes."""
-    t0 = time.perf_counter()
-    fld = field_from_map(
-        path,
-        kind,
-        contour=contour,
-        devices=devices,
-        preset=preset,
-        max_voxels=max_voxels,
-        field_options=field_options,
+    """The tail every graph method shares: drop connected components smaller than
+    ``min_num_nodes``, record the graph attributes, build the :class:`DensityGraph`.
+
+    ``positions`` ``(n, 3)`` Å and ``edges`` ``(m, 2)`` node indices; ``values`` ``(n, 4)``
+    (density and gradient; default: the field's at the nodes); ``node_attrs``: more node
+    attributes, name -> ``(n,)`` array (numbers or strings). Graph attributes, in this order:
+    format, version, ``method``, the field's id and kind, ``source``, ``parameters`` (the
+    method's, ``seed_threshold`` first), ``resolution_A``, the field's box, then
+    ``method_parameters``. ``stats`` gain the final ``nodes`` and ``edges``.
+    """
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    keep = small_component_mask(len(positions), edges, int(min_num_nodes))
+    new_index = np.cumsum(keep) - 1
+    edges = new_index[edges[keep[edges[:, 0]] & keep[edges[:, 1]]]]
+    positions = positions[keep]
+    if values is None:
+        values = field.get_values(positions) if len(positions) else np.zeros((0, 4))
+    else:
+        values = np.asarray(values)[keep]
+    extra = {name: np.asarray(column)[keep] for name, column in (node_attrs or {}).items()}
+    if len(positions) == 0:
+        logger.warning(
+            "%s: no %s graph node at density >= %.4g: the graph is empty",
+            field.map_id or source or "the map",
+            method,
+            parameters.get("seed_threshold", float("nan")),
+        )
+    attrs = {
+        "format": GRAPH_FORMAT,
+        "format_version": GRAPH_FORMAT_VERSION,
+        "method": method,
+        "map_id": field.map_id,
+        "field_kind": field.kind,
+        "source": source,
+        **parameters,
+        "resolution_A": None if resolution_A is None else float(resolution_A),
+        "voxel_size": [float(v) for v in field.voxel_size],
+        "origin": [float(v) for v in field.origin],
+        "shape_xyz": [int(v) for v in field.shape_xyz],
+        **(method_parameters or {}),
+    }
+    stats = {**(stats or {}), "nodes": int(len(positions)), "edges": int(len(edges))}
+    gnorm = np.linalg.norm(values[:, 1:].astype(np.float64), axis=1)
+    graph = DensityGraph.from_arrays(
+        positions, values[:, 0], gnorm, edges, attrs=attrs, timings=timings, stats=stats
     )
-    fit_seconds = time.perf_counter() - t0
-    graph_options.setdefault("source", os.fspath(path))
-    graph = build(fld, devices=None if kind == "spline" else devices, **graph_options)
-    graph.timings["field"] = fit_seconds
-    if contour is not None:
-        graph.graph.graph["contour"] = float(contour)
+    for name, column in extra.items():
+        for k, node in enumerate(graph.node_ids):
+            value = column[k]
+            graph.graph.nodes[node][name] = value.item() if isinstance(value, np.generic) else value
+    logger.info(
+        "%s graph: %d nodes, %d edges in %.2f s",
+        method,
+        len(positions),
+        len(edges),
+        (timings or {}).get("total", float("nan")),
+    )
     return graph
 
 
@@ -212,7 +213,7 @@ class DensityGraph:
         return cls(graph, **kwargs)
 
     @classmethod
-    def from_neural_density_map(
+    def from_field(
         cls,
         field: DensityField,
         seed_threshold: float | None = None,
@@ -231,7 +232,7 @@ class DensityGraph:
         resolution_A: float | None = None,
         source: str = "",
     ) -> DensityGraph:
-        """Build the density graph of any field with the shared query interface.
+        """The density graph of any field by the study's method (see the module docstring).
 
         ``seed_threshold``: normalised density (default :func:`default_seed_threshold`);
         ``adjacency_threshold``: Å (the study's experiments used 2 × resolution);
@@ -325,21 +326,17 @@ class DensityGraph:
 
         t0 = time.perf_counter()
         edges = radius_edges(centroids, adjacency)
-        keep = small_component_mask(len(centroids), edges, int(min_num_nodes))
-        new_index = np.cumsum(keep) - 1
-        edges = edges[keep[edges[:, 0]] & keep[edges[:, 1]]]
-        edges = new_index[edges]
-        centroids, node_values = centroids[keep], node_values[keep]
         timings["edges"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_total
-
-        attrs = {
-            "format": GRAPH_FORMAT,
-            "format_version": GRAPH_FORMAT_VERSION,
-            "method": "study",
-            "map_id": field.map_id,
-            "field_kind": field.kind,
-            "source": source,
+        stats = {
+            "seeds": int(len(seeds)),
+            "capped": n_capped,
+            "steps_total": int(steps.sum()),
+            "steps_max": int(steps.max()) if len(steps) else 0,
+            "clusters": int(n_clusters),
+            **refine_stats,
+        }
+        parameters = {
             "seed_threshold": threshold,
             "seed_spacing_A": spacing,
             "step_A": step,
@@ -348,37 +345,32 @@ class DensityGraph:
             "adjacency_A": adjacency,
             "min_num_nodes": int(min_num_nodes),
             "refine": refine,
-            "resolution_A": None if resolution_A is None else float(resolution_A),
-            "voxel_size": [float(v) for v in field.voxel_size],
-            "origin": [float(v) for v in field.origin],
-            "shape_xyz": [int(v) for v in field.shape_xyz],
         }
-        stats = {
-            "seeds": int(len(seeds)),
-            "capped": n_capped,
-            "steps_total": int(steps.sum()),
-            "steps_max": int(steps.max()) if len(steps) else 0,
-            "clusters": int(n_clusters),
-            "nodes": int(len(centroids)),
-            "edges": int(len(edges)),
-            **refine_stats,
-        }
-        gnorm = np.linalg.norm(node_values[:, 1:].astype(np.float64), axis=1)
-        graph = cls.from_arrays(
-            centroids, node_values[:, 0], gnorm, edges, attrs=attrs, timings=timings, stats=stats
+        return assemble_graph(
+            field,
+            centroids,
+            edges,
+            method="study",
+            min_num_nodes=int(min_num_nodes),
+            parameters=parameters,
+            resolution_A=resolution_A,
+            source=source,
+            values=node_values,
+            timings=timings,
+            stats=stats,
         )
-        logger.info(
-            "density graph: %d nodes, %d edges (%d clusters, %d seeds) in %.2f s",
-            len(centroids),
-            len(edges),
-            n_clusters,
-            len(seeds),
-            timings["total"],
-        )
-        return graph
 
-    #: The same as :meth:`from_neural_density_map`: any field works.
-    from_field = from_neural_density_map
+    @classmethod
+    def from_neural_density_map(cls, *args: Any, **kwargs: Any) -> DensityGraph:
+        """Deprecated name of :meth:`from_field` (any field works); removed in the next
+        release."""
+        warnings.warn(
+            "DensityGraph.from_neural_density_map is deprecated: use DensityGraph.from_field "
+            "or neural_em.graph.build_graph",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return cls.from_field(*args, **kwargs)
 
     @classmethod
     def from_voxel_density_map(
@@ -393,23 +385,33 @@ class DensityGraph:
         field_options: dict[str, Any] | None = None,
         **graph_options: Any,
     ) -> DensityGraph:
-        """Read a map, fit a field (``"spline"`` or ``"neural"``) and build its graph.
+        """Deprecated: :func:`neural_em.graph.graph_from_map` reads a map, fits a field and
+        builds its graph by any method. Removed in the next release."""
+        warnings.warn(
+            "DensityGraph.from_voxel_density_map is deprecated: use neural_em.graph.graph_from_map",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from neural_em.fields.kinds import fit_field
 
-        ``contour``: raw density level to crop the map to (with a margin) before fitting;
-        ``devices``/``preset``/``field_options``: passed to the neural fit;
-        ``graph_options``: passed to :meth:`from_neural_density_map`.
-        """
-        return graph_of_map(
-            cls.from_neural_density_map,
+        t0 = time.perf_counter()
+        fld = fit_field(
             path,
             field,
             contour=contour,
+            max_voxels=max_voxels,
             devices=devices,
             preset=preset,
-            max_voxels=max_voxels,
-            field_options=field_options,
-            **graph_options,
+            **(field_options or {}),
         )
+        fit_seconds = time.perf_counter() - t0
+        graph_options.setdefault("source", os.fspath(path))
+        devices_ = None if field == "spline" else devices
+        graph = cls.from_field(fld, devices=devices_, **graph_options)
+        graph.timings["field"] = fit_seconds
+        if contour is not None:
+            graph.graph.graph["contour"] = float(contour)
+        return graph
 
     # ------------------------------------------------------------------ views
     @property
@@ -490,7 +492,14 @@ class DensityGraph:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DensityGraph:
-        """Read a node-link JSON graph written by :meth:`save` (validated, no code run)."""
+        """Read a graph file, the format picked by its suffix: ``.npz`` (:meth:`save_as_npz`),
+        ``.graphml`` (:meth:`save_as_graphml`), otherwise node-link JSON (:meth:`save`);
+        validated, no code run."""
+        suffix = Path(path).suffix.lower()
+        if suffix == ".npz":
+            return cls(npz_to_networkx(path))
+        if suffix == ".graphml":
+            return cls(load_graphml(path))
         return cls(load_json(path))
 
     @classmethod
@@ -505,10 +514,12 @@ class DensityGraph:
         return save_mmcif(self, path, include_bonds=include_bonds, overwrite=overwrite)
 
     def save_as_graphml(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """GraphML (networkx): every node, edge and graph attribute."""
         return save_graphml(self, path, overwrite=overwrite)
 
     def save_as_npz(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Arrays for graph learning: positions, features, edge_index, edge lengths."""
+        """Arrays for graph learning: positions, features, edge_index, edge lengths, and every
+        node attribute (see :func:`neural_em.graph.export.save_npz`)."""
         return save_npz(self, path, overwrite=overwrite)
 
 

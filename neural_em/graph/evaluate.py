@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import scipy.ndimage
@@ -48,6 +48,48 @@ CHAIN_BREAK_A = 4.3
 
 #: Maps at a resolution better than this (Å) also get atom-level metrics.
 ATOM_METRICS_RESOLUTION_A = 2.0
+
+#: The metrics of a graph (:func:`evaluate_graph`), each a number or None: the names the
+#: pipeline collects, one per column of its tables. A new metric is added here and in
+#: :func:`evaluate_graph`; :class:`GraphMetrics` follows.
+GRAPH_METRICS = (
+    "recall",
+    "coverage",
+    "precision",
+    "one_to_one_precision",
+    "f1",
+    "rmsd",
+    "nodes",
+    "ca",
+    "nodes_per_ca",
+    "edges",
+    "chain_recall",
+    "edge_precision",
+    "mean_degree",
+    *(f"recall_{label}" for label in SSE_CLASSES),
+    *(f"label_{kind}_{label}" for label in SSE_CLASSES for kind in ("precision", "recall")),
+)
+#: The metrics of a point set against heavy atoms (``atoms`` of a graph's record).
+ATOM_METRICS = ("recall", "coverage", "precision", "rmsd", "reference", "nodes")
+#: The metrics of the local-maximum baseline (``baseline`` of a graph's record).
+BASELINE_METRICS = ("recall", "coverage", "precision", "rmsd", "nodes", "nodes_per_ca")
+
+#: The record of :func:`evaluate_graph`: every name of :data:`GRAPH_METRICS` (a number or
+#: None), ``atoms`` and ``baseline`` where computed, and what was evaluated.
+GraphMetrics = TypedDict(  # noqa: UP013 (built from the tuple: one list of names)
+    "GraphMetrics",
+    {
+        **{name: Any for name in GRAPH_METRICS},
+        "atoms": dict[str, Any],
+        "baseline": dict[str, Any],
+        "map_id": str,
+        "method": str,
+        "resolution_A": "float | None",
+        "model": str,
+        "warnings": list[str],
+    },
+    total=False,
+)
 
 
 def greedy_matching(
@@ -322,10 +364,11 @@ def evaluate_graph(
     ca_cutoff_A: float = 3.0,
     atom_cutoff_A: float = 1.0,
     atom_metrics: bool | None = None,
-) -> dict[str, Any]:
-    """Metrics of a :class:`~neural_em.graph.DensityGraph` against a model, and of the
-    local-maximum baseline of ``baseline_map`` (normalised) when given, at the graph's seed
-    threshold. ``resolution_A`` defaults to the graph's recorded resolution."""
+) -> GraphMetrics:
+    """Metrics of a :class:`~neural_em.graph.DensityGraph` against a model (every name of
+    :data:`GRAPH_METRICS`), and of the local-maximum baseline of ``baseline_map``
+    (normalised) when given, at the graph's seed threshold. ``resolution_A`` defaults to the
+    graph's recorded resolution."""
     attrs = dict(graph.graph.graph)
     if resolution_A is None and isinstance(attrs.get("resolution_A"), (int, float)):
         resolution_A = float(attrs["resolution_A"])
@@ -368,4 +411,4 @@ def evaluate_graph(
             atom_cutoff_A=atom_cutoff_A,
             atom_metrics=atom_metrics,
         )
-    return result
+    return GraphMetrics(**result)

@@ -38,7 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from neural_em.fields.base import DensityField
-from neural_em.graph.export import paths_of_edges
+from neural_em.graph.mmcif import paths_of_edges
 from neural_em.graph.seeds import field_volume
 from neural_em.models import AtomicModel, ca_secondary_structure
 
@@ -563,7 +563,7 @@ def _on_axis(
 
 def trace_geometry(positions: np.ndarray, edges: np.ndarray, *, min_nodes: int = 5) -> np.ndarray:
     """P-SEA (:func:`~neural_em.models.ca_secondary_structure`) on the graph's own paths
-    (:func:`~neural_em.graph.export.paths_of_edges`, at least ``min_nodes`` nodes), read as
+    (:func:`~neural_em.graph.mmcif.paths_of_edges`, at least ``min_nodes`` nodes), read as
     C-alpha traces: where the map resolves the backbone the nodes sit on C-alphas and their
     geometry (distances and angles between nodes i..i+4) shows helices and strands. Labels
     ``(n,)``; ``coil`` on shorter paths."""

@@ -1,6 +1,6 @@
 """The study method's steps: seeds walked uphill, end points clustered (exact DBSCAN with
 ``min_samples`` 1), nodes joined within a distance. :class:`~neural_em.graph.DensityGraph`
-puts them together (:meth:`~neural_em.graph.DensityGraph.from_neural_density_map`)."""
+puts them together (:meth:`~neural_em.graph.DensityGraph.from_field`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 their scripts in ``scripts/`` call them, and they are tested without Snakemake.
 
 - :mod:`neural_em.pipeline.dataset`: the study's dataset selection from an EMDB search export.
-- :mod:`neural_em.pipeline.download`: archive downloads (EMDB maps and metadata, PDB models and
+- :mod:`neural_em.pipeline.archive`: where the EMDB and PDB archives keep each file (URLs) and
+  the EMDB entry record's parsing; no network.
+- :mod:`neural_em.pipeline.download`: the checked fetch (EMDB maps and metadata, PDB models and
   sequences) with retries, integrity checks, atomic writes and a local mirror.
 - :mod:`neural_em.pipeline.gpu_slots`: one GPU per concurrent job (file-lock slots).
 - :mod:`neural_em.pipeline.collect`, :mod:`neural_em.pipeline.figures`: metrics tables, figures.

@@ -29,36 +29,25 @@ from typing import Any
 
 from neural_em.atomic import atomic_write_text
 from neural_em.errors import FieldFormatError, InputError
-from neural_em.models import SSE_CLASSES
+from neural_em.fields.kinds import FIELD_KINDS
+from neural_em.graph.evaluate import ATOM_METRICS, BASELINE_METRICS, GRAPH_METRICS
+from neural_em.pipeline.interpolation import ERROR_STATS, RESULT_MASK, RESULT_SCALE
 
 logger = logging.getLogger(__name__)
 
 NOT_RUN = "not run"
-#: Fields the pipeline draws graphs from.
-GRAPH_FIELDS = ("neural", "spline", "learned")
+#: Fields the pipeline may draw graphs from: every kind of the registry.
+GRAPH_FIELDS = tuple(FIELD_KINDS)
+#: Fields beside the neural one (which has its own record): each has a manifest role ``KIND``
+#: (its ``.neural`` file) and ``KIND_bench``, and a record ``{bytes, fit_s}``.
+FITTED_FIELDS = tuple(kind for kind in FIELD_KINDS if kind != "neural")
 #: Graph methods (:mod:`neural_em.graph.methods`), the study's first.
 GRAPH_METHODS = ("study", "backbone")
 #: Where each method's graphs sit in an entry's record: ``graph`` holds the study method's
 #: (as it always has), ``graph_backbone`` the backbone method's; each maps field -> metrics.
 GRAPH_RECORD = {"study": "graph", "backbone": "graph_backbone"}
-#: Graph metrics read from a metrics JSON (``neural-em evaluate --json``).
-GRAPH_KEYS = (
-    "recall",
-    "coverage",
-    "precision",
-    "one_to_one_precision",
-    "f1",
-    "rmsd",
-    "nodes",
-    "ca",
-    "nodes_per_ca",
-    "edges",
-    "chain_recall",
-    "edge_precision",
-    "mean_degree",
-    *(f"recall_{label}" for label in SSE_CLASSES),
-    *(f"label_{kind}_{label}" for label in SSE_CLASSES for kind in ("precision", "recall")),
-)
+#: Graph metrics read from a metrics JSON (``neural-em evaluate -o``): the evaluation's names.
+GRAPH_KEYS = GRAPH_METRICS
 
 
 #: The graph metrics whose medians the summary reports.
@@ -81,8 +70,7 @@ ROLES = (
     "neural_record",
     "neural_mrc",
     "neural_bench",
-    "spline",
-    "spline_bench",
+    *(role for kind in FITTED_FIELDS for role in (kind, f"{kind}_bench")),
     *(
         graph_role(f, m) + suffix
         for f in GRAPH_FIELDS
@@ -140,8 +128,8 @@ def mrc_bytes(shape_xyz: Sequence[int]) -> int:
 
 def map_shape_from_gz(path: str | os.PathLike) -> list[int] | None:
     """Voxels along x, y, z of a (compressed) MRC map, from its header alone
-    (:func:`neural_em.voxelmap.read_map_header`); None if the file is not a readable map."""
-    from neural_em.voxelmap import read_map_header
+    (:func:`neural_em.mrcread.read_map_header`); None if the file is not a readable map."""
+    from neural_em.mrcread import read_map_header
 
     try:
         return list(read_map_header(path, max_voxels=sys.maxsize).shape_xyz)
@@ -209,35 +197,28 @@ def training_regions(
 
 
 # ====================================================================== per entry
+def _require(record: Any, keys: Sequence[str], path: str | os.PathLike, where: str) -> dict:
+    """``record``'s ``keys`` (a JSON object written by the library), or an InputError naming
+    the file and the first missing key."""
+    if not isinstance(record, Mapping):
+        raise InputError(f"{where or 'the record'} must be a JSON object", path)
+    for key in keys:
+        if key not in record:
+            raise InputError(f"{where + ' ' if where else ''}lacks the key {key!r}", path)
+    return {key: record[key] for key in keys}
+
+
 def _graph_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """The metrics of a graph as ``neural-em evaluate -o`` writes them (strict:
+    :data:`~neural_em.graph.evaluate.GRAPH_METRICS`, and ``atoms``/``baseline`` where
+    present, with their names)."""
     raw = _read_json(path)
-    metrics = dict(raw.get("metrics", raw)) if isinstance(raw, Mapping) else {}
-    out: dict[str, Any] = {}
-    for key in GRAPH_KEYS:
-        out[key] = finite_or_none(metrics.get(key))
-    atoms = metrics.get("atoms") or metrics.get("atomic") or metrics.get("atom")
-    if isinstance(atoms, Mapping):
-        out["atoms"] = {
-            k: finite_or_none(atoms.get(k))
-            for k in (
-                "recall",
-                "coverage",
-                "precision",
-                "rmsd",
-                "reference",
-                "atoms",
-                "n_atoms",
-                "nodes",
-            )
-            if k in atoms
-        }
-    baseline = metrics.get("baseline") or metrics.get("local_maxima")
-    if isinstance(baseline, Mapping):
-        out["baseline"] = {
-            k: finite_or_none(baseline.get(k))
-            for k in ("recall", "coverage", "precision", "rmsd", "nodes", "nodes_per_ca")
-            if k in baseline
-        }
+    metrics = _require(raw, GRAPH_KEYS, path, "the graph metrics")
+    out: dict[str, Any] = {key: finite_or_none(value) for key, value in metrics.items()}
+    for part, keys in (("atoms", ATOM_METRICS), ("baseline", BASELINE_METRICS)):
+        if part in raw:
+            values = _require(raw[part], keys, path, f"{part!r}")
+            out[part] = {key: finite_or_none(value) for key, value in values.items()}
     return out
 
 
@@ -245,7 +226,7 @@ def _graph_without_model(path: str | os.PathLike) -> dict[str, Any]:
     """A graph of a map without a model: its size, and every model metric absent (None)."""
     raw = _read_json(path)
     nodes = raw.get("nodes") if isinstance(raw, Mapping) else None
-    edges = raw.get("edges", raw.get("links")) if isinstance(raw, Mapping) else None
+    edges = raw.get("edges") if isinstance(raw, Mapping) else None
     out: dict[str, Any] = {key: None for key in GRAPH_KEYS}
     out["nodes"] = len(nodes) if isinstance(nodes, list) else None
     out["edges"] = len(edges) if isinstance(edges, list) else None
@@ -267,41 +248,102 @@ def _graph_timings(path: str | os.PathLike) -> dict[str, float]:
 
 
 def _interpolation(path: str | os.PathLike, methods: Sequence[str]) -> dict[str, Any]:
+    """The interpolation experiment's record (strict: each method's errors at
+    ``RESULT_SCALE``/``RESULT_MASK``, see :mod:`neural_em.pipeline.interpolation`)."""
     raw = _read_json(path)
+    head = _require(raw, ("methods", "control", "coarse"), path, "the interpolation record")
+    control = head["control"] if isinstance(head["control"], Mapping) else {}
+    coarse = head["coarse"] if isinstance(head["coarse"], Mapping) else {}
     out: dict[str, Any] = {
         "device": raw.get("device"),
         "wall_s": finite_or_none(raw.get("wall_s")),
         "simulator": raw.get("simulator", "neural_em"),
-        "control_nonzero": (raw.get("control") or {}).get("n_nonzero"),
+        "control_nonzero": control.get("n_nonzero"),
         "evaluated_points": raw.get("evaluated_points"),
-        "coarse_shape_xyz": (raw.get("coarse") or {}).get("shape_xyz"),
-        "control_shape_xyz": (raw.get("control") or {}).get("shape_xyz"),
+        "coarse_shape_xyz": coarse.get("shape_xyz"),
+        "control_shape_xyz": control.get("shape_xyz"),
         "methods": {},
     }
-    found = raw.get("methods") or {}
+    found = head["methods"] if isinstance(head["methods"], Mapping) else {}
     skipped = raw.get("skipped") or {}
     for method in methods:
         rec = found.get(method)
-        if not isinstance(rec, Mapping):
+        if rec is None:
             out["methods"][method] = {
                 "status": NOT_RUN,
                 "reason": skipped.get(method, "not in the results"),
             }
             continue
-        scale = rec.get("common") or rec.get("normalised") or rec
-        stats = scale.get("nonzero") or scale
+        where = f"method {method!r}"
+        scale = _require(rec, (RESULT_SCALE,), path, where)[RESULT_SCALE]
+        stats = _require(scale, (RESULT_MASK,), path, f"{where} {RESULT_SCALE!r}")[RESULT_MASK]
+        stats = _require(stats, ERROR_STATS, path, f"{where} {RESULT_SCALE}/{RESULT_MASK}")
         out["methods"][method] = {
-            "min": finite_or_none(stats.get("min")),
-            "max": finite_or_none(stats.get("max")),
-            "mean": finite_or_none(stats.get("mean")),
-            "mae": finite_or_none(stats.get("mean_abs")),
-            "rmse": finite_or_none(stats.get("rmse")),
-            "max_abs": finite_or_none(stats.get("max_abs")),
-            "n": stats.get("n"),
+            "min": finite_or_none(stats["min"]),
+            "max": finite_or_none(stats["max"]),
+            "mean": finite_or_none(stats["mean"]),
+            "mae": finite_or_none(stats["mean_abs"]),
+            "rmse": finite_or_none(stats["rmse"]),
+            "max_abs": finite_or_none(stats["max_abs"]),
+            "n": stats["n"],
             "build_s": finite_or_none(rec.get("build_s")),
             "evaluate_s": finite_or_none(rec.get("evaluate_s")),
         }
     return out
+
+
+def _neural_record(has: Mapping[str, str]) -> dict[str, Any]:
+    """The neural field's record: its header's training record, sizes, device and times."""
+    header = read_field_header(has["neural"])
+    regions = training_regions(header, has["neural"])
+    trained = [r for r in regions if not r["skipped"]]
+    seconds = [r["seconds"] for r in trained if r["seconds"] is not None]
+    losses = [r["loss"] for r in trained if r["loss"] is not None]
+    crop = header.get("shape_xyz")
+    record = _read_json(has["neural_record"]) if "neural_record" in has else {}
+    bench = read_benchmark(has["neural_bench"]) if "neural_bench" in has else {}
+    total = finite_or_none(header["training"].get("seconds"))
+    neural = {
+        "preset": header.get("preset"),
+        "crop_shape_xyz": crop,
+        "crop_voxels": math.prod(crop) if crop else None,
+        "regions": len(header.get("regions") or regions),
+        "regions_trained": len(trained),
+        "total_training_s": total if total is not None else (sum(seconds) if seconds else None),
+        # the study's "Average region training time": total / regions (sequential fits);
+        # for the batched trainer the same ratio is the cost per region
+        "mean_region_training_s": None,
+        "mean_loss": statistics.fmean(losses) if losses else None,
+        "bytes": Path(has["neural"]).stat().st_size,
+        "crop_mrc_bytes": (
+            Path(has["neural_mrc"]).stat().st_size
+            if "neural_mrc" in has
+            else (mrc_bytes(crop) if crop else None)
+        ),
+        "device": record.get("device")
+        or (
+            ",".join(map(str, header["devices"]))
+            if isinstance(header.get("devices"), list)
+            else None
+        ),
+        "fit_wall_s": finite_or_none(record.get("seconds")) or finite_or_none(bench.get("s")),
+        "max_rss_mb": finite_or_none(bench.get("max_rss")),
+        "per_region": regions,
+    }
+    if neural["total_training_s"] is not None and trained:
+        neural["mean_region_training_s"] = neural["total_training_s"] / len(trained)
+    neural["stop_counts"] = dict(Counter(str(r["stopped"]) for r in regions))
+    if neural["crop_mrc_bytes"]:
+        neural["size_ratio_crop_mrc"] = neural["bytes"] / neural["crop_mrc_bytes"]
+    return neural
+
+
+def _fitted_field(has: Mapping[str, str], kind: str) -> dict[str, Any]:
+    """The size and fitting time of a field fitted without training (or not run)."""
+    if kind not in has:
+        return {"status": NOT_RUN}
+    bench = read_benchmark(has[f"{kind}_bench"]) if f"{kind}_bench" in has else {}
+    return {"bytes": Path(has[kind]).stat().st_size, "fit_s": finite_or_none(bench.get("s"))}
 
 
 def _graph_record(
@@ -360,60 +402,11 @@ def collect_entry(
     }
     if "fasta" in has:
         rec["sequences"] = read_fasta_summary(has["fasta"])
-    # ---- the neural field
-    if "neural" in has:
-        header = read_field_header(has["neural"])
-        regions = training_regions(header, has["neural"])
-        trained = [r for r in regions if not r["skipped"]]
-        seconds = [r["seconds"] for r in trained if r["seconds"] is not None]
-        losses = [r["loss"] for r in trained if r["loss"] is not None]
-        crop = header.get("shape_xyz")
-        record = _read_json(has["neural_record"]) if "neural_record" in has else {}
-        bench = read_benchmark(has["neural_bench"]) if "neural_bench" in has else {}
-        total = finite_or_none(header["training"].get("seconds"))
-        neural = {
-            "preset": header.get("preset"),
-            "crop_shape_xyz": crop,
-            "crop_voxels": math.prod(crop) if crop else None,
-            "regions": len(header.get("regions") or regions),
-            "regions_trained": len(trained),
-            "total_training_s": total if total is not None else (sum(seconds) if seconds else None),
-            # the study's "Average region training time": total / regions (sequential fits);
-            # for the batched trainer the same ratio is the cost per region
-            "mean_region_training_s": None,
-            "mean_loss": statistics.fmean(losses) if losses else None,
-            "bytes": Path(has["neural"]).stat().st_size,
-            "crop_mrc_bytes": (
-                Path(has["neural_mrc"]).stat().st_size
-                if "neural_mrc" in has
-                else (mrc_bytes(crop) if crop else None)
-            ),
-            "device": record.get("device")
-            or (
-                ",".join(map(str, header["devices"]))
-                if isinstance(header.get("devices"), list)
-                else None
-            ),
-            "fit_wall_s": finite_or_none(record.get("seconds")) or finite_or_none(bench.get("s")),
-            "max_rss_mb": finite_or_none(bench.get("max_rss")),
-            "per_region": regions,
-        }
-        if neural["total_training_s"] is not None and trained:
-            neural["mean_region_training_s"] = neural["total_training_s"] / len(trained)
-        neural["stop_counts"] = dict(Counter(str(r["stopped"]) for r in regions))
-        if neural["crop_mrc_bytes"]:
-            neural["size_ratio_crop_mrc"] = neural["bytes"] / neural["crop_mrc_bytes"]
-        rec["neural"] = neural
-    else:
-        rec["neural"] = {"status": NOT_RUN}
-    if "spline" in has:
-        bench = read_benchmark(has["spline_bench"]) if "spline_bench" in has else {}
-        rec["spline"] = {
-            "bytes": Path(has["spline"]).stat().st_size,
-            "fit_s": finite_or_none(bench.get("s")),
-        }
-    else:
-        rec["spline"] = {"status": NOT_RUN}
+    # ---- the fields
+    rec["neural"] = _neural_record(has) if "neural" in has else {"status": NOT_RUN}
+    for kind in FITTED_FIELDS:  # the spline always (the baseline), others when drawn
+        if kind == "spline" or kind in graph_fields:
+            rec[kind] = _fitted_field(has, kind)
     # ---- graphs
     for method in GRAPH_METHODS:
         if method not in graph_methods:
@@ -454,8 +447,11 @@ def _median(values: Iterable[Any]) -> float | None:
     return statistics.median(nums) if nums else None
 
 
-def summarise(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Medians over the entries of the headline numbers."""
+def summarise(
+    entries: Sequence[Mapping[str, Any]], graph_fields: Sequence[str] = GRAPH_FIELDS
+) -> dict[str, Any]:
+    """Medians over the entries of the headline numbers (a graph's median is left out where
+    no entry has the number, unless it is a study-method graph of ``graph_fields``)."""
 
     def get(e: Mapping[str, Any], *path: str) -> Any:
         cur: Any = e
@@ -471,7 +467,8 @@ def summarise(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for field in GRAPH_FIELDS:
             for m in SUMMARY_KEYS:
                 values = [get(e, record, field, m) for e in entries]
-                if method != "study" and all(v is None for v in values):
+                drawn = method == "study" and field in graph_fields
+                if not drawn and all(v is None for v in values):
                     continue
                 out[f"{prefix}_{field}_{m}_median"] = _median(values)
     out["training_s_median"] = _median(get(e, "neural", "total_training_s") for e in entries)
@@ -519,7 +516,7 @@ def collect_metrics(
         "interpolation_methods": list(interpolation_methods),
         "deeptracer": "run" if deeptracer else NOT_RUN,
         "entries": entries,
-        "summary": summarise(list(entries.values())),
+        "summary": summarise(list(entries.values()), graph_fields),
         "settings": dict(settings or {}),
     }
 

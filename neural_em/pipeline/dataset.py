@@ -18,7 +18,7 @@ Rules, in this order (:func:`select_entries`):
    seeded random order (independent of the CSV's row order) and taken from the front.
 6. At most ``max_voxels`` (512³) voxels per map. The search export has no map dimensions, so
    this rule applies only where they are known: pass ``voxel_counts`` (EMDB id -> voxel count,
-   e.g. from the EMDB API metadata, see :func:`neural_em.pipeline.download.parse_emdb_metadata`).
+   e.g. from the EMDB API metadata, see :func:`neural_em.pipeline.archive.parse_emdb_metadata`).
    A map over the limit is skipped and the next candidate of its bin's random order takes its
    place; a map whose count is unknown is kept (and shows ``voxels`` = NA). So the selection
    without counts is a preview of the one with counts: both walk the same random order.

@@ -14,7 +14,7 @@ Relative paths are taken from the working directory. Every entry gets a ``key`` 
 ``emd_N``, a local entry its ``name``) that names its files under ``results/`` and its rows in
 the tables. :func:`config_entries` refuses, with a message naming the entry: a map or model file
 that does not exist or cannot be read (the map's header is read with the bounded reader of
-:func:`neural_em.voxelmap.read_map_header`, the model with :func:`neural_em.models.read_model`),
+:func:`neural_em.mrcread.read_map_header`, the model with :func:`neural_em.models.read_model`),
 an entry with both ``emdb_id`` and ``map`` (or neither), two entries with the same key, a name
 that is not a safe file name, a resolution that is not a positive number.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from neural_em.errors import InputError
-from neural_em.voxelmap import MapHeader
+from neural_em.mrcread import MapHeader
 
 #: A local entry's name: used in file names under results/ and in the tables.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -91,7 +91,7 @@ def _local_file(label: str, what: str, value: Any, base_dir: Path) -> Path:
 
 def check_map_file(label: str, path: Path) -> MapHeader:
     """The map's checked header (shape, voxel size, axis order) or an :class:`EntryError`."""
-    from neural_em.voxelmap import read_map_header
+    from neural_em.mrcread import read_map_header
 
     try:
         return read_map_header(path)

@@ -38,14 +38,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from neural_em.errors import InputError
 from neural_em.fields.base import DensityField
-from neural_em.fields.classical import FourierDensityMap, TrilinearDensityMap
-from neural_em.fields.spline import SplineDensityMap
+from neural_em.fields.kinds import FIELD_KINDS, field_class
 from neural_em.simulate import Atoms, read_atoms, simulate_aligned_pair
 from neural_em.voxelmap import Normalisation, VoxelMap
 
@@ -53,6 +52,30 @@ logger = logging.getLogger(__name__)
 
 CLASSICAL_METHODS = ("trilinear", "fourier", "spline")
 DEFAULT_METHODS = ("trilinear", "fourier", "spline", "neural")
+#: Every method: a field kind of the registry, or the neural field with a preset
+#: (:data:`neural_em.fields.presets.PRESETS`, not imported here: it needs torch).
+METHODS = (*FIELD_KINDS, "neural-fast", "neural-paper")
+
+#: The statistics of one set of errors (:class:`ErrorStats`), each a number or None.
+ERROR_STATS = ("n", "min", "max", "mean", "mean_abs", "rmse", "max_abs")
+#: The headline errors of a method: its ``RESULT_SCALE`` normalisation, ``RESULT_MASK`` voxels.
+RESULT_SCALE = "common"
+RESULT_MASK = "nonzero"
+
+
+class MethodResult(TypedDict, total=False):
+    """One method's record in ``methods`` of :func:`interpolation_experiment` (and of
+    :func:`~neural_em.pipeline.chimera.chimera_experiment`): ``build_s``, ``evaluate_s``,
+    ``field`` (its metadata) and, per normalisation (``"common"``, ``"separate"``), the
+    :data:`ERROR_STATS` of each mask (``"nonzero"``, ``"all"``, ``"dense"``)."""
+
+    build_s: float
+    evaluate_s: float
+    field: dict[str, Any]
+    common: dict[str, dict[str, Any]]
+    separate: dict[str, dict[str, Any]]
+
+
 #: Points evaluated per chunk.
 CHUNK_POINTS = 1 << 18
 
@@ -70,6 +93,7 @@ class ErrorStats:
         self.max = -np.inf
 
     def update(self, err: np.ndarray) -> None:
+        """Add the errors ``err`` (any shape) to the statistics."""
         err = np.asarray(err, dtype=np.float64)
         if err.size == 0:
             return
@@ -81,6 +105,7 @@ class ErrorStats:
         self.max = max(self.max, float(err.max()))
 
     def result(self) -> dict[str, float | int | None]:
+        """The statistics (:data:`ERROR_STATS`; None where there are no errors)."""
         if self.n == 0:
             return {
                 "n": 0,
@@ -127,33 +152,24 @@ def build_field(
     fourier_kwargs: dict[str, Any] | None = None,
     learned_kwargs: dict[str, Any] | None = None,
 ) -> DensityField:
-    """Build the field of ``method`` over ``vmap`` (kept on its normalisation if it has one).
+    """Build the field of ``method`` (one of :data:`METHODS`) over ``vmap`` (kept on its
+    normalisation if it has one).
 
     ``"neural-fast"``/``"neural-paper"`` set the preset; ``neural_kwargs`` go to
     ``NeuralDensityMap.from_voxel_data`` (preset, max_epochs, time_budget_s, seed, devices);
-    ``learned_kwargs`` go to ``LearnedDensityMap`` (weights, tile).
+    ``fourier_kwargs`` and ``learned_kwargs`` to those fields (upsampling; weights, tile).
     """
-    if method == "trilinear":
-        return TrilinearDensityMap(vmap)
-    if method == "spline":
-        return SplineDensityMap(vmap)
-    if method == "fourier":
-        return FourierDensityMap(vmap, **(fourier_kwargs or {}))
-    if method == "learned":
-        from neural_em.fields.learned import LearnedDensityMap
-
-        return LearnedDensityMap(vmap, **(learned_kwargs or {}))
-    if method == "neural" or method.startswith("neural-"):
-        from neural_em.fields.neural import NeuralDensityMap
-
+    kind, _, preset = method.partition("-")
+    if method not in METHODS:
+        raise InputError(f"unknown interpolation method {method!r} (known: {', '.join(METHODS)})")
+    cls = field_class(kind)
+    if kind == "neural":
         kwargs = dict(neural_kwargs or {})
-        if method != "neural":
-            kwargs["preset"] = method.split("-", 1)[1]
-        return NeuralDensityMap.from_voxel_data(vmap, **kwargs)
-    raise InputError(
-        f"unknown interpolation method {method!r} (known: trilinear, fourier, "
-        "spline, learned, neural, neural-fast, neural-paper)"
-    )
+        if preset:
+            kwargs["preset"] = preset
+        return cls.from_voxel_data(vmap, **kwargs)
+    options = {"fourier": fourier_kwargs, "learned": learned_kwargs}.get(kind)
+    return cls(vmap, **(options or {}))
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:
@@ -161,16 +177,8 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
         methods = [methods]
     out = []
     for m in methods:
-        if m not in CLASSICAL_METHODS and m not in (
-            "neural",
-            "neural-fast",
-            "neural-paper",
-            "learned",
-        ):
-            raise InputError(
-                f"unknown interpolation method {m!r} (known: trilinear, fourier, "
-                "spline, learned, neural, neural-fast, neural-paper)"
-            )
+        if m not in METHODS:
+            raise InputError(f"unknown interpolation method {m!r} (known: {', '.join(METHODS)})")
         if m not in out:
             out.append(m)
     if not out:

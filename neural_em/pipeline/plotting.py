@@ -34,6 +34,7 @@ METHOD_LABELS = {
 
 
 def number(value: Any) -> float | None:
+    """A finite float (not the -1 the study wrote for missing values), or None."""
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -42,6 +43,7 @@ def number(value: Any) -> float | None:
 
 
 def get_path(record: Any, *path: str) -> Any:
+    """``record[path[0]][path[1]]...``, or None where a level is missing."""
     for p in path:
         if not isinstance(record, Mapping):
             return None
@@ -55,6 +57,7 @@ def pairs(
     ypath: Sequence[str],
     yscale: float = 1.0,
 ) -> tuple[list[float], list[float]]:
+    """The (x, y) numbers of the entries having both (y times ``yscale``)."""
     xs, ys = [], []
     for e in entries:
         x, y = number(get_path(e, *xpath)), number(get_path(e, *ypath))
@@ -65,6 +68,7 @@ def pairs(
 
 
 def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,6 +91,7 @@ def pyplot():
 
 
 def save_figure(fig: Any, outdir: Path, name: str) -> list[Path]:
+    """Save ``fig`` as ``name``.png and .svg in ``outdir`` (atomically); the paths."""
     paths = []
     for ext in ("png", "svg"):
         path = outdir / f"{name}.{ext}"
@@ -124,6 +129,7 @@ def scatter_run(
 
 
 def note_empty(ax: Any, text: str = "no data in this run") -> None:
+    """Write ``text`` across an axes that has nothing to draw."""
     ax.text(
         0.5,
         0.5,
@@ -157,6 +163,7 @@ def log_axes(ax: Any, *, x: bool = False, y: bool = False) -> None:
 
 
 def device_label(entries: Sequence[Mapping[str, Any]]) -> str:
+    """The devices the entries' neural fits ran on, for a figure's label."""
     devices = sorted(
         {str(get_path(e, "neural", "device")) for e in entries if get_path(e, "neural", "device")}
     )

@@ -292,6 +292,7 @@ def atomic_rows(
 
 
 def interpolation_columns(methods: Sequence[str]) -> list[str]:
+    """The interpolation table's columns: the study's, then one per method."""
     cols = list(PAPER_INTERP_COLUMNS)
     cols.insert(0, "EMDB ID")
     for m in INTERP_METHOD_ORDER + [m for m in methods if m not in INTERP_METHOD_ORDER]:
@@ -312,6 +313,7 @@ def interpolation_columns(methods: Sequence[str]) -> list[str]:
 
 
 def interpolation_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One interpolation table row per entry of ``metrics``."""
     rows = []
     for e in metrics["entries"].values():
         it = e.get("interpolation", {})
@@ -347,6 +349,7 @@ def interpolation_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def training_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One training table row per entry of ``metrics``."""
     rows = []
     for e in metrics["entries"].values():
         n = e.get("neural", {})
@@ -368,6 +371,7 @@ def training_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def timing_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per entry of ``metrics``: every job's seconds and peak memory."""
     rows = []
     for e in metrics["entries"].values():
         for step, t in sorted(e.get("timings", {}).items()):
@@ -383,6 +387,7 @@ def timing_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def rows_to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """CSV text of ``rows`` with ``columns`` (missing values empty)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(
         buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"

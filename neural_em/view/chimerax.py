@@ -9,7 +9,7 @@ written uncompressed into a folder beside the ``.cxc`` (``emd_3488.cxc`` -> ``em
 The graphs open from their own mmCIF files (the pipeline writes one beside each graph), or
 from a copy written into that folder where a graph has none; their nodes get the page's
 colours residue by residue (node ``k`` of a graph is residue ``r`` of chain ``c`` of its
-mmCIF, :func:`neural_em.graph.export.mmcif_layout`).
+mmCIF, :func:`neural_em.graph.mmcif.mmcif_layout`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import numpy as np
 
 from neural_em.errors import InputError
 from neural_em.graph.density_graph import DensityGraph
-from neural_em.graph.export import chain_name, mmcif_layout
+from neural_em.graph.mmcif import chain_name, mmcif_layout
 from neural_em.voxelmap import VoxelMap, read_map, write_map
 
 logger = logging.getLogger(__name__)

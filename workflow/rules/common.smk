@@ -7,6 +7,8 @@ import json
 import os
 import re
 
+from neural_em.fields.kinds import FIELD_KINDS
+
 
 def repo_path(value):
     """An input path from the config: absolute, or relative to the repository root."""
@@ -109,7 +111,7 @@ if REFERENCE_DIR is not None and not REFERENCE_DIR.is_dir():
 wildcard_constraints:
     # exactly the configured keys (EMDB entries emd_N, local maps their names)
     entry="|".join(re.escape(k) for k in sorted(KEYS, key=len, reverse=True)),
-    field="neural|spline|learned",
+    field="|".join(FIELD_KINDS),
     method="study|backbone",
 
 
@@ -166,7 +168,10 @@ NEURAL = "results/fits/{entry}/{entry}.neural"
 NEURAL_RECORD = "results/fits/{entry}/{entry}.fit.json"
 NEURAL_MRC = "results/fits/{entry}/{entry}_neural.mrc"
 SPLINE = "results/fits/{entry}/{entry}_spline.neural"
-LEARNED = "results/fits/{entry}/{entry}_learned.neural"
+#: A field fitted for its graphs only (rule fit_field): every kind but the neural and spline
+#: fields, which have their own rules.
+FIELD_FIT = "results/fits/{entry}/{entry}_{field}.neural"
+FIELD_FIT_KINDS = "|".join(k for k in FIELD_KINDS if k not in ("neural", "spline"))
 GRAPH = "results/graphs/{entry}/{field}.{method}.graph.json"
 GRAPH_CIF = "results/graphs/{entry}/{field}.{method}.cif"
 GRAPH_METRICS = "results/graphs/{entry}/{field}.{method}.metrics.json"
@@ -183,7 +188,7 @@ DEEPTRACER_METRICS = "results/deeptracer/{entry}/metrics.json"
 # Snakemake's benchmark files (time and memory of each job)
 BENCH_FIT_NEURAL = "results/benchmarks/fit_neural/{entry}.tsv"
 BENCH_FIT_SPLINE = "results/benchmarks/fit_spline/{entry}.tsv"
-BENCH_FIT_LEARNED = "results/benchmarks/fit_learned/{entry}.tsv"
+BENCH_FIT_FIELD = "results/benchmarks/fit_{field}/{entry}.tsv"
 BENCH_GRAPH = "results/benchmarks/graph/{entry}_{field}_{method}.tsv"
 BENCH_INTERP = "results/benchmarks/interpolation/{entry}.tsv"
 BENCH_DEEPTRACER = "results/benchmarks/deeptracer/{entry}.tsv"
@@ -217,6 +222,9 @@ def entry_files(key):
         "spline_bench": BENCH_FIT_SPLINE.format(**fmt),
     })
     for field in GRAPH_FIELDS:
+        if field not in ("neural", "spline"):  # fitted for its graphs only (rule fit_field)
+            files[field] = FIELD_FIT.format(entry=key, field=field)
+            files[f"{field}_bench"] = BENCH_FIT_FIELD.format(entry=key, field=field)
         for method in GRAPH_METHODS:
             role, names = graph_role(field, method), dict(entry=key, field=field, method=method)
             files[role] = GRAPH.format(**names)
@@ -244,7 +252,6 @@ def all_entry_files():
 # (Snakemake's lint keeps functions out of the files that hold rules.)
 # The programs the shell rules run around the command line (scripts/).
 GPU_SLOT = str(SCRIPTS / "with_gpu_slot.py")
-STDOUT_TO_FILE = str(SCRIPTS / "stdout_to_file.py")
 CHIMERA_MOLMAP = str(SCRIPTS / "chimera_molmap.py")
 
 
@@ -305,8 +312,7 @@ GRAPH_CFG = section("graph")
 
 def graph_input(wildcards):
     """The fitted field file a graph is drawn from."""
-    return {"neural": NEURAL, "learned": LEARNED, "spline": SPLINE}[wildcards.field].format(
-        **wildcards)
+    return (NEURAL if wildcards.field == "neural" else FIELD_FIT).format(**wildcards)
 
 
 def graph_gpu(wildcards):

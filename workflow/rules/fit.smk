@@ -79,26 +79,29 @@ rule fit_spline:
         "--margin {params.margin} > {log} 2>&1"
 
 
-rule fit_learned:
-    """Learned field of the same crop (the packaged network refines the map 2x; no training)."""
+rule fit_field:
+    """A field of the same crop fitted without training, for its graphs: learned (the packaged
+    network refines the map 2x), trilinear or Fourier."""
     input:
         map=map_input,
         info=ENTRY_INFO,
     output:
-        LEARNED,
+        FIELD_FIT,
+    wildcard_constraints:
+        field=FIELD_FIT_KINDS,
     params:
         contour=contour_option,
         margin=float(FIT["margin_A"]),
     conda:
         "../../envs/fit.yaml"
     log:
-        "logs/fit_learned/{entry}.log",
+        "logs/fit_{field}/{entry}.log",
     benchmark:
-        BENCH_FIT_LEARNED
+        BENCH_FIT_FIELD
     threads: 2
     resources:
         mem_mb=FIT_MEM,
         runtime=30,
     shell:
-        "OMP_NUM_THREADS={threads} neural-em -q fit {input.map:q} --field learned -o {output} "
-        "--force {params.contour} --margin {params.margin} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} neural-em -q fit {input.map:q} --field {wildcards.field} "
+        "-o {output} --force {params.contour} --margin {params.margin} > {log} 2>&1"

@@ -49,7 +49,6 @@ rule evaluate_graph:
         GRAPH_METRICS,
     params:
         resolution=resolution,
-        stdout_to_file=STDOUT_TO_FILE,
     conda:
         "../../envs/graph.yaml"
     log:
@@ -59,6 +58,5 @@ rule evaluate_graph:
         mem_mb=2000,
         runtime=20,
     shell:
-        "python {params.stdout_to_file:q} {output} -- neural-em -q evaluate {input.graph} "
-        "--model {input.model:q} --resolution {params.resolution} --map {input.map:q} --json "
-        "2> {log}"
+        "neural-em -q evaluate {input.graph} --model {input.model:q} "
+        "--resolution {params.resolution} --map {input.map:q} -o {output} --force > {log} 2>&1"

@@ -1,7 +1,11 @@
-"""Train the learned field's network (see :mod:`neural_em.fields.learned`) in one command.
+"""Train the learned field's network (see :mod:`neural_em.fields.learned`): a developer tool
+beside the package, not part of it.
 
-    python -m neural_em.fields.learned_train --data-dir ../shared/data \\
+    python tools/learned_train.py --data-dir ../shared/data \\
         --out neural_em/fields/weights/learned.safetensors --minutes 30 --threads 1
+
+The real maps it trains on are listed in ``tools/learned_train_data.json`` (name -> map file and
+the models of the same structure, relative to ``--data-dir``).
 
 Task: a map ``T`` (voxel 0.5-1.5 Å) is decimated to its even voxels ``T[::2, ::2, ::2]``; the
 network corrects the Fourier 2x upsampling of that coarse map towards ``T``. Loss: Charbonnier
@@ -54,19 +58,17 @@ from neural_em.fields.learned import (
 
 logger = logging.getLogger(__name__)
 
-#: The real maps of ../shared/data: name -> (map file, models of the same structure).
-SHARED_MAPS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "emd_3488": ("emd_3488/emd_3488.mrc", ("emd_3488/5ni1.cif", "emd_3488/5me2.pdb")),
-    "emd_6272": ("emd_6272/emd_6272_zone.mrc", ("emd_6272/3j9s.pdb",)),
-    "emd_5778": ("emd_5778/emd_5778_chainA.mrc", ("emd_5778/3j5p.pdb",)),
-    "emd_21457": ("emd_21457/emd_21457_seg.mrc", ("emd_21457/6vyb_Ndom.pdb",)),
-    "emd_11007": ("emd_11007/emd_11007.map", ()),
-    "emd_3197": ("emd_3197/EMD-3197.map", ()),
-    "emd_3001": ("emd_3001/EMD-3001.map", ()),
-    "sim_3i2n": ("simulated/3i2n/3i2n_sim3A.mrc", ("simulated/3i2n/3i2n.pdb",)),
-    "sim_3qc7": ("simulated/3qc7/3qc7_sim3A.mrc", ("simulated/3qc7/3qc7.pdb",)),
-    "sim_6g61": ("simulated/6g61/6g61_sim3A.mrc", ("simulated/6g61/6g61.pdb",)),
-}
+#: The data list: name -> (map file, models of the same structure), relative to --data-dir.
+DATA_LIST = Path(__file__).with_name("learned_train_data.json")
+
+
+def read_data_list(path: Path = DATA_LIST) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The real maps to train on: name -> (map file, models of the same structure)."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return {name: (entry["map"], tuple(entry["models"])) for name, entry in raw.items()}
+
+
+SHARED_MAPS = read_data_list()
 
 
 @dataclasses.dataclass
@@ -517,10 +519,10 @@ def train(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m neural_em.fields.learned_train",
+        prog="python tools/learned_train.py",
         description="Train the learned field's network (writes NAME.safetensors + NAME.json).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="example: python -m neural_em.fields.learned_train --data-dir ../shared/data "
+        epilog="example: python tools/learned_train.py --data-dir ../shared/data "
         "--out learned.safetensors --minutes 30 --exclude emd_3488",
     )
     p.add_argument(
@@ -555,13 +557,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", help="only cpu is supported by this trainer")
     p.add_argument("--force", action="store_true", help="overwrite the output")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("neural_em.simulate").setLevel(logging.WARNING)
-    if args.device != "cpu":
-        p.error("--device: only cpu is supported")
     if args.out.exists() and not args.force:
         p.error(f"{args.out} exists (pass --force to replace it)")
     import torch
