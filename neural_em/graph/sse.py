@@ -141,16 +141,16 @@ def cylinder_scores(
     data, vs, origin = field_volume(field)
     sigma = np.sqrt(blur_A**2 + (0.5 * spacing_A) ** 2) / vs
     volume = scipy.ndimage.gaussian_filter(data, sigma=sigma[::-1], mode="constant")
-    volume = scipy.ndimage.zoom(volume, (vs / spacing_A)[::-1], order=1).astype(np.float64)
+    volume = scipy.ndimage.zoom(volume, (vs / spacing_A)[::-1], order=1).astype(np.float32)
     half = int(np.ceil(max(shell_A[1], half_length_A) / spacing_A))
     shape = [scipy.fft.next_fast_len(n + 2 * half + 1, real=True) for n in volume.shape]
     window = tuple(slice(half, half + n) for n in volume.shape)
-    spectrum = scipy.fft.rfftn(volume, shape)
-    spectrum_sq = scipy.fft.rfftn(volume * volume, shape)
+    spectrum = scipy.fft.rfftn(volume, shape, workers=-1)
+    spectrum_sq = scipy.fft.rfftn(volume * volume, shape, workers=-1)
 
     def correlate(f: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-        k = scipy.fft.rfftn(kernel[::-1, ::-1, ::-1], shape)
-        return scipy.fft.irfftn(f * k, shape)[window]
+        k = scipy.fft.rfftn(kernel[::-1, ::-1, ::-1].astype(np.float32), shape, workers=-1)
+        return scipy.fft.irfftn(f * k, shape, workers=-1)[window]
 
     dirs = hemisphere_directions(directions)
     best = np.full(volume.shape, -np.inf, dtype=np.float32)
