@@ -49,3 +49,17 @@ def test_summary_page_shows_tables_not_raw_keys(tmp_path) -> None:
         assert f"<th>{title}</th>" in text
     assert "href='view/emd_0.html'" in text and "href='view/emd_0.cxc'" in text
     assert summary_tables_html(metrics["summary"]) in text
+
+
+def test_secondary_structure_medians_get_their_own_table() -> None:
+    summary = summarise([_entry(0), _entry(1)])
+    t = summary_tables(summary)
+    backbone = dict(((m, f), v) for m, f, v in t["graphs"])[("backbone", "spline")]
+    assert backbone["recall_helix"] == summary["graph_backbone_spline_recall_helix_median"]
+    assert not any(k.endswith("helix_median") for k, _ in t["other"])
+    page = summary_tables_html(summary)
+    assert "summary-sse" in page and "helix label precision" in page
+    # A run whose graphs recorded no class metric shows no such table.
+    plain = {k: v for k, v in summary.items() if "helix" not in k and "strand" not in k}
+    plain = {k: (None if "coil" in k else v) for k, v in plain.items()}
+    assert "summary-sse" not in summary_tables_html(plain)

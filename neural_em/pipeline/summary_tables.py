@@ -23,6 +23,16 @@ GRAPH_COLUMNS = (
     ("edge_precision", "edge precision"),
     ("seconds", "seconds"),
 )
+#: Graph columns of the secondary-structure table (C-alpha classes by P-SEA; labels: backbone).
+SSE_COLUMNS = (
+    ("recall_helix", "helix C-alpha recall"),
+    ("recall_strand", "strand C-alpha recall"),
+    ("recall_coil", "coil C-alpha recall"),
+    ("label_precision_helix", "helix label precision"),
+    ("label_recall_helix", "helix label recall"),
+    ("label_precision_strand", "strand label precision"),
+    ("label_recall_strand", "strand label recall"),
+)
 #: Other graph medians in metrics.json, not shown as columns.
 GRAPH_OTHER = ("coverage", "precision", "rmsd", "mean_degree")
 FIT_ROWS = (
@@ -30,7 +40,9 @@ FIT_ROWS = (
     ("region_training_s_median", "neural fit: training time per region (s)"),
     ("size_ratio_crop_mrc_median", "neural file size / MRC of the crop"),
 )
-_METRICS = "|".join(m for m, _ in GRAPH_COLUMNS) + "|" + "|".join(GRAPH_OTHER)
+_METRICS = "|".join(
+    sorted((m for m, _ in GRAPH_COLUMNS + SSE_COLUMNS), key=len, reverse=True) + list(GRAPH_OTHER)
+)
 _GRAPH_KEY = re.compile(rf"^graph(?:_(backbone))?_([a-z]+)_({_METRICS})_median$")
 _INTERP_KEY = re.compile(r"^interpolation_(.+)_mae_median$")
 
@@ -93,6 +105,7 @@ def summary_tables_html(summary: Mapping[str, Any]) -> str:
                 f"<tr><th>{html.escape(method)}</th><th>{html.escape(field)}</th>{cells}</tr>"
             )
         parts.append("</tbody></table></div>")
+        parts.append(_sse_table(t["graphs"]))
     for name, title, rows in (
         ("fits", "Fits", t["fits"]),
         ("interpolation", "Interpolation: mean abs error", t["interpolation"]),
@@ -103,4 +116,23 @@ def summary_tables_html(summary: Mapping[str, Any]) -> str:
         parts.append(f"<h3>{title}</h3><div class='table'><table class='summary-{name}'><tbody>")
         parts += [f"<tr><th>{html.escape(k)}</th>{_cell(v)}</tr>" for k, v in rows]
         parts.append("</tbody></table></div>")
+    return "".join(parts)
+
+
+def _sse_table(graphs: list[tuple[str, str, dict[str, Any]]]) -> str:
+    """The graphs' medians by secondary structure, where any was recorded ("" otherwise)."""
+    rows = [r for r in graphs if any(r[2].get(m) is not None for m, _ in SSE_COLUMNS)]
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in SSE_COLUMNS)
+    parts = [
+        "<h3>Density graphs by secondary structure</h3><p>C-alpha classes of the model by "
+        "P-SEA; labels: the backbone graph's node <code>sse</code>.</p><div class='table'>"
+        "<table class='summary-sse'>"
+        f"<thead><tr><th>method</th><th>field</th>{head}</tr></thead><tbody>"
+    ]
+    for method, field, values in rows:
+        cells = "".join(_cell(values.get(m)) for m, _ in SSE_COLUMNS)
+        parts.append(f"<tr><th>{html.escape(method)}</th><th>{html.escape(field)}</th>{cells}</tr>")
+    parts.append("</tbody></table></div>")
     return "".join(parts)
