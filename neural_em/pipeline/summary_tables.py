@@ -34,7 +34,14 @@ SSE_COLUMNS = (
     ("label_recall_strand", "strand label recall"),
 )
 #: Other graph medians in metrics.json, not shown as columns.
-GRAPH_OTHER = ("coverage", "precision", "rmsd", "mean_degree")
+GRAPH_OTHER = (
+    "coverage",
+    "precision",
+    "rmsd",
+    "mean_degree",
+    "label_precision_coil",
+    "label_recall_coil",
+)
 FIT_ROWS = (
     ("training_s_median", "neural fit: training time (s)"),
     ("region_training_s_median", "neural fit: training time per region (s)"),
