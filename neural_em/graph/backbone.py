@@ -109,7 +109,7 @@ class BackboneParameters:
     node; helix axes
     need a normalised cylinder correlation ``>= helix_min_score`` (field blurred by
     ``helix_blur_A``) over ``helix_min_length_A`` and a rod at least ``helix_min_fullness``
-    full (:func:`~neural_em.graph.sse.axis_fullness`); nodes within ``helix_radius_A`` of an
+    full (:func:`~neural_em.graph.sse.rod_fullness`); nodes within ``helix_radius_A`` of an
     axis are ``helix``.
     """
 

@@ -11,14 +11,17 @@ directions spread over a hemisphere (one FFT correlation each). The correlation 
 *normalised* by the template's and the map's local spread (Pearson's r over the template's
 support), so its scale is the same on every map. Each grid point keeps its best direction.
 
-The decision is made per axis, not per point: grid points whose score is ``>= min_score``
-and highest across their best direction (a 1-voxel non-maximum suppression in the normal
-plane) are candidate axis points; neighbours (within 2.2 voxels) whose directions agree within
-``max_bend_deg`` and that follow each other along that direction are joined; each connected
-piece whose extent along its principal direction reaches ``min_length_A`` (two turns of a
-helix, 8 residues, are 10.8 Å) is a helix axis, its ends where the rod stops, unless the rod
-is hollow in most directions (:func:`axis_fullness`): a single straight chain alone in its
-surroundings also correlates with a cylinder, but is a thin line where a helix is a tube.
+The decision is made per axis, not per point: grid points with a score ``>= low_score``,
+highest across their best direction (a 1-voxel non-maximum suppression in the normal plane),
+are candidate axis points; neighbours (within 2.2 voxels) whose directions agree within
+``max_bend_deg`` and that follow each other along that direction are joined; a joined piece
+needs three points ``>= min_score`` (hysteresis) and is cut where the rod thins to a single
+chain (:func:`rod_fullness`: a single straight chain also correlates with a cylinder, but is
+a thin line where a helix is a tube); each piece whose extent along its principal direction
+reaches ``min_length_A`` (two turns of a helix, 8 residues, are 10.8 Å) is a helix axis, its
+ends where the rod stops. The backbone method replaces the nodes along *strong* axes (mean
+score ``>= 0.6``) that its nodes under-cover (:func:`axis_coverage`, :func:`axis_samples`,
+:func:`replace_helix_nodes`) and labels nodes by :func:`node_labels`.
 
 **Strands.** Backbone nodes outside helices on a straight stretch of chain with a parallel
 stretch of another chain ``strand_gap_A`` (4.2-5.6 Å) beside it, for at least
@@ -40,12 +43,12 @@ from scipy.spatial import cKDTree
 from neural_em.fields.base import DensityField
 from neural_em.graph.mmcif import paths_of_edges
 from neural_em.graph.seeds import field_volume
-from neural_em.models import AtomicModel, ca_secondary_structure
+from neural_em.models import SSE_CLASSES, AtomicModel, ca_secondary_structure
 
 logger = logging.getLogger(__name__)
 
-#: Node labels, in the order of every table.
-SSE_LABELS = ("helix", "strand", "coil")
+#: Node labels, in the order of every table (the model's classes, by P-SEA, are the same).
+SSE_LABELS = SSE_CLASSES
 
 #: Maps coarser than this (Å) are not labelled: a helix is no longer a rod apart from its
 #: neighbours, and strands merge into sheets.
@@ -176,10 +179,14 @@ def cylinder_scores(
 
 
 def _normal_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    helper = np.where(np.abs(d[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
-    e1 = np.cross(d, helper)
+    """Two unit vectors normal to each unit vector ``d`` (``(n, 3)`` or ``(3,)``) and to each
+    other, shaped like ``d``."""
+    d = np.asarray(d, dtype=np.float64)
+    flat = d.reshape(-1, 3)
+    helper = np.where(np.abs(flat[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    e1 = np.cross(flat, helper)
     e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    return e1, np.cross(d, e1)
+    return e1.reshape(d.shape), np.cross(flat, e1).reshape(d.shape)
 
 
 def helix_axes(
@@ -195,7 +202,8 @@ def helix_axes(
     directions: int = 60,
 ) -> list[HelixAxis]:
     """The helix axes of ``field`` (see the module docstring), longest first; an axis whose
-    rod is not full (:func:`axis_fullness` below ``min_fullness``: a single chain) is none."""
+    rod is not full (:func:`rod_fullness` below ``min_fullness``: a single chain) is cut
+    there."""
     score, best_dir, dirs, origin = cylinder_scores(
         field, spacing_A=spacing_A, blur_A=blur_A, directions=directions
     )
@@ -271,10 +279,7 @@ def rod_fullness(
     5.4 Å turn (about 1, or above where the map resolves it hollow); a single chain is a thin
     line (about 0.2-0.4 at 3-4.5 Å), with side chains in only a few directions."""
     d = np.asarray(direction, dtype=np.float64)
-    helper = np.array([1.0, 0.0, 0.0]) if abs(d[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = np.cross(d, helper)
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(d, e1)
+    e1, e2 = _normal_basis(d)
     theta = np.linspace(0.0, 2.0 * np.pi, angles, endpoint=False)
     ring = radius_A * (np.cos(theta)[:, None] * e1 + np.sin(theta)[:, None] * e2)  # (a, 3)
     along = np.linspace(-half_length_A, half_length_A, 7)[:, None] * d  # (l, 3)
@@ -286,11 +291,6 @@ def rod_fullness(
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = low / core.mean(axis=1)
     return np.where(np.isfinite(ratio), ratio, 0.0)
-
-
-def axis_fullness(field: DensityField, axis: HelixAxis) -> float:
-    """The median :func:`rod_fullness` along ``axis``."""
-    return float(np.median(rod_fullness(field, axis.points, axis.direction)))
 
 
 def _axis_of(points: np.ndarray, value: np.ndarray) -> HelixAxis:
@@ -339,10 +339,7 @@ def axis_samples(
     count = max(int(round((t[-1] - t[0]) / rise_A)), 1)
     ts = np.linspace(t[0], t[-1], count + 1)
     samples = np.stack([np.polyval(c, ts) for c in coef], axis=1)
-    helper = np.array([1.0, 0.0, 0.0]) if abs(d[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = np.cross(d, helper)
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(d, e1)
+    e1, e2 = _normal_basis(d)
     grid = np.arange(-disc_A, disc_A + 1e-9, 0.5)
     u, v = np.meshgrid(grid, grid, indexing="ij")
     inside = u**2 + v**2 <= disc_A**2
