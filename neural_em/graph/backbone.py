@@ -241,12 +241,18 @@ def ridge_points(
 
 # ---------------------------------------------------------------------------- 2. score
 def backbone_score(
-    field: DensityField, points: np.ndarray, *, sigma_A: float = 1.5, radius_A: float = 5.0
+    field: DensityField,
+    points: np.ndarray,
+    *,
+    sigma_A: float = 1.5,
+    radius_A: float = 5.0,
+    volume: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The blurred density at ``points`` ``(n, 3)`` Å, the highest blurred density within
-    ``radius_A`` of each, both ``(n,)``, and the highest in the box: the field sampled on its own voxel grid, blurred with
-    a Gaussian of ``sigma_A`` (zero outside the box)."""
-    data, vs, origin = field_volume(field)
+    ``radius_A`` of each, both ``(n,)``, and the highest in the box: the field sampled on its
+    own voxel grid (``volume``, :func:`~neural_em.graph.seeds.field_volume`, where the caller
+    has it), blurred with a Gaussian of ``sigma_A`` (zero outside the box)."""
+    data, vs, origin = field_volume(field) if volume is None else volume
     blurred = scipy.ndimage.gaussian_filter(data, sigma=(sigma_A / vs)[::-1], mode="constant")
     idx = ((np.asarray(points, dtype=np.float64) - origin) / vs)[:, ::-1]
     score = scipy.ndimage.map_coordinates(blurred, idx.T, order=1, mode="nearest")
@@ -292,7 +298,11 @@ def ball_maximum(
 
 # ---------------------------------------------------------------------------- helices
 def _find_helices(
-    field: DensityField, params: BackboneParameters, resolution_A: float | None, source: str
+    field: DensityField,
+    params: BackboneParameters,
+    resolution_A: float | None,
+    source: str,
+    volume: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
 ) -> list[HelixAxis]:
     """The helix axes of the field, or none (with a warning naming the map) where the map is
     coarser than :data:`~neural_em.graph.sse.COARSEST_RESOLUTION_A` or ``sse`` is off."""
@@ -314,6 +324,7 @@ def _find_helices(
         min_length_A=params.helix_min_length_A,
         min_fullness=params.helix_min_fullness,
         blur_A=params.helix_blur_A,
+        volume=volume,
     )
 
 
@@ -324,6 +335,7 @@ def _helix_axis_nodes(
     node_score: np.ndarray,
     axes: list[HelixAxis],
     params: BackboneParameters,
+    volume: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Where the nodes cover a helix axis's residues below ``helix_min_coverage`` (the
     ridge ran along the axis, or was lost), its nodes replaced by one every
@@ -341,7 +353,11 @@ def _helix_axis_nodes(
     samples = [axis_samples(field, a, rise_A=params.helix_rise_A) for a in thin]
     positions, edges, kept = replace_helix_nodes(positions, edges, samples, thin)
     new_score = backbone_score(
-        field, positions[len(kept) :], sigma_A=params.score_sigma_A, radius_A=params.score_radius_A
+        field,
+        positions[len(kept) :],
+        sigma_A=params.score_sigma_A,
+        radius_A=params.score_radius_A,
+        volume=volume,
     )[0]
     return positions, edges, np.concatenate([node_score[kept], new_score]), len(thin)
 
@@ -389,9 +405,14 @@ def backbone_graph(
     timings["ridges"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    volume = field_volume(field) if n_ridge else None
     if n_ridge:
         score, best, top = backbone_score(
-            field, points, sigma_A=params.score_sigma_A, radius_A=params.score_radius_A
+            field,
+            points,
+            sigma_A=params.score_sigma_A,
+            radius_A=params.score_radius_A,
+            volume=volume,
         )
         keep = (score >= params.score_fraction * best) & (score >= params.score_floor * top)
         points, score = points[keep], score[keep]
@@ -427,7 +448,7 @@ def backbone_graph(
     timings["forest"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    axes = _find_helices(field, params, resolution_A, source) if n_scored else []
+    axes = _find_helices(field, params, resolution_A, source, volume) if n_scored else []
     timings["helices"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -452,7 +473,7 @@ def backbone_graph(
     edges = forest_edges(points, adj, nodes)
     positions, node_score = points[nodes], score[nodes]
     positions, edges, node_score, replaced = _helix_axis_nodes(
-        field, positions, edges, node_score, axes, params
+        field, positions, edges, node_score, axes, params, volume
     )
     edges = bridge_gaps(
         positions,

@@ -134,14 +134,16 @@ def cylinder_scores(
     core_A: float = 3.0,
     shell_A: tuple[float, float] = (4.5, 7.0),
     half_length_A: float = 5.0,
+    volume: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The normalised cylinder correlation of ``field`` (see the module docstring).
 
     Returns ``(score (nz, ny, nx) float32 in [-1, 1], best direction index (nz, ny, nx),
     directions (m, 3), grid origin (3,) Å)`` on a grid of ``spacing_A`` from the field's
-    origin.
+    origin. ``volume``: :func:`~neural_em.graph.seeds.field_volume` of the field, where the
+    caller has it (a neural field is evaluated on its grid once).
     """
-    data, vs, origin = field_volume(field)
+    data, vs, origin = field_volume(field) if volume is None else volume
     sigma = np.sqrt(blur_A**2 + (0.5 * spacing_A) ** 2) / vs
     volume = scipy.ndimage.gaussian_filter(data, sigma=sigma[::-1], mode="constant")
     volume = scipy.ndimage.zoom(volume, (vs / spacing_A)[::-1], order=1).astype(np.float32)
@@ -200,12 +202,13 @@ def helix_axes(
     spacing_A: float = 1.5,
     blur_A: float = 1.0,
     directions: int = 60,
+    volume: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> list[HelixAxis]:
     """The helix axes of ``field`` (see the module docstring), longest first; an axis whose
     rod is not full (:func:`rod_fullness` below ``min_fullness``: a single chain) is cut
     there."""
     score, best_dir, dirs, origin = cylinder_scores(
-        field, spacing_A=spacing_A, blur_A=blur_A, directions=directions
+        field, spacing_A=spacing_A, blur_A=blur_A, directions=directions, volume=volume
     )
     cand = np.argwhere(score >= low_score)  # (k, 3) z, y, x
     if len(cand) < 3:
