@@ -139,7 +139,7 @@ class BackboneParameters:
     bridge_A: float = 4.6
     bridge_fraction: float = 0.5
     sse: bool = True
-    helix_min_score: float = 0.55
+    helix_min_score: float = 0.5
     helix_low_score: float = 0.45
     helix_strong_score: float = 0.6
     helix_min_length_A: float = 10.0

@@ -194,7 +194,7 @@ def _normal_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def helix_axes(
     field: DensityField,
     *,
-    min_score: float = 0.55,
+    min_score: float = 0.5,
     low_score: float = 0.45,
     min_length_A: float = 10.0,
     min_fullness: float = 0.4,
