@@ -18,12 +18,18 @@ import gzip
 import os
 import re
 import shlex
-from collections import defaultdict
 from pathlib import Path
 
 from neural_em.atomic import atomic_write_bytes, atomic_write_text
 from neural_em.graph.density_graph import DensityGraph
-from neural_em.view.scene import MAP_COLOUR, MODEL_COLOUR, GraphLayer, Scene, default_visible
+from neural_em.view.scene import (
+    MAP_COLOUR,
+    MODEL_COLOUR,
+    GraphLayer,
+    Scene,
+    default_visible,
+    runs_text,
+)
 from neural_em.voxelmap import write_map
 
 #: Chain parts per ``color`` command (keeps lines short).
@@ -60,27 +66,12 @@ def graph_copy_name(layer: GraphLayer) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", layer.label).strip("_") + ".cif"
 
 
-def _ranges(numbers: list[int]) -> str:
-    numbers = sorted(set(numbers))
-    out, start, prev = [], numbers[0], numbers[0]
-    for n in numbers[1:] + [None]:
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if n is not None:
-            start = prev = n
-    return ",".join(out)
-
-
 def colour_commands(layer: GraphLayer, model_id: int) -> list[str]:
     """``color`` commands that give each node (atom) of the graph's mmCIF its page colour."""
-    by_colour: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for (chain, residue), colour in zip(layer.addresses, layer.colours(), strict=True):
-        by_colour[colour][chain].append(residue)
+    by_colour = layer.residues_by_colour()
     commands = []
     for colour in sorted(by_colour):
-        parts = [f"#{model_id}/{c}:{_ranges(r)}" for c, r in by_colour[colour].items()]
+        parts = [f"#{model_id}/{c}:{runs_text(r, ',')}" for c, r in by_colour[colour].items()]
         for k in range(0, len(parts), PARTS_PER_COMMAND):
             spec = " | ".join(parts[k : k + PARTS_PER_COMMAND])
             commands.append(f"color {spec} {colour} target a")

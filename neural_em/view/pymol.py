@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections import defaultdict
 from pathlib import Path
 
 from neural_em.atomic import atomic_write_text
 from neural_em.view.chimerax import data_folder, graph_copy_name, model_suffix
-from neural_em.view.scene import MAP_COLOUR, MODEL_COLOUR, GraphLayer, Scene, default_visible
+from neural_em.view.scene import (
+    MAP_COLOUR,
+    MODEL_COLOUR,
+    GraphLayer,
+    Scene,
+    default_visible,
+    runs_text,
+)
 
 
 def _name(label: str) -> str:
@@ -28,27 +34,12 @@ def _hex(colour: str) -> str:
     return "0x" + colour.lstrip("#").lower()
 
 
-def _resi(numbers: list[int]) -> str:
-    numbers = sorted(set(numbers))
-    out, start, prev = [], numbers[0], numbers[0]
-    for n in [*numbers[1:], None]:
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if n is not None:
-            start = prev = n
-    return "+".join(out)
-
-
 def colour_commands(layer: GraphLayer, obj: str) -> list[str]:
     """``color`` commands giving each node (atom) of the graph object its page colour."""
-    by_colour: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for (chain, residue), colour in zip(layer.addresses, layer.colours(), strict=True):
-        by_colour[colour][chain].append(residue)
+    by_colour = layer.residues_by_colour()
     out = []
     for colour in sorted(by_colour):
-        parts = [f"(chain {c} and resi {_resi(r)})" for c, r in by_colour[colour].items()]
+        parts = [f"(chain {c} and resi {runs_text(r, '+')})" for c, r in by_colour[colour].items()]
         for k in range(0, len(parts), 40):
             out.append(f"color {_hex(colour)}, {obj} and ({' or '.join(parts[k : k + 40])})")
     return out

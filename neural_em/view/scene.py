@@ -103,7 +103,35 @@ class GraphLayer:
         return len(self.positions) == 0
 
     def colours(self) -> list[str]:
+        """The colour of each node, in node order."""
         return [self.palette[int(k)] for k in self.colour_index]
+
+    def residues_by_colour(self) -> dict[str, dict[str, list[tuple[int, int]]]]:
+        """colour -> chain -> runs ``(first, last)`` of consecutive residue numbers of the
+        nodes of that colour in the graph's mmCIF: what a viewer's colour command selects."""
+        grouped: dict[str, dict[str, list[int]]] = {}
+        for (chain, residue), colour in zip(self.addresses, self.colours(), strict=True):
+            grouped.setdefault(colour, {}).setdefault(chain, []).append(residue)
+        return {
+            colour: {chain: number_runs(numbers) for chain, numbers in chains.items()}
+            for colour, chains in grouped.items()
+        }
+
+
+def number_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs ``(first, last)`` of consecutive integers in ``numbers``, sorted, repeats merged."""
+    runs: list[tuple[int, int]] = []
+    for n in sorted(set(numbers)):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], n)
+        else:
+            runs.append((n, n))
+    return runs
+
+
+def runs_text(runs: list[tuple[int, int]], separator: str) -> str:
+    """``1-4<sep>7<sep>9-10``: runs as a viewer's residue range list."""
+    return separator.join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 @dataclasses.dataclass
