@@ -180,9 +180,13 @@ def copy_repo(dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)
     # Over the smoke config: a coarser control grid for the interpolation experiment (the
-    # neural field evaluated at 0.2 Å over the whole map takes many minutes on a loaded CPU).
+    # neural field evaluated at 0.2 Å over the whole map takes many minutes on a loaded CPU),
+    # its quick methods only, and the study's graph method only: the kills and reruns need
+    # jobs of every kind (downloads, fits, graphs, evaluations, collection, figures), not
+    # every method of each (the smoke run in tests/test_workflow.py runs them all).
     (dest / "config" / "faults_overlay.yaml").write_text(
-        "interpolation:\n  methods: [trilinear, spline, neural]\n  fine_step_A: 0.6\n"
+        "interpolation:\n  methods: [trilinear, spline]\n  fine_step_A: 0.6\n"
+        "graph:\n  methods: [study]\n"
     )
     return dest
 

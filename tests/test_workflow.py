@@ -177,12 +177,14 @@ def test_dry_run_demo(tmp_path):
             assert "mem_mb=" in block and "runtime=" in block, rule
 
 
-def test_dry_run_paper_plans_the_study(tmp_path):
+@pytest.fixture(scope="module")
+def paper_dry_run(tmp_path_factory) -> subprocess.CompletedProcess:
+    """The study's dry run (8 cores, 7 GPUs), planned once for the tests that read it."""
     if not SEARCH_CSV.is_file():
         pytest.skip(f"{SEARCH_CSV} is absent")
     pytest.importorskip("neural_em.pipeline.dataset")
-    proc = snakemake(
-        tmp_path,
+    return snakemake(
+        tmp_path_factory.mktemp("paper"),
         "--configfile",
         str(REPO / "config" / "paper.yaml"),
         "--cores",
@@ -192,6 +194,10 @@ def test_dry_run_paper_plans_the_study(tmp_path):
         "-n",
         timeout=240,
     )
+
+
+def test_dry_run_paper_plans_the_study(paper_dry_run):
+    proc = paper_dry_run
     counts = job_counts(proc.stdout)
     n = counts["fit_neural"]
     assert 110 <= n <= 125, counts  # the study: 115 maps; this selection without voxel counts
@@ -221,13 +227,10 @@ def test_dry_run_paper_plans_the_study(tmp_path):
     )
 
 
-def test_dry_run_with_voxel_counts_drops_big_maps(tmp_path):
+def test_dry_run_with_voxel_counts_drops_big_maps(paper_dry_run, tmp_path):
     """After the voxel_counts step, the selection skips maps over max_voxels."""
-    if not SEARCH_CSV.is_file():
-        pytest.skip(f"{SEARCH_CSV} is absent")
-    pytest.importorskip("neural_em.pipeline.dataset")
     paper = str(REPO / "config" / "paper.yaml")
-    first = job_blocks(snakemake(tmp_path, "--configfile", paper, "-n", timeout=240).stdout)
+    first = job_blocks(paper_dry_run.stdout)  # the plan before any voxel count
     keys = sorted(
         re.search(r"wildcards: entry=(\w+)", b).group(1) for r, b in first if r == "fit_neural"
     )

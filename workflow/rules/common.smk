@@ -168,7 +168,7 @@ NEURAL = "results/fits/{entry}/{entry}.neural"
 NEURAL_RECORD = "results/fits/{entry}/{entry}.fit.json"
 NEURAL_MRC = "results/fits/{entry}/{entry}_neural.mrc"
 SPLINE = "results/fits/{entry}/{entry}_spline.neural"
-#: A field fitted for its graphs only (the fit_field rule): every kind but the neural and spline
+#: A field fitted for its graphs only (by the fit_field rule), every kind but the neural and spline
 #: fields, which have their own rules.
 FIELD_FIT = "results/fits/{entry}/{entry}_{field}.neural"
 FIELD_FIT_KINDS = "|".join(k for k in FIELD_KINDS if k not in ("neural", "spline"))
