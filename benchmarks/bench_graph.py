@@ -97,7 +97,7 @@ def run_map(
         field = SplineDensityMap.from_voxel_map(map_path)
     field_s = time.perf_counter() - wall0
     if method == "study":
-        graph = DensityGraph.from_neural_density_map(
+        graph = DensityGraph.from_field(
             field,
             adjacency_threshold=2.0 * res,
             resolution_A=res,
@@ -204,7 +204,7 @@ def run_neural(data: Path, preset: str) -> dict[str, Any] | None:
     field = NeuralDensityMap.from_voxel_map(data / map_rel, devices=("cpu",), preset=preset)
     fit_s = time.perf_counter() - t0
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    graph = DensityGraph.from_neural_density_map(
+    graph = DensityGraph.from_field(
         field, adjacency_threshold=2.0 * res, resolution_A=res, source=str(data / map_rel)
     )
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -224,9 +224,9 @@ def run_neural(data: Path, preset: str) -> dict[str, Any] | None:
 
 _MEMORY_SNIPPET = """
 import json, sys, time
-from neural_em.graph import DensityGraph
+from neural_em.graph import graph_from_map
 t = time.perf_counter()
-g = DensityGraph.from_voxel_density_map(sys.argv[1], adjacency_threshold=5.8, resolution_A=2.9)
+g = graph_from_map(sys.argv[1], adjacency_A=5.8, resolution_A=2.9)
 print(json.dumps({"nodes": len(g), "edges": g.graph.number_of_edges(), "stats": g.stats,
                   "timings": g.timings, "seconds_wall": time.perf_counter() - t}))
 """
