@@ -129,34 +129,24 @@ def run_map(
         "diff_precision": r["precision"] - ref_precision,
         "blur_A": blur_A,
         "ca_helix": r.get("ca_helix"),
-        "label_counts": label_counts(graph, model),
+        "label_counts": sse_label_counts(graph, model),
     }
     if "baseline" in r:
         out["baseline"] = _metrics(r["baseline"])
     return out
 
 
-def label_counts(graph: Any, model: Any) -> dict[str, dict[str, int]]:
-    """For each class: matched pairs whose node says it (``said``), whose C-alpha is of it
-    (``true``) and both (``both``): the pooled label precision and recall over maps."""
-    from neural_em.graph.evaluate import greedy_matching
-    from neural_em.models import SSE_CLASSES, ca_secondary_structure
+def sse_label_counts(graph: Any, model: Any) -> dict[str, dict[str, int]]:
+    """:func:`~neural_em.graph.evaluate.label_counts` of the graph's node labels ({} where the
+    nodes carry none): summed over maps, the pooled label precision and recall."""
+    from neural_em.graph.evaluate import greedy_matching, label_counts, node_sse
+    from neural_em.models import ca_secondary_structure
 
-    if not all("sse" in graph.graph.nodes[n] for n in graph.node_ids):
+    labels = node_sse(graph)
+    if labels is None:
         return {}
-    ref, node, _ = greedy_matching(model.ca, graph.positions, 3.0)
-    truth = ca_secondary_structure(model)[ref]
-    labels = [graph.graph.nodes[n].get("sse", "") for n in graph.node_ids]
-    said_all = np.array(labels, dtype=object)[node] if len(node) else np.array([], dtype=object)
-    out = {}
-    for c in SSE_CLASSES:
-        said, true = said_all == c, truth == c
-        out[c] = {
-            "said": int(said.sum()),
-            "true": int(true.sum()),
-            "both": int((said & true).sum()),
-        }
-    return out
+    matching = greedy_matching(model.ca, graph.positions, 3.0)
+    return label_counts(ca_secondary_structure(model), labels, matching)
 
 
 def run_neural_backbone(data: Path, preset: str, out_dir: Path) -> dict[str, Any] | None:

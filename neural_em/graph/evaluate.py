@@ -176,16 +176,23 @@ def consecutive_pairs(model: AtomicModel, *, max_distance_A: float = CHAIN_BREAK
 
 
 def edge_metrics(
-    model: AtomicModel, nodes: np.ndarray, edge_index: np.ndarray, *, cutoff_A: float = 3.0
+    model: AtomicModel,
+    nodes: np.ndarray,
+    edge_index: np.ndarray,
+    *,
+    cutoff_A: float = 3.0,
+    matching: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Chain recall, edge precision and mean degree (see the module docstring) of a graph
-    with node positions ``(n, 3)`` Å and edges ``(2, m)`` or ``(m, 2)`` (node positions)."""
+    with node positions ``(n, 3)`` Å and edges ``(2, m)`` or ``(m, 2)`` (node positions);
+    ``matching``: :func:`greedy_matching` of the C-alphas to the nodes, where the caller has
+    it."""
     pts = np.asarray(nodes, dtype=np.float64).reshape(-1, 3)
     edges = np.asarray(edge_index, dtype=np.int64)
     if edges.ndim == 2 and edges.shape[0] == 2 and edges.shape[1] != 2:
         edges = edges.T
     edges = np.sort(edges.reshape(-1, 2), axis=1)
-    ref_i, node_i, _ = greedy_matching(model.ca, pts, cutoff_A)
+    ref_i, node_i, _ = greedy_matching(model.ca, pts, cutoff_A) if matching is None else matching
     node_of = np.full(len(model.ca), -1, dtype=np.int64)
     node_of[ref_i] = node_i
     pairs = consecutive_pairs(model)
@@ -205,12 +212,41 @@ def edge_metrics(
     }
 
 
+def node_sse(graph: Any) -> np.ndarray | None:
+    """The ``sse`` label of every node ``(n,)`` of a graph, or None where any node lacks one."""
+    nodes = graph.graph.nodes
+    if not len(graph) or not all("sse" in nodes[n] for n in graph.node_ids):
+        return None
+    return np.array([nodes[n]["sse"] for n in graph.node_ids])
+
+
+def label_counts(
+    truth: np.ndarray, labels: np.ndarray, matching: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> dict[str, dict[str, int]]:
+    """Per class of :data:`~neural_em.models.SSE_CLASSES`, over the matched pairs of
+    ``matching`` (:func:`greedy_matching` of the model's C-alphas to the nodes): ``said``
+    (the node is labelled so), ``true`` (the C-alpha is of that class, ``truth`` ``(k,)``)
+    and ``both``. Sums of these pool label precision and recall over maps."""
+    ref_i, node_i, _ = matching
+    said_all = np.asarray(labels)[node_i] if len(node_i) else np.zeros(0, dtype="<U6")
+    out = {}
+    for label in SSE_CLASSES:
+        said, true = said_all == label, np.asarray(truth)[ref_i] == label
+        out[label] = {
+            "said": int(said.sum()),
+            "true": int(true.sum()),
+            "both": int((said & true).sum()),
+        }
+    return out
+
+
 def sse_metrics(
     model: AtomicModel,
     nodes: np.ndarray,
     labels: np.ndarray | None,
     *,
     cutoff_A: float = 3.0,
+    matching: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Per secondary-structure class (``helix``, ``strand``, ``coil``, the model's own from its
     C-alphas by P-SEA, :func:`~neural_em.models.ca_secondary_structure`): ``recall_<class>``,
@@ -218,25 +254,23 @@ def sse_metrics(
     ``labels`` ``(n,)``, ``label_precision_<class>`` (of the matched nodes labelled so, the
     fraction whose C-alpha is of that class) and ``label_recall_<class>`` (of the matched
     C-alphas of that class, the fraction whose node is labelled so). None where undefined;
-    ``ca_<class>`` counts the model's C-alphas."""
+    ``ca_<class>`` counts the model's C-alphas. ``matching``: :func:`greedy_matching` of the
+    C-alphas to ``nodes``, where the caller has it."""
     truth = ca_secondary_structure(model)
-    ref_i, node_i, _ = greedy_matching(model.ca, nodes, cutoff_A)
+    if matching is None:
+        matching = greedy_matching(model.ca, nodes, cutoff_A)
     found = np.zeros(model.n_ca, dtype=bool)
-    found[ref_i] = True
+    found[matching[0]] = True
+    counts = label_counts(truth, labels, matching) if labels is not None else None
     out: dict[str, Any] = {}
     for label in SSE_CLASSES:
         is_class = truth == label
         out[f"ca_{label}"] = int(is_class.sum())
         out[f"recall_{label}"] = float(found[is_class].mean()) if is_class.any() else None
     for label in SSE_CLASSES:
-        precision = recall = None
-        if labels is not None and len(ref_i):
-            said = np.asarray(labels)[node_i] == label
-            true = truth[ref_i] == label
-            precision = float(true[said].mean()) if said.any() else None
-            recall = float(said[true].mean()) if true.any() else None
-        out[f"label_precision_{label}"] = precision
-        out[f"label_recall_{label}"] = recall
+        c = counts[label] if counts is not None else {"said": 0, "true": 0, "both": 0}
+        out[f"label_precision_{label}"] = c["both"] / c["said"] if c["said"] else None
+        out[f"label_recall_{label}"] = c["both"] / c["true"] if c["true"] else None
     return out
 
 
@@ -387,11 +421,17 @@ def evaluate_graph(
     result["method"] = attrs.get("method", "study")
     result["resolution_A"] = resolution_A
     result["edges"] = graph.graph.number_of_edges()
-    result.update(edge_metrics(model, graph.positions, graph.edge_index, cutoff_A=ca_cutoff_A))
-    labels = None
-    if len(graph) and all("sse" in data for _, data in graph.graph.nodes(data=True)):
-        labels = np.array([data["sse"] for _, data in graph.graph.nodes(data=True)])
-    result.update(sse_metrics(model, graph.positions, labels, cutoff_A=ca_cutoff_A))
+    matching = greedy_matching(model.ca, graph.positions, ca_cutoff_A)
+    result.update(
+        edge_metrics(
+            model, graph.positions, graph.edge_index, cutoff_A=ca_cutoff_A, matching=matching
+        )
+    )
+    result.update(
+        sse_metrics(
+            model, graph.positions, node_sse(graph), cutoff_A=ca_cutoff_A, matching=matching
+        )
+    )
     if baseline_map is not None:
         threshold = attrs.get("seed_threshold")
         if not isinstance(threshold, (int, float)):
