@@ -531,7 +531,7 @@ def winding_mask(
     ``extent_A``. Tolerates a node more or less per turn, unlike P-SEA. With ``axes``, the
     window's line must also be one of them: its centre within ``axis_offset_A`` of the axis,
     its direction parallel (``|cos| >= min_cos``)."""
-    out = np.zeros(len(positions), dtype=bool)
+    members, centres, lines = [], [], []
     for path in paths_of_edges(len(positions), edges):
         if len(path) < window:
             continue
@@ -548,17 +548,22 @@ def winding_mask(
                 radius_A[0] <= np.median(r) <= radius_A[1]
                 and extent_A[0] <= extent <= extent_A[1]
                 and arc >= min_winding * extent
-                and (axes is None or _on_axis(q.mean(axis=0), line, axes, axis_offset_A, min_cos))
             ):
-                out[np.asarray(path[s : s + window])] = True
+                members.append(path[s : s + window])
+                centres.append(q.mean(axis=0))
+                lines.append(line)
+    keep = np.ones(len(members), dtype=bool)
+    if axes is not None and members:
+        # The window's line must be one of the axes: all windows against all axes at once.
+        dist, which = axis_distance(np.array(centres), axes, end_margin_A=0.0)
+        along = np.array([axes[w].direction if w >= 0 else np.zeros(3) for w in which])
+        cos = np.abs(np.sum(np.array(lines) * along, axis=1))
+        keep = (dist <= axis_offset_A) & (cos >= min_cos)
+    out = np.zeros(len(positions), dtype=bool)
+    for window_nodes, kept in zip(members, keep, strict=True):
+        if kept:
+            out[np.asarray(window_nodes)] = True
     return out
-
-
-def _on_axis(
-    centre: np.ndarray, line: np.ndarray, axes: list[HelixAxis], offset_A: float, min_cos: float
-) -> bool:
-    dist, which = axis_distance(centre[None], axes, end_margin_A=0.0)
-    return bool(dist[0] <= offset_A and abs(line @ axes[int(which[0])].direction) >= min_cos)
 
 
 def trace_geometry(positions: np.ndarray, edges: np.ndarray, *, min_nodes: int = 5) -> np.ndarray:
