@@ -114,7 +114,8 @@ def to_structure(
     model = gemmi.Model(1)
     addresses: dict[int, tuple[str, int]] = {}
     serial = 0
-    for c, members in enumerate(mmcif_layout(graph) if layout is None else layout):
+    layout = mmcif_layout(graph) if layout is None else layout
+    for c, members in enumerate(layout):
         chain = gemmi.Chain(chain_name(c))
         for r, k in enumerate(members):
             res = gemmi.Residue()
@@ -149,7 +150,7 @@ def to_structure(
     except (KeyError, TypeError, ValueError):
         pass
     if trace:
-        _add_secondary_structure(st, graph, addresses)
+        _add_secondary_structure(st, graph, layout)
     entity = gemmi.Entity("1")
     entity.entity_type = gemmi.EntityType.Polymer if trace else gemmi.EntityType.NonPolymer
     if trace:
@@ -188,16 +189,15 @@ def sse_runs(labels: list[str], label: str, *, min_length: int = 2) -> list[tupl
 
 
 def _add_secondary_structure(
-    st: gemmi.Structure, graph: GraphLike, addresses: dict[int, tuple[str, int]]
+    st: gemmi.Structure, graph: GraphLike, layout: list[list[int]]
 ) -> None:
     """Helix records (``_struct_conf``) and one sheet of strands (``_struct_sheet_range``)
-    over the runs of node label ``sse`` along each pseudo-chain, so viewers draw them."""
+    over the runs of node label ``sse`` along each pseudo-chain of ``layout`` (residue ``r``
+    of chain ``c`` is node ``layout[c][r]``), so viewers draw them."""
     sse = [graph.graph.nodes[node].get("sse", "coil") for node in graph.node_ids]
-    chains: dict[str, list[int]] = {}
-    for k, (chain, _) in sorted(addresses.items(), key=lambda kv: kv[1]):
-        chains.setdefault(chain, []).append(k)
     sheet = gemmi.Sheet("S1")
-    for chain, members in chains.items():
+    for c, members in enumerate(layout):
+        chain = chain_name(c)
         labels = [sse[k] for k in members]
         for first, last in sse_runs(labels, "helix", min_length=3):
             helix = gemmi.Helix()
