@@ -83,7 +83,6 @@ from neural_em.graph.seeds import (
 )
 from neural_em.graph.sse import (
     COARSEST_RESOLUTION_A,
-    SSE_LABELS,
     HelixAxis,
     axis_coverage,
     axis_samples,
@@ -91,6 +90,7 @@ from neural_em.graph.sse import (
     node_labels,
     replace_helix_nodes,
 )
+from neural_em.models import SSE_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -519,6 +519,6 @@ def backbone_graph(
             "forest_points": int(alive.sum()),
             "helices": len(axes),
             "helices_on_axis": int(replaced),
-            **{f"{label}_nodes": int(np.count_nonzero(labels == label)) for label in SSE_LABELS},
+            **{f"{label}_nodes": int(np.count_nonzero(labels == label)) for label in SSE_CLASSES},
         },
     )

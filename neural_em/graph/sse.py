@@ -43,12 +43,9 @@ from scipy.spatial import cKDTree
 from neural_em.fields.base import DensityField
 from neural_em.graph.mmcif import paths_of_edges
 from neural_em.graph.seeds import field_volume
-from neural_em.models import SSE_CLASSES, AtomicModel, ca_secondary_structure
+from neural_em.models import AtomicModel, ca_secondary_structure
 
 logger = logging.getLogger(__name__)
-
-#: Node labels, in the order of every table (the model's classes, by P-SEA, are the same).
-SSE_LABELS = SSE_CLASSES
 
 #: Maps coarser than this (Å) are not labelled: a helix is no longer a rod apart from its
 #: neighbours, and strands merge into sheets.
@@ -482,8 +479,8 @@ def node_labels(
     end_trim_A: float = 1.0,
     strands: bool = True,
 ) -> np.ndarray:
-    """Labels ``(n,)`` of ``SSE_LABELS`` for nodes ``(n, 3)`` Å joined by ``edges``
-    ``(m, 2)``. ``helix``: within ``helix_radius_A`` of a strong axis (score ``>=
+    """Labels ``(n,)`` of :data:`~neural_em.models.SSE_CLASSES` for nodes ``(n, 3)`` Å
+    joined by ``edges`` ``(m, 2)``. ``helix``: within ``helix_radius_A`` of a strong axis (score ``>=
     strong_score``; its ends trimmed by ``end_trim_A``); or near a weaker axis where the path
     winds around it (:func:`winding_mask`: a resolved helix, hollow, correlates less with a
     full cylinder); or a helix by P-SEA on the graph's own paths
